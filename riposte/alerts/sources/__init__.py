@@ -1,0 +1,58 @@
+"""One parser per Defender API; adding a source is adding one module here and one registry line."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from riposte.alerts.errors import AlertParseError
+from riposte.alerts.model import Alert
+from riposte.alerts.sources import graph
+
+Parser = Callable[[Mapping[str, Any]], Alert]
+Detector = Callable[[Mapping[str, Any]], bool]
+
+# name -> (parser, detector). The name is the `source` of every alert the parser makes and the
+# `{source}` of the intake route `POST /alerts/{source}`.
+SOURCES: dict[str, tuple[Parser, Detector]] = {
+    graph.SOURCE: (graph.parse, graph.looks_like),
+}
+
+
+def parser_for(source: str) -> Parser:
+    try:
+        return SOURCES[source][0]
+    except KeyError:
+        known = ", ".join(sorted(SOURCES))
+        raise AlertParseError(f"unknown source '{source}' (known: {known})") from None
+
+
+def detect_source(payload: Mapping[str, Any]) -> str:
+    for name, (_, looks_like) in SOURCES.items():
+        if looks_like(payload):
+            return name
+    raise AlertParseError("cannot tell which Defender API this alert comes from; pass --source")
+
+
+def iter_alert_payloads(document: Any) -> Iterator[Mapping[str, Any]]:
+    """Yield the alert objects of a decoded JSON document: one alert, a list, or an envelope."""
+    if isinstance(document, list):
+        items: list[Any] = document
+    elif isinstance(document, Mapping) and isinstance(document.get("value"), list):
+        items = document["value"]
+    elif isinstance(document, Mapping) and isinstance(document.get("data"), list):
+        items = document["data"]
+    elif isinstance(document, Mapping):
+        items = [document]
+    else:
+        raise AlertParseError(f"expected a JSON object or list, got {type(document).__name__}")
+    for index, item in enumerate(items):
+        if not isinstance(item, Mapping):
+            raise AlertParseError(
+                f"expected an alert object, got {type(item).__name__}", field=f"[{index}]"
+            )
+        yield item
+
+
+def parse_alert(payload: Mapping[str, Any], source: str | None = None) -> Alert:
+    return parser_for(source or detect_source(payload))(payload)

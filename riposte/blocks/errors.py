@@ -1,0 +1,30 @@
+"""Errors raised by the API clients: they name the system and the reason, never a URL or secret."""
+
+from __future__ import annotations
+
+
+class ExternalServiceError(Exception):
+    """A call to an external system failed; ``system`` names it (``"ServiceNow"``, ``"Slack"``)."""
+
+    def __init__(self, system: str, message: str, *, status_code: int | None = None) -> None:
+        self.system = system
+        self.status_code = status_code
+        self.message = message
+        code = f" (HTTP {status_code})" if status_code is not None else ""
+        super().__init__(f"{system}: {message}{code}")
+
+
+class ServiceAuthError(ExternalServiceError):
+    """The system refused our credentials: check the block, retrying will not help."""
+
+
+class ServiceNotFoundError(ExternalServiceError):
+    """The system has no such object."""
+
+
+class ServiceRejectedError(ExternalServiceError):
+    """The system refused the request as invalid (a 4xx other than auth, not-found or throttling)."""
+
+
+class ServiceUnavailableError(ExternalServiceError):
+    """The system kept failing (5xx, throttling or timeouts) after every retry."""

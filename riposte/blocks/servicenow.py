@@ -1,0 +1,123 @@
+"""ServiceNow credentials and a Table API client that finds or creates incidents."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect.blocks.core import Block
+from pydantic import Field, SecretStr
+
+from riposte.alerts.response import Priority, Ticket, TicketDraft
+from riposte.blocks._http import build_http_client, send
+from riposte.blocks._pool import pooled
+
+SYSTEM = "ServiceNow"
+
+# ServiceNow computes priority from impact x urgency; 1 is the highest.
+_IMPACT_URGENCY = {
+    Priority.CRITICAL: ("1", "1"),
+    Priority.HIGH: ("2", "1"),
+    Priority.MEDIUM: ("2", "2"),
+    Priority.LOW: ("3", "3"),
+}
+
+
+class ServiceNowCredentials(Block):
+    """A ServiceNow instance and the integration user that opens incidents.
+
+    Example:
+        ```python
+        snow = ServiceNowCredentials.load("riposte-servicenow")
+        ticket = snow.get_client().find_or_create(draft)
+        ```
+    """
+
+    _block_type_name = "ServiceNow Credentials"
+    _block_type_slug = "servicenow-credentials"
+    _logo_url = None
+    _description = "ServiceNow instance URL and integration user for the Table API."
+
+    instance_url: str = Field(description="e.g. https://example.service-now.com")
+    username: str = Field(description="Integration user with the itil role.")
+    password: SecretStr = Field(description="Password of the integration user.")
+    assignment_group: str | None = Field(None, description="sys_id or name of the SOC group.")
+    timeout_seconds: float = Field(15.0, gt=0)
+
+    def get_client(self) -> ServiceNowClient:
+        return pooled(self, lambda: ServiceNowClient(self))
+
+
+class ServiceNowClient:
+    """Incidents through the Table API, keyed by ``correlation_id``."""
+
+    TABLE = "/api/now/table/incident"
+
+    def __init__(self, creds: ServiceNowCredentials) -> None:
+        self.creds = creds
+        self.base_url = creds.instance_url.rstrip("/")
+        self._http = build_http_client(
+            SYSTEM,
+            self.base_url,
+            timeout=creds.timeout_seconds,
+            auth=(creds.username, creds.password.get_secret_value()),
+        )
+
+    def _ticket(self, record: dict[str, Any], created: bool) -> Ticket:
+        sys_id = str(record["sys_id"])
+        return Ticket(
+            system="servicenow",
+            key=str(record.get("number") or sys_id),
+            id=sys_id,
+            url=f"{self.base_url}/nav_to.do?uri=incident.do?sys_id={sys_id}",
+            created=created,
+        )
+
+    def find(self, correlation_key: str) -> Ticket | None:
+        response = send(
+            self._http,
+            SYSTEM,
+            "incident lookup",
+            "GET",
+            self.TABLE,
+            params={
+                "sysparm_query": f"correlation_id={correlation_key}^ORDERBYsys_created_on",
+                "sysparm_fields": "sys_id,number,state,correlation_id",
+                "sysparm_limit": "10",
+            },
+        )
+        # An invalid query term is silently dropped by ServiceNow and can match every incident:
+        # only an exact correlation_id counts.
+        for record in response.json().get("result", []):
+            if record.get("correlation_id") == correlation_key:
+                return self._ticket(record, created=False)
+        return None
+
+    def create(self, draft: TicketDraft) -> Ticket:
+        impact, urgency = _IMPACT_URGENCY[draft.priority]
+        fields: dict[str, str] = {
+            "short_description": draft.summary,
+            "description": draft.description,
+            "impact": impact,
+            "urgency": urgency,
+            "category": "security",
+            "correlation_id": draft.correlation_key,
+            "correlation_display": draft.source_label,
+        }
+        if self.creds.assignment_group:
+            fields["assignment_group"] = self.creds.assignment_group
+        response = send(self._http, SYSTEM, "incident creation", "POST", self.TABLE, json=fields)
+        return self._ticket(response.json()["result"], created=True)
+
+    def find_or_create(self, draft: TicketDraft) -> Ticket:
+        """The incident for this correlation key, created only if none exists yet."""
+        return self.find(draft.correlation_key) or self.create(draft)
+
+    def add_note(self, ticket: Ticket, text: str) -> None:
+        send(
+            self._http,
+            SYSTEM,
+            f"work note on {ticket.key}",
+            "PATCH",
+            f"{self.TABLE}/{ticket.id}",
+            json={"work_notes": text},
+        )

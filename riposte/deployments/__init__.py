@@ -1,0 +1,1 @@
+"""How flows run: the intake service, served deployments, the local stack and the `riposte` CLI."""

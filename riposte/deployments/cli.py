@@ -1,0 +1,168 @@
+"""The `riposte` command line: run the local stack, inspect it, normalize alert files, blocks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from riposte.alerts.errors import AlertParseError
+
+
+def _read_documents(path: Path) -> Iterator[Any]:
+    """The JSON documents of a file: one JSON value, or NDJSON (one per line)."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise AlertParseError("no such file") from None
+    except IsADirectoryError:
+        raise AlertParseError("is a directory, not a file") from None
+    except UnicodeDecodeError:
+        raise AlertParseError("not UTF-8 text") from None
+    except OSError as exc:
+        raise AlertParseError(f"cannot read: {exc.strerror}") from None
+    if not text.strip():
+        raise AlertParseError("empty file")
+    try:
+        yield json.loads(text)
+        return
+    except json.JSONDecodeError as whole:
+        lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+        if len(lines) < 2:
+            raise AlertParseError(f"not JSON ({whole.msg} at line {whole.lineno})") from None
+        for number, line in lines:
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise AlertParseError(f"line {number} is not JSON ({exc.msg})") from None
+    except RecursionError:
+        raise AlertParseError("JSON nested too deeply") from None
+
+
+def cmd_normalize(args: argparse.Namespace) -> int:
+    from riposte.alerts.sources import SOURCES, iter_alert_payloads, parse_alert
+
+    if args.source and args.source not in SOURCES:
+        print(f"riposte normalize: unknown source '{args.source}' (known: {', '.join(sorted(SOURCES))})", file=sys.stderr)
+        return 2
+    out: list[str] = []
+    for name in args.files:
+        path = Path(name)
+        try:
+            for document in _read_documents(path):
+                for index, payload in enumerate(iter_alert_payloads(document)):
+                    try:
+                        alert = parse_alert(payload, args.source)
+                    except AlertParseError as exc:
+                        raise exc.located(f"alert [{index}]") from None
+                    out.append(json.dumps(alert.summary(), ensure_ascii=False, sort_keys=True))
+        except AlertParseError as exc:
+            print(f"riposte normalize: {path}: {exc}", file=sys.stderr)
+            return 2
+    # Print only once every file parsed, so a failure never leaves half an output behind.
+    if out:
+        sys.stdout.write("\n".join(out) + "\n")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from riposte.deployments.stack import status
+    from riposte.settings import get_settings
+
+    info = status(get_settings())
+    if args.json:
+        print(json.dumps(info, indent=2, sort_keys=True))
+    else:
+        state = "running" if info["running"] else "not (fully) running"
+        print(f"Riposte local stack: {state}")
+        for key in ("prefect_ui", "prefect_api", "intake", "sandbox"):
+            print(f"  {key:<12} {info[key]}")
+        for name, url in info["simulators"].items():
+            print(f"  {name:<12} {url}")
+        for part, ok in info["up"].items():
+            print(f"  {part:<12} {'up' if ok else 'DOWN'}")
+    return 0 if info["running"] else 3
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from riposte.deployments.stack import LocalStack, StackError, print_banner
+    from riposte.settings import get_settings
+
+    settings = get_settings()
+    stack = LocalStack(settings)
+    try:
+        stack.start()
+        samples = None if args.no_samples else stack.load_samples()
+        print_banner(settings, samples, print)
+        stack.watch()
+    except KeyboardInterrupt:
+        print("\nStopping ...", file=sys.stderr)
+        return 0
+    except StackError as exc:
+        print(f"riposte up: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        stack.stop()
+    return 0
+
+
+def cmd_blocks_register(args: argparse.Namespace) -> int:
+    from riposte.deployments.local import register_block_types
+
+    for slug in register_block_types():
+        print(f"registered block type {slug}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from riposte.deployments.serve import main as serve_main
+
+    serve_main()
+    return 0
+
+
+def cmd_intake(args: argparse.Namespace) -> int:
+    from riposte.deployments.intake import main as intake_main
+
+    intake_main()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="riposte", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="start the local stack (Prefect, sandbox, intake, flows)")
+    up.add_argument("--no-samples", action="store_true", help="do not load the sample alerts")
+    up.set_defaults(func=cmd_up)
+
+    st = sub.add_parser("status", help="URLs of the running local stack")
+    st.add_argument("--json", action="store_true", help="print JSON")
+    st.set_defaults(func=cmd_status)
+
+    norm = sub.add_parser("normalize", help="print each alert of FILE as one normalized JSON line")
+    norm.add_argument("--source", help="force a parser instead of detecting the source")
+    norm.add_argument("files", nargs="+", metavar="FILE")
+    norm.set_defaults(func=cmd_normalize)
+
+    blocks = sub.add_parser("blocks", help="Prefect blocks")
+    blocks_sub = blocks.add_subparsers(dest="blocks_command", required=True)
+    reg = blocks_sub.add_parser("register", help="register Riposte's block types with Prefect")
+    reg.set_defaults(func=cmd_blocks_register)
+
+    sub.add_parser("serve", help="serve the deployments (respond, poll)").set_defaults(func=cmd_serve)
+    sub.add_parser("intake", help="run the intake service").set_defaults(func=cmd_intake)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

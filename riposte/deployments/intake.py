@@ -1,0 +1,196 @@
+"""The intake: the door Defender (or any HTTP sender) pushes alerts through.
+
+It authenticates the sender, validates the body, and creates one flow run per alert through
+Prefect's API with an idempotency key, answering 202 only once Prefect has accepted every run
+and 503 with Retry-After when Prefect cannot be reached, so that the sender retries.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+from uuid import UUID
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from prefect.client.orchestration import PrefectClient, get_client
+from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+
+from riposte.alerts.errors import AlertParseError
+from riposte.alerts.model import Alert
+from riposte.alerts.sources import SOURCES, iter_alert_payloads, parser_for
+from riposte.settings import Settings, get_settings
+from riposte.tasks.runs import response_key, response_run_name, response_tags
+
+logger = logging.getLogger("riposte.intake")
+
+MAX_BODY_BYTES = 1024 * 1024
+RETRY_AFTER_SECONDS = "5"
+
+
+class PrefectUnavailable(Exception):
+    """Prefect did not accept the work; the sender should retry."""
+
+
+def _tokens(settings: Settings) -> list[bytes]:
+    return [t.strip().encode() for t in settings.intake_tokens.split(",") if t.strip()]
+
+
+def _authorized(request: Request, tokens: list[bytes]) -> bool:
+    header = request.headers.get("authorization", "")
+    scheme, _, presented = header.partition(" ")
+    if scheme.lower() != "bearer" or not presented:
+        return False
+    candidate = presented.strip().encode()
+    # Compare against every key, without stopping early, so timing tells nothing.
+    matched = False
+    for token in tokens:
+        matched |= hmac.compare_digest(candidate, token)
+    return matched
+
+
+def _error(status: int, detail: str, **headers: str) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers or None)
+
+
+class RunStarter:
+    """Creates response runs through the Prefect API, looking the deployment up once."""
+
+    def __init__(self, client: PrefectClient, deployment: str) -> None:
+        self.client = client
+        self.deployment = deployment
+        self._deployment_id: UUID | None = None
+
+    async def deployment_id(self) -> UUID:
+        if self._deployment_id is None:
+            try:
+                deployment = await self.client.read_deployment_by_name(self.deployment)
+            except ObjectNotFound:
+                raise PrefectUnavailable(f"deployment {self.deployment} is not registered") from None
+            self._deployment_id = deployment.id
+        return self._deployment_id
+
+    async def start(self, alert: Alert) -> dict[str, str]:
+        try:
+            run = await self.client.create_flow_run_from_deployment(
+                await self.deployment_id(),
+                parameters={"source": alert.source, "alert_id": alert.id},
+                name=response_run_name(alert.source, alert.id),
+                tags=response_tags(alert),
+                idempotency_key=response_key(alert.source, alert.id),
+            )
+        except ObjectNotFound:
+            self._deployment_id = None  # deleted and re-registered: look it up again next time
+            raise PrefectUnavailable(f"deployment {self.deployment} is not registered") from None
+        except (httpx.HTTPError, PrefectHTTPStatusError, OSError) as exc:
+            raise PrefectUnavailable(f"Prefect API unavailable ({type(exc).__name__})") from None
+        return {
+            "source": alert.source,
+            "id": alert.id,
+            "flow_run_id": str(run.id),
+            "flow_run_name": run.name,
+        }
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    tokens = _tokens(settings)
+    if not tokens:
+        raise RuntimeError("the intake needs at least one token in RIPOSTE_INTAKE_TOKENS")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with get_client() as client:
+            app.state.starter = RunStarter(client, settings.respond_deployment)
+            yield
+
+    app = FastAPI(
+        title="Riposte intake",
+        version="1",
+        description="Receives Microsoft Defender alerts and starts one response run per alert.",
+        lifespan=lifespan,
+    )
+
+    @app.get("/health")
+    async def health(request: Request) -> JSONResponse:
+        starter: RunStarter = request.app.state.starter
+        failure = await starter.client.api_healthcheck()
+        prefect = "ok" if failure is None else "unreachable"
+        code = 200 if prefect == "ok" else 503
+        return JSONResponse({"status": "ok" if code == 200 else "degraded", "prefect": prefect}, code)
+
+    @app.post(
+        "/alerts/{source}",
+        status_code=202,
+        responses={
+            401: {"description": "missing or wrong bearer token"},
+            404: {"description": "unknown source"},
+            413: {"description": "body larger than 1 MiB"},
+            415: {"description": "not application/json"},
+            400: {"description": "malformed JSON"},
+            422: {"description": "not an alert of this source"},
+            503: {"description": "Prefect unavailable; retry after Retry-After seconds"},
+        },
+    )
+    async def receive(source: str, request: Request) -> JSONResponse:
+        """Accept one alert, a list of alerts, or the source's envelope (`value` / `data`)."""
+        if not _authorized(request, tokens):
+            return _error(401, "unauthorized", **{"WWW-Authenticate": "Bearer"})
+        if source not in SOURCES:
+            return _error(404, f"unknown source '{source}'; known: {', '.join(sorted(SOURCES))}")
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            return _error(415, "content type must be application/json")
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            return _error(413, f"body larger than {MAX_BODY_BYTES} bytes")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BODY_BYTES:
+                return _error(413, f"body larger than {MAX_BODY_BYTES} bytes")
+        try:
+            document: Any = json.loads(body)
+        except (ValueError, RecursionError):
+            return _error(400, "body is not valid JSON")
+
+        parse = parser_for(source)
+        alerts: list[Alert] = []
+        try:
+            for index, payload in enumerate(iter_alert_payloads(document)):
+                try:
+                    alerts.append(parse(payload))
+                except AlertParseError as exc:
+                    raise exc.located(f"alert [{index}]") from None
+        except AlertParseError as exc:
+            return _error(422, str(exc))
+        if not alerts:
+            return _error(422, "no alert in the body")
+
+        starter: RunStarter = request.app.state.starter
+        accepted = []
+        try:
+            for alert in alerts:
+                accepted.append(await starter.start(alert))
+        except PrefectUnavailable as exc:
+            logger.warning("Refusing %d alert(s) for now: %s", len(alerts), exc)
+            return _error(503, "cannot start responses now; retry later", **{"Retry-After": RETRY_AFTER_SECONDS})
+        return JSONResponse({"accepted": accepted}, status_code=202)
+
+    return app
+
+
+def main() -> None:
+    import uvicorn
+
+    settings = get_settings()
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.intake_port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

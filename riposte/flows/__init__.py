@@ -1,0 +1,1 @@
+"""Playbooks and scheduled flows: composition of tasks only, no HTTP of their own."""

@@ -1,0 +1,53 @@
+"""The scheduled `poll_alerts` flow: start a response for every alert updated since the watermark."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from prefect import flow, get_run_logger
+from pydantic import BaseModel
+
+from riposte.blocks import DefenderCredentials
+from riposte.settings import RESPOND_DEPLOYMENT
+from riposte.tasks.poll import list_alerts_since
+from riposte.tasks.runs import advance_watermark, read_watermark, start_response
+
+
+class PollSummary(BaseModel):
+    source: str
+    since: str
+    alerts_seen: int
+    responses: int
+    watermark: str
+
+
+@flow(name="poll_alerts", flow_run_name="poll-{source}", log_prints=False)
+def poll_alerts(
+    source: str = "graph",
+    defender_block: str = "riposte-defender",
+    respond_deployment: str = RESPOND_DEPLOYMENT,
+    lookback_minutes: int = 24 * 60,
+    max_alerts: int = 1000,
+) -> PollSummary:
+    """List alerts updated since the watermark (a Prefect Variable), start one response each
+    (idempotent: an alert already answered keeps its run), then move the watermark.
+
+    The watermark moves only after every response was accepted by Prefect, so a crash in between
+    repeats work (harmlessly) instead of losing alerts.
+    """
+    logger = get_run_logger()
+    defender = DefenderCredentials.load(defender_block)
+    since = read_watermark(source, timedelta(minutes=lookback_minutes))
+    alerts = list_alerts_since(defender, source, since, max_alerts)
+    futures = [start_response.submit(alert, respond_deployment) for alert in alerts]
+    run_ids = [f.result() for f in futures]
+    newest = max((a.updated_at for a in alerts), default=since)
+    watermark = advance_watermark(source, newest)
+    logger.info("Started or found %d responses for alerts since %s", len(run_ids), since)
+    return PollSummary(
+        source=source,
+        since=since.isoformat(),
+        alerts_seen=len(alerts),
+        responses=len(run_ids),
+        watermark=watermark.isoformat(),
+    )

@@ -1,0 +1,53 @@
+"""Riposte's own settings: where the local stack listens and which blocks the flows use.
+
+Every value can be overridden by an environment variable named ``RIPOSTE_<FIELD>``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+RESPOND_DEPLOYMENT = "respond_to_alert/respond"
+POLL_DEPLOYMENT = "poll_alerts/poll"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RIPOSTE_", extra="ignore")
+
+    home: Path = Field(Path(".riposte"), description="Folder for the local stack's state")
+    host: str = Field("127.0.0.1", description="Address the local stack listens on")
+    prefect_port: int = 4200
+    intake_port: int = 4210
+    sandbox_port: int = 4220
+
+    intake_tokens: str = Field(
+        "", description="Comma-separated bearer tokens the intake accepts (several for rotation)"
+    )
+    respond_deployment: str = RESPOND_DEPLOYMENT
+
+    poll_interval_seconds: int = Field(15, ge=1)
+    runner_poll_seconds: float = Field(1.0, gt=0, description="How often served flows look for work")
+    runner_limit: int = Field(8, ge=1, description="Flow runs one served process runs at once")
+
+    @property
+    def prefect_api_url(self) -> str:
+        return f"http://{self.host}:{self.prefect_port}/api"
+
+    @property
+    def prefect_ui_url(self) -> str:
+        return f"http://{self.host}:{self.prefect_port}"
+
+    @property
+    def intake_url(self) -> str:
+        return f"http://{self.host}:{self.intake_port}"
+
+    @property
+    def sandbox_url(self) -> str:
+        return f"http://{self.host}:{self.sandbox_port}"
+
+
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,23 @@
+"""Retry rules shared by the tasks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from riposte.blocks.errors import ServiceAuthError, ServiceNotFoundError, ServiceRejectedError
+
+# The clients already retry throttling and 5xx with backoff; a task retry is the second line,
+# for an outage that outlasts them. Refusals (bad credentials, invalid request) never heal.
+TASK_RETRIES = 2
+TASK_RETRY_DELAYS = [5, 20]
+_PERMANENT = (ServiceAuthError, ServiceNotFoundError, ServiceRejectedError)
+
+
+def retry_unless_permanent(task: Any, task_run: Any, state: Any) -> bool:
+    try:
+        state.result()
+    except _PERMANENT:
+        return False
+    except Exception:
+        return True
+    return False

@@ -1,0 +1,84 @@
+"""Tasks that read and write the alert in Defender."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+from prefect import task
+
+from riposte.alerts.messages import alert_comment
+from riposte.alerts.model import Alert, Status
+from riposte.alerts.response import Route, Ticket
+from riposte.alerts.routing import route_by_severity
+from riposte.alerts.sources import parse_alert
+from riposte.blocks.defender import DefenderCredentials
+from riposte.tasks._common import TASK_RETRIES, TASK_RETRY_DELAYS, retry_unless_permanent
+
+
+class AlertUpdate(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    status_changed: bool
+    comment_added: bool
+    status: str
+
+
+@task(
+    retries=TASK_RETRIES,
+    retry_delay_seconds=TASK_RETRY_DELAYS,
+    retry_condition_fn=retry_unless_permanent,
+    persist_result=True,
+)
+def fetch_alert(defender: DefenderCredentials, source: str, alert_id: str) -> Alert:
+    """Read the full alert from Defender and normalize it.
+
+    Example:
+        ```python
+        alert = fetch_alert(DefenderCredentials.load("riposte-defender"), "graph", alert_id)
+        ```
+    """
+    payload = defender.get_client().get_alert(alert_id)
+    return parse_alert(payload, source)
+
+
+@task(persist_result=True)
+def classify(alert: Alert) -> Route:
+    """Decide what the playbook does for this alert (severity-based for now).
+
+    Example:
+        ```python
+        route = classify(alert)
+        ```
+    """
+    return route_by_severity(alert)
+
+
+@task(
+    retries=TASK_RETRIES,
+    retry_delay_seconds=TASK_RETRY_DELAYS,
+    retry_condition_fn=retry_unless_permanent,
+    persist_result=True,
+)
+def update_alert(defender: DefenderCredentials, alert: Alert, ticket: Ticket | None) -> AlertUpdate:
+    """Mark the alert in progress and comment with the ticket link, each only once.
+
+    Example:
+        ```python
+        update_alert(defender, alert, ticket)
+        ```
+    """
+    client = defender.get_client()
+    current = client.get_alert(alert.id)
+    status_changed = False
+    if current.get("status") == "new":
+        current = client.update_alert(alert.id, status="inProgress")
+        status_changed = True
+    comment_added = False
+    if ticket is not None:
+        text = alert_comment(ticket)
+        existing = current.get("comments") or []
+        # Find-or-create for comments too: a crash after the POST must not lead to a second one.
+        if not any(ticket.url in str(c.get("comment", "")) for c in existing if isinstance(c, dict)):
+            client.add_comment(alert.id, text)
+            comment_added = True
+    status = str(current.get("status") or Status.UNKNOWN)
+    return AlertUpdate(status_changed=status_changed, comment_added=comment_added, status=status)
