@@ -15,7 +15,9 @@ def _inline(line: str) -> list[dict[str, Any]]:
         if match.start() > pos:
             nodes.append({"type": "text", "text": line[pos : match.start()]})
         url = match.group(0)
-        nodes.append({"type": "text", "text": url, "marks": [{"type": "link", "attrs": {"href": url}}]})
+        nodes.append(
+            {"type": "text", "text": url, "marks": [{"type": "link", "attrs": {"href": url}}]}
+        )
         pos = match.end()
     if pos < len(line):
         nodes.append({"type": "text", "text": line[pos:]})
@@ -40,8 +42,7 @@ def to_adf(text: str) -> dict[str, Any]:
             continue
         if all(line.lstrip().startswith("- ") for line in lines):
             items = [
-                {"type": "listItem", "content": [_paragraph([line.lstrip()[2:]])]}
-                for line in lines
+                {"type": "listItem", "content": [_paragraph([line.lstrip()[2:]])]} for line in lines
             ]
             blocks.append({"type": "bulletList", "content": items})
         else:

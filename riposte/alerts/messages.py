@@ -89,7 +89,9 @@ def slack_message(alert: Alert, ticket: Ticket | None) -> dict[str, Any]:
     if alert.portal_url:
         links.append(f"<{alert.portal_url}|Open in Defender>")
     if links:
-        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": " | ".join(links)}]})
+        blocks.append(
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": " | ".join(links)}]}
+        )
     return {"text": text, "blocks": blocks}
 
 
@@ -114,7 +116,9 @@ def teams_message(alert: Alert, ticket: Ticket | None) -> dict[str, Any]:
     if ticket:
         actions.append({"type": "Action.OpenUrl", "title": f"Open {ticket.key}", "url": ticket.url})
     if alert.portal_url:
-        actions.append({"type": "Action.OpenUrl", "title": "Open in Defender", "url": alert.portal_url})
+        actions.append(
+            {"type": "Action.OpenUrl", "title": "Open in Defender", "url": alert.portal_url}
+        )
     card: dict[str, Any] = {
         "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
         "type": "AdaptiveCard",

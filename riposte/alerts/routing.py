@@ -12,14 +12,16 @@ _BY_SEVERITY: dict[Severity, Route] = {
     Severity.MEDIUM: Route(
         priority=Priority.MEDIUM, open_ticket=True, notify=True, reason="medium severity"
     ),
-    Severity.LOW: Route(priority=Priority.LOW, open_ticket=True, notify=False, reason="low severity"),
+    Severity.LOW: Route(
+        priority=Priority.LOW, open_ticket=True, notify=False, reason="low severity"
+    ),
     Severity.INFORMATIONAL: Route(
         priority=Priority.LOW,
         open_ticket=False,
         notify=False,
         reason="informational: recorded on the alert, no ticket",
     ),
-    # Severity not known yet (an enum value newer than this code): treat it as worth a person's look.
+    # Severity not known yet (an enum value newer than this code): worth a person's look.
     Severity.UNKNOWN: Route(
         priority=Priority.MEDIUM, open_ticket=True, notify=True, reason="unknown severity"
     ),

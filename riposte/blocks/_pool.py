@@ -40,4 +40,4 @@ def pooled(block: BaseModel, factory: Callable[[], T]) -> T:
         if client is None:
             client = factory()
             _clients[key] = client
-        return client  # type: ignore[no-any-return]
+        return client

@@ -7,6 +7,7 @@ only, not Slack blocks or an Adaptive Card. These two small blocks post the JSON
 
 from __future__ import annotations
 
+from abc import ABC
 from typing import Any, ClassVar
 
 from prefect.blocks.core import Block
@@ -17,8 +18,9 @@ from riposte.blocks._pool import pooled
 from riposte.blocks.errors import ServiceRejectedError
 
 
-class ChatWebhook(Block):
-    """Common shape of our chat blocks: a secret webhook URL and a display name for the channel."""
+class ChatWebhook(Block, ABC):
+    """Common shape of our chat blocks (an interface, not a block type): a secret webhook URL
+    and a display name for the channel."""
 
     _block_schema_capabilities: ClassVar[list[str]] = ["notify"]
     kind: ClassVar[str] = ""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Generator, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import httpx
@@ -113,7 +113,7 @@ class ClientCredentialsAuth(httpx.Auth):
 
 def graph_time(value: datetime) -> str:
     """A UTC timestamp as Graph's $filter expects it."""
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class GraphSecurityClient:
@@ -137,7 +137,9 @@ class GraphSecurityClient:
         return send(self._http, GRAPH, action, method, url, **kwargs).json()
 
     def get_alert(self, alert_id: str) -> dict[str, Any]:
-        body: dict[str, Any] = self._call(f"get alert {alert_id}", "GET", f"{self.ALERTS}/{alert_id}")
+        body: dict[str, Any] = self._call(
+            f"get alert {alert_id}", "GET", f"{self.ALERTS}/{alert_id}"
+        )
         return body
 
     def list_alerts_since(
@@ -206,4 +208,4 @@ def _parse_graph_time(value: Any) -> datetime | None:
         parsed = datetime.fromisoformat(text)
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

@@ -23,7 +23,7 @@ class ServiceNotFoundError(ExternalServiceError):
 
 
 class ServiceRejectedError(ExternalServiceError):
-    """The system refused the request as invalid (a 4xx other than auth, not-found or throttling)."""
+    """The system refused the request as invalid (a 4xx other than auth, not found, throttled)."""
 
 
 class ServiceUnavailableError(ExternalServiceError):

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect.blocks.core import Block
+import httpx
 from pydantic import Field, SecretStr
 
 from riposte.alerts.adf import to_adf
 from riposte.alerts.response import Priority, Ticket, TicketDraft
 from riposte.blocks._http import build_http_client, send
 from riposte.blocks._pool import pooled
+from riposte.blocks.ticketing import TicketingCredentials
 
 SYSTEM = "Jira"
 
@@ -22,7 +23,7 @@ _PRIORITY_NAMES = {
 }
 
 
-class JiraCredentials(Block):
+class JiraCredentials(TicketingCredentials):
     """A Jira Cloud site, the account that files issues, and the project they go to.
 
     Example:
@@ -61,7 +62,7 @@ class JiraClient:
             SYSTEM,
             self.base_url,
             timeout=creds.timeout_seconds,
-            auth=(creds.email, creds.api_token.get_secret_value()),
+            auth=httpx.BasicAuth(creds.email, creds.api_token.get_secret_value()),
         )
 
     def _ticket(self, issue: dict[str, Any], created: bool) -> Ticket:
@@ -100,7 +101,12 @@ class JiraClient:
             "description": to_adf(draft.description),
         }
         response = send(
-            self._http, SYSTEM, "issue creation", "POST", "/rest/api/3/issue", json={"fields": fields}
+            self._http,
+            SYSTEM,
+            "issue creation",
+            "POST",
+            "/rest/api/3/issue",
+            json={"fields": fields},
         )
         return self._ticket(response.json(), created=True)
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect.blocks.core import Block
+import httpx
 from pydantic import Field, SecretStr
 
 from riposte.alerts.response import Priority, Ticket, TicketDraft
 from riposte.blocks._http import build_http_client, send
 from riposte.blocks._pool import pooled
+from riposte.blocks.ticketing import TicketingCredentials
 
 SYSTEM = "ServiceNow"
 
@@ -22,7 +23,7 @@ _IMPACT_URGENCY = {
 }
 
 
-class ServiceNowCredentials(Block):
+class ServiceNowCredentials(TicketingCredentials):
     """A ServiceNow instance and the integration user that opens incidents.
 
     Example:
@@ -59,7 +60,7 @@ class ServiceNowClient:
             SYSTEM,
             self.base_url,
             timeout=creds.timeout_seconds,
-            auth=(creds.username, creds.password.get_secret_value()),
+            auth=httpx.BasicAuth(creds.username, creds.password.get_secret_value()),
         )
 
     def _ticket(self, record: dict[str, Any], created: bool) -> Ticket:

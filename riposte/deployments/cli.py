@@ -46,7 +46,11 @@ def cmd_normalize(args: argparse.Namespace) -> int:
     from riposte.alerts.sources import SOURCES, iter_alert_payloads, parse_alert
 
     if args.source and args.source not in SOURCES:
-        print(f"riposte normalize: unknown source '{args.source}' (known: {', '.join(sorted(SOURCES))})", file=sys.stderr)
+        print(
+            f"riposte normalize: unknown source '{args.source}' "
+            f"(known: {', '.join(sorted(SOURCES))})",
+            file=sys.stderr,
+        )
         return 2
     out: list[str] = []
     for name in args.files:
@@ -153,7 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     reg = blocks_sub.add_parser("register", help="register Riposte's block types with Prefect")
     reg.set_defaults(func=cmd_blocks_register)
 
-    sub.add_parser("serve", help="serve the deployments (respond, poll)").set_defaults(func=cmd_serve)
+    sub.add_parser("serve", help="serve the deployments (respond, poll)").set_defaults(
+        func=cmd_serve
+    )
     sub.add_parser("intake", help="run the intake service").set_defaults(func=cmd_intake)
     return parser
 

@@ -71,7 +71,9 @@ class RunStarter:
             try:
                 deployment = await self.client.read_deployment_by_name(self.deployment)
             except ObjectNotFound:
-                raise PrefectUnavailable(f"deployment {self.deployment} is not registered") from None
+                raise PrefectUnavailable(
+                    f"deployment {self.deployment} is not registered"
+                ) from None
             self._deployment_id = deployment.id
         return self._deployment_id
 
@@ -97,7 +99,8 @@ class RunStarter:
         }
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, prefect_api_url: str | None = None) -> FastAPI:
+    """The intake app; ``prefect_api_url`` overrides the Prefect API of the current settings."""
     settings = settings or get_settings()
     tokens = _tokens(settings)
     if not tokens:
@@ -105,7 +108,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with get_client() as client:
+        client = PrefectClient(prefect_api_url) if prefect_api_url else get_client()
+        async with client:
             app.state.starter = RunStarter(client, settings.respond_deployment)
             yield
 
@@ -122,7 +126,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         failure = await starter.client.api_healthcheck()
         prefect = "ok" if failure is None else "unreachable"
         code = 200 if prefect == "ok" else 503
-        return JSONResponse({"status": "ok" if code == 200 else "degraded", "prefect": prefect}, code)
+        return JSONResponse(
+            {"status": "ok" if code == 200 else "degraded", "prefect": prefect}, code
+        )
 
     @app.post(
         "/alerts/{source}",
@@ -179,7 +185,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 accepted.append(await starter.start(alert))
         except PrefectUnavailable as exc:
             logger.warning("Refusing %d alert(s) for now: %s", len(alerts), exc)
-            return _error(503, "cannot start responses now; retry later", **{"Retry-After": RETRY_AFTER_SECONDS})
+            return _error(
+                503,
+                "cannot start responses now; retry later",
+                **{"Retry-After": RETRY_AFTER_SECONDS},
+            )
         return JSONResponse({"accepted": accepted}, status_code=202)
 
     return app
@@ -189,7 +199,9 @@ def main() -> None:
     import uvicorn
 
     settings = get_settings()
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.intake_port, log_level="warning")
+    uvicorn.run(
+        create_app(settings), host=settings.host, port=settings.intake_port, log_level="warning"
+    )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ poll) and `poll` (on a schedule). Production uses `prefect.yaml` and workers ins
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import cast
 
 from prefect import serve
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
@@ -27,10 +28,11 @@ def deployments(settings: Settings) -> list[RunnerDeployment]:
         interval=timedelta(seconds=settings.poll_interval_seconds),
         # Two polls at once would only repeat each other's work.
         concurrency_limit=1,
+        paused=settings.poll_paused,
         description="Start a response for every alert updated since the watermark.",
         entrypoint_type=EntrypointType.MODULE_PATH,
     )
-    return [respond, poll]
+    return [cast(RunnerDeployment, respond), cast(RunnerDeployment, poll)]
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -11,7 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -136,11 +137,17 @@ class LocalStack:
             if _answers(url, timeout=1.0):
                 return
             time.sleep(0.25)
-        raise StackError(f"{process.name} did not answer at {url} in {timeout:.0f}s; see {process.log_path}")
+        raise StackError(
+            f"{process.name} did not answer at {url} in {timeout:.0f}s; see {process.log_path}"
+        )
 
     def start(self) -> None:
         s = self.settings
-        for what, port in (("Prefect", s.prefect_port), ("intake", s.intake_port), ("sandbox", s.sandbox_port)):
+        for what, port in (
+            ("Prefect", s.prefect_port),
+            ("intake", s.intake_port),
+            ("sandbox", s.sandbox_port),
+        ):
             if not _port_free(s.host, port):
                 raise StackError(
                     f"port {port} for the {what} is taken; stop what uses it or set "
@@ -159,7 +166,9 @@ class LocalStack:
             env,
         )
         sandbox = self._spawn(
-            "sandbox", [py, "-m", "riposte.sandbox", "--host", s.host, "--port", str(s.sandbox_port)], env
+            "sandbox",
+            [py, "-m", "riposte.sandbox", "--host", s.host, "--port", str(s.sandbox_port)],
+            env,
         )
         self._wait_for(sandbox, f"{s.sandbox_url}/_sandbox/health", 30)
         self._wait_for(server, f"{s.prefect_api_url}/health", 120)
@@ -171,7 +180,9 @@ class LocalStack:
 
         served = self._spawn("served-flows", [py, "-m", "riposte.deployments.serve"], env)
         intake = self._spawn(
-            "intake", [py, "-m", "riposte.deployments.intake"], {**env, "RIPOSTE_INTAKE_TOKENS": token}
+            "intake",
+            [py, "-m", "riposte.deployments.intake"],
+            {**env, "RIPOSTE_INTAKE_TOKENS": token},
         )
         self._wait_for(intake, f"{s.intake_url}/health", 60)
         self._wait_for_deployments(served, 60)
@@ -204,13 +215,15 @@ class LocalStack:
         from riposte.settings import POLL_DEPLOYMENT
 
         s = self.settings
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         alerts = sample_graph_alerts(now)
         # Fresh ids every start: responses of an earlier `make run` keep their idempotency keys.
         stamp = int(now.timestamp() * 1000)
         for i, alert in enumerate(alerts):
             alert["id"] = f"da{stamp}{i:02d}_{secrets.randbelow(10**9):09d}"
-        httpx.post(f"{s.sandbox_url}/_sandbox/graph/alerts", json=alerts, timeout=10).raise_for_status()
+        httpx.post(
+            f"{s.sandbox_url}/_sandbox/graph/alerts", json=alerts, timeout=10
+        ).raise_for_status()
         pushed = alerts[: (len(alerts) + 1) // 2]
         headers = {"Authorization": f"Bearer {self.intake_token()}"}
         for alert in pushed:
@@ -222,18 +235,14 @@ class LocalStack:
     def stop(self) -> None:
         for process in reversed(self.processes):
             if process.popen.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.popen.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
         for process in reversed(self.processes):
             try:
                 process.popen.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.popen.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
                 process.popen.wait(timeout=5)
             process.log.close()
         self.processes.clear()
@@ -247,14 +256,19 @@ class LocalStack:
             time.sleep(1)
 
 
-def print_banner(settings: Settings, samples: dict[str, Any] | None, say: Callable[[str], None]) -> None:
+def print_banner(
+    settings: Settings, samples: dict[str, Any] | None, say: Callable[[str], None]
+) -> None:
     info = status(settings)
     say("")
     say("Riposte is running.")
     say(f"  Prefect UI      {info['prefect_ui']}/runs  (responses appear as respond_to_alert runs)")
     say(f"  Prefect API     {info['prefect_api']}")
     say(f"  Intake          {info['intake']}/alerts/{{source}}  (docs: {info['intake']}/docs)")
-    say(f"  Sandbox         {info['sandbox']}/_sandbox/...  (simulated Defender, ServiceNow, Jira, Slack, Teams)")
+    say(
+        f"  Sandbox         {info['sandbox']}/_sandbox/...  "
+        "(simulated Defender, ServiceNow, Jira, Slack, Teams)"
+    )
     say(f"  Intake token    in {settings.home.resolve() / 'intake.token'}")
     if samples:
         say(

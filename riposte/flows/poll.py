@@ -1,4 +1,4 @@
-"""The scheduled `poll_alerts` flow: start a response for every alert updated since the watermark."""
+"""The scheduled `poll_alerts` flow: a response for every alert updated since the watermark."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import timedelta
 from prefect import flow, get_run_logger
 from pydantic import BaseModel
 
-from riposte.blocks import DefenderCredentials
+from riposte.blocks import DefenderCredentials, load_block
 from riposte.settings import RESPOND_DEPLOYMENT
 from riposte.tasks.poll import list_alerts_since
 from riposte.tasks.runs import advance_watermark, read_watermark, start_response
@@ -36,7 +36,7 @@ def poll_alerts(
     repeats work (harmlessly) instead of losing alerts.
     """
     logger = get_run_logger()
-    defender = DefenderCredentials.load(defender_block)
+    defender = load_block(DefenderCredentials, defender_block)
     since = read_watermark(source, timedelta(minutes=lookback_minutes))
     alerts = list_alerts_since(defender, source, since, max_alerts)
     futures = [start_response.submit(alert, respond_deployment) for alert in alerts]

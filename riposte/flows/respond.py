@@ -6,12 +6,16 @@ import re
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.blocks.core import Block
 from pydantic import BaseModel
 
 from riposte.alerts.model import Alert
 from riposte.alerts.response import Delivery, Route, Ticket
-from riposte.blocks import ChatWebhook, DefenderCredentials, JiraCredentials, ServiceNowCredentials
+from riposte.blocks import (
+    ChatWebhook,
+    DefenderCredentials,
+    TicketingCredentials,
+    load_block,
+)
 from riposte.tasks.alerts import AlertUpdate, classify, fetch_alert, update_alert
 from riposte.tasks.notify import notify
 from riposte.tasks.runs import response_tags, tag_current_run
@@ -36,20 +40,6 @@ class ResponseSummary(BaseModel):
     alert_update: AlertUpdate
 
 
-def _load_ticketing(slug: str) -> ServiceNowCredentials | JiraCredentials:
-    block = Block.load(slug)
-    if not isinstance(block, ServiceNowCredentials | JiraCredentials):
-        raise TypeError(f"block {slug!r} is a {type(block).__name__}, not a ticketing block")
-    return block
-
-
-def _load_channel(slug: str) -> ChatWebhook:
-    block = Block.load(slug)
-    if not isinstance(block, ChatWebhook):
-        raise TypeError(f"block {slug!r} is a {type(block).__name__}, not a chat webhook block")
-    return block
-
-
 @flow(
     name="respond_to_alert",
     flow_run_name="{source}-{alert_id}",
@@ -69,7 +59,7 @@ def respond_to_alert(
     `block-type-slug/block-name` so that ServiceNow or Jira, Slack or Teams can be chosen per run.
     """
     logger = get_run_logger()
-    defender = DefenderCredentials.load(defender_block)
+    defender = load_block(DefenderCredentials, defender_block)
     alert: Alert = fetch_alert(defender, source, alert_id)
     tag_current_run(response_tags(alert))
     route: Route = classify(alert)
@@ -77,13 +67,14 @@ def respond_to_alert(
 
     ticket: Ticket | None = None
     if route.open_ticket:
-        ticket = create_ticket(_load_ticketing(ticketing_block), alert, route)
+        ticket = create_ticket(load_block(TicketingCredentials, ticketing_block), alert, route)
 
     deliveries: list[Delivery] = []
     failures: list[str] = []
     if route.notify:
         futures = [
-            (slug, notify.submit(_load_channel(slug), alert, ticket)) for slug in channel_blocks
+            (slug, notify.submit(load_block(ChatWebhook, slug), alert, ticket))
+            for slug in channel_blocks
         ]
         for slug, future in futures:
             # Resolve every future: an unresolved failure would let the run end Completed.
@@ -150,7 +141,9 @@ def _report(alert: Alert, summary: ResponseSummary) -> str:
     upd = summary.alert_update
     status = "set to inProgress" if upd.status_changed else f"left as {upd.status}"
     lines.append(f"| alert status | {status} |")
-    lines.append(f"| alert comment | {'added' if upd.comment_added else 'already present / none'} |")
+    lines.append(
+        f"| alert comment | {'added' if upd.comment_added else 'already present / none'} |"
+    )
     if alert.portal_url:
         lines += ["", f"[Open the alert in Defender]({alert.portal_url})"]
     return "\n".join(lines)

@@ -9,7 +9,7 @@ from riposte.blocks.errors import ServiceAuthError, ServiceNotFoundError, Servic
 # The clients already retry throttling and 5xx with backoff; a task retry is the second line,
 # for an outage that outlasts them. Refusals (bad credentials, invalid request) never heal.
 TASK_RETRIES = 2
-TASK_RETRY_DELAYS = [5, 20]
+TASK_RETRY_DELAYS: list[float] = [5.0, 20.0]
 _PERMANENT = (ServiceAuthError, ServiceNotFoundError, ServiceRejectedError)
 
 

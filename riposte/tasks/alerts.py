@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
 from prefect import task
+from pydantic import BaseModel, ConfigDict
 
 from riposte.alerts.messages import alert_comment
 from riposte.alerts.model import Alert, Status
@@ -77,7 +77,9 @@ def update_alert(defender: DefenderCredentials, alert: Alert, ticket: Ticket | N
         text = alert_comment(ticket)
         existing = current.get("comments") or []
         # Find-or-create for comments too: a crash after the POST must not lead to a second one.
-        if not any(ticket.url in str(c.get("comment", "")) for c in existing if isinstance(c, dict)):
+        if not any(
+            ticket.url in str(c.get("comment", "")) for c in existing if isinstance(c, dict)
+        ):
             client.add_comment(alert.id, text)
             comment_added = True
     status = str(current.get("status") or Status.UNKNOWN)

@@ -13,7 +13,11 @@ from riposte.blocks.defender import DefenderCredentials
 from riposte.tasks._common import TASK_RETRIES, TASK_RETRY_DELAYS, retry_unless_permanent
 
 
-@task(retries=TASK_RETRIES, retry_delay_seconds=TASK_RETRY_DELAYS, retry_condition_fn=retry_unless_permanent)
+@task(
+    retries=TASK_RETRIES,
+    retry_delay_seconds=TASK_RETRY_DELAYS,
+    retry_condition_fn=retry_unless_permanent,
+)
 def list_alerts_since(
     defender: DefenderCredentials, source: str, since: datetime, limit: int
 ) -> list[Alert]:

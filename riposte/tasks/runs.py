@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from typing import cast
+from uuid import UUID
 
 from prefect import task
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.runtime import flow_run
 from prefect.variables import Variable
@@ -29,14 +32,17 @@ def response_tags(alert: Alert) -> list[str]:
 @task(retries=2, retry_delay_seconds=[2, 10])
 def start_response(alert: Alert, deployment: str) -> str:
     """Start (or find, by idempotency key) the response run for an alert; return its id."""
-    run = run_deployment(
-        deployment,
-        parameters={"source": alert.source, "alert_id": alert.id},
-        flow_run_name=response_run_name(alert.source, alert.id),
-        tags=response_tags(alert),
-        idempotency_key=response_key(alert.source, alert.id),
-        timeout=0,
-        as_subflow=False,
+    run = cast(
+        FlowRun,
+        run_deployment(
+            deployment,
+            parameters={"source": alert.source, "alert_id": alert.id},
+            flow_run_name=response_run_name(alert.source, alert.id),
+            tags=response_tags(alert),
+            idempotency_key=response_key(alert.source, alert.id),
+            timeout=0,
+            as_subflow=False,
+        ),
     )
     return str(run.id)
 
@@ -51,7 +57,7 @@ def read_watermark(source: str, lookback: timedelta) -> datetime:
     value = Variable.get(watermark_name(source), default=None)
     if isinstance(value, str):
         return datetime.fromisoformat(value)
-    return datetime.now(timezone.utc) - lookback
+    return datetime.now(UTC) - lookback
 
 
 @task
@@ -66,9 +72,10 @@ def advance_watermark(source: str, to: datetime) -> datetime:
 
 def tag_current_run(tags: list[str]) -> None:
     """Add tags to the running flow run, so the UI can filter responses by them."""
-    run_id = flow_run.get_id()
-    if run_id is None:
+    current_id = flow_run.get_id()
+    if current_id is None:
         return
+    run_id = UUID(current_id)
     with get_client(sync_client=True) as client:
         current = client.read_flow_run(run_id)
         merged = sorted(set(current.tags) | set(tags))

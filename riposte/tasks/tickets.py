@@ -7,7 +7,7 @@ from prefect import task
 from riposte.alerts.messages import ticket_draft
 from riposte.alerts.model import Alert
 from riposte.alerts.response import Route, Ticket
-from riposte.blocks import JiraCredentials, ServiceNowCredentials
+from riposte.blocks.ticketing import TicketingCredentials
 from riposte.tasks._common import TASK_RETRIES, TASK_RETRY_DELAYS, retry_unless_permanent
 
 
@@ -17,9 +17,7 @@ from riposte.tasks._common import TASK_RETRIES, TASK_RETRY_DELAYS, retry_unless_
     retry_condition_fn=retry_unless_permanent,
     persist_result=True,
 )
-def create_ticket(
-    ticketing: ServiceNowCredentials | JiraCredentials, alert: Alert, route: Route
-) -> Ticket:
+def create_ticket(ticketing: TicketingCredentials, alert: Alert, route: Route) -> Ticket:
     """The alert's ticket: found by the alert's correlation key, created only if absent.
 
     Example:

@@ -1,0 +1,1 @@
+"""Simulators of the external APIs Riposte talks to, served over real HTTP for tests and staging."""

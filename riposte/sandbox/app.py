@@ -1,0 +1,47 @@
+"""The sandbox application: every simulator on one app, one path prefix per simulated service."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+
+from riposte.sandbox import chat, control, faults, graph, identity, jira, servicenow
+from riposte.sandbox.config import SandboxConfig
+from riposte.sandbox.metering import RequestCounterMiddleware
+from riposte.sandbox.state import Reject, SandboxState
+
+
+SIMULATORS = (
+    identity.router,
+    graph.router,
+    servicenow.router,
+    jira.router,
+    chat.slack_router,
+    chat.teams_router,
+)
+
+
+async def _reject(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Reject)
+    return exc.response
+
+
+def create_app(config: SandboxConfig | None = None) -> FastAPI:
+    """A fresh sandbox with its own state; ``config`` sets the credentials it accepts."""
+    state = SandboxState(config or SandboxConfig())
+    app = FastAPI(
+        title="Riposte sandbox",
+        summary="Simulators of Entra ID, Graph security, ServiceNow, Jira, Slack and Teams.",
+        docs_url="/_sandbox/docs",
+        redoc_url=None,
+        openapi_url="/_sandbox/openapi.json",
+    )
+    app.state.sandbox = state
+    app.add_exception_handler(Reject, _reject)
+    for router in (*SIMULATORS, faults.router, control.router):
+        app.include_router(router)
+    simulated_routes = [route for router in SIMULATORS for route in router.routes]
+    # Added last, so it runs first: faulted requests still get counted.
+    app.add_middleware(faults.FaultMiddleware, state=state)
+    app.add_middleware(RequestCounterMiddleware, state=state, routes=simulated_routes)
+    return app

@@ -1,0 +1,132 @@
+"""Microsoft Entra ID token endpoint (client credentials), and the bearer check Graph uses."""
+
+from __future__ import annotations
+
+import secrets
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from riposte.sandbox.clock import utcnow
+from riposte.sandbox.state import IssuedToken, Reject, get_state
+from riposte.sandbox.web import same
+
+router = APIRouter(prefix="/login")
+
+GRAPH_AUDIENCES = frozenset({"https://graph.microsoft.com", "00000003-0000-0000-c000-000000000000"})
+
+
+def aad_error(status: int, error: str, code: int, description: str) -> JSONResponse:
+    """An Entra ID error body: ``error`` plus an ``AADSTS`` description with trace ids."""
+    trace_id, correlation_id = str(uuid.uuid4()), str(uuid.uuid4())
+    timestamp = f"{utcnow():%Y-%m-%d %H:%M:%S}Z"
+    body: dict[str, Any] = {
+        "error": error,
+        "error_description": (
+            f"AADSTS{code}: {description} Trace ID: {trace_id} Correlation ID: {correlation_id}"
+            f" Timestamp: {timestamp}"
+        ),
+        "error_codes": [code],
+        "timestamp": timestamp,
+        "trace_id": trace_id,
+        "correlation_id": correlation_id,
+        "error_uri": f"https://login.microsoftonline.com/error?code={code}",
+    }
+    return JSONResponse(body, status_code=status)
+
+
+async def _form(request: Request) -> dict[str, str]:
+    # Entra ID only reads form bodies: a JSON body looks like a request with no parameters.
+    if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+        return {}
+    raw = (await request.body()).decode("utf-8", errors="replace")
+    return {k: v[0] for k, v in parse_qs(raw, keep_blank_values=True).items()}
+
+
+@router.post("/{tenant}/oauth2/v2.0/token")
+async def issue_token(tenant: str, request: Request) -> JSONResponse:
+    state = get_state(request)
+    config = state.config
+    form = await _form(request)
+    grant_type = form.get("grant_type", "")
+    if grant_type != "client_credentials":
+        if not grant_type:
+            description = "The request body must contain the following parameter: 'grant_type'."
+        else:
+            description = "The provided value for the input parameter 'grant_type' is not valid."
+        return aad_error(400, "unsupported_grant_type", 70003, description)
+    scope = form.get("scope", "")
+    if not scope:
+        return aad_error(
+            400,
+            "invalid_request",
+            900144,
+            "The request body must contain the following parameter: 'scope'.",
+        )
+    if not same(tenant, config.tenant_id):
+        return aad_error(
+            401,
+            "invalid_client",
+            90002,
+            "Tenant not found. Check to make sure you have the correct tenant ID.",
+        )
+    if not same(form.get("client_id", ""), config.client_id):
+        return aad_error(
+            401,
+            "invalid_client",
+            700016,
+            "Application with the given identifier was not found in the directory.",
+        )
+    if not same(form.get("client_secret", ""), config.client_secret):
+        return aad_error(
+            401,
+            "invalid_client",
+            7000215,
+            "Invalid client secret provided. Ensure the secret being sent in the request is the"
+            " client secret value, not the client secret ID.",
+        )
+    if not scope.endswith("/.default") or " " in scope.strip():
+        return aad_error(
+            400,
+            "invalid_scope",
+            1002012,
+            "The provided value for scope is not valid. Client credential flows must have a scope"
+            " value with /.default suffixed to the resource identifier (application ID URI).",
+        )
+    lifetime = config.token_lifetime_seconds
+    token = secrets.token_urlsafe(48)
+    audience = scope.strip().removesuffix("/.default")
+    state.identity.tokens[token] = IssuedToken(audience, time.monotonic() + lifetime)
+    state.identity.issued += 1
+    return JSONResponse(
+        {
+            "token_type": "Bearer",
+            "expires_in": lifetime,
+            "ext_expires_in": lifetime,
+            "access_token": token,
+        },
+        headers={"Cache-Control": "no-store, no-cache", "Pragma": "no-cache"},
+    )
+
+
+def check_bearer(
+    request: Request, audiences: frozenset[str], error: Callable[[str], Response]
+) -> None:
+    """Raise `Reject` built by ``error(message)`` unless a live token for ``audiences`` came."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Reject(error("Access token is empty."))
+    issued = get_state(request).identity.tokens.get(token)
+    if issued is None:
+        raise Reject(error("Access token validation failure. Invalid token."))
+    if issued.expires_at <= time.monotonic():
+        raise Reject(error("Lifetime validation failed, the token is expired."))
+    if issued.audience not in audiences:
+        raise Reject(error("Access token validation failure. Invalid audience."))

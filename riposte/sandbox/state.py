@@ -1,0 +1,188 @@
+"""In-memory state of every simulator, kept on ``app.state.sandbox`` and cleared by reset."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import Response
+
+from riposte.sandbox.clock import MonotonicGraphClock
+from riposte.sandbox.config import SandboxConfig
+
+# Path prefix -> simulated service; the fault middleware and the request counter rely on it.
+SERVICE_PREFIXES: dict[str, str] = {
+    "/login/": "identity",
+    "/graph/": "graph",
+    "/servicenow/": "servicenow",
+    "/jira/": "jira",
+    "/slack/": "slack",
+    "/teams/": "teams",
+}
+SERVICES = frozenset(SERVICE_PREFIXES.values())
+
+
+def service_for_path(path: str) -> str | None:
+    for prefix, service in SERVICE_PREFIXES.items():
+        if path.startswith(prefix):
+            return service
+    return None
+
+
+class Reject(Exception):
+    """Abort a handler (or an auth dependency) with a response in the simulated API's shape."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+@dataclass
+class IssuedToken:
+    audience: str
+    expires_at: float
+
+
+@dataclass
+class IdentityState:
+    tokens: dict[str, IssuedToken] = field(default_factory=dict)
+    issued: int = 0
+
+
+@dataclass
+class GraphState:
+    alerts: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class ServiceNowState:
+    records: dict[str, dict[str, str]] = field(default_factory=dict)
+    journals: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+    next_number: int = 10001
+
+
+@dataclass
+class JiraIssue:
+    id: str
+    key: str
+    fields: dict[str, Any]
+    comments: list[dict[str, Any]] = field(default_factory=list)
+    indexed_at: float = 0.0  # monotonic time from which search can see the issue
+
+
+@dataclass
+class JiraState:
+    issues: dict[str, JiraIssue] = field(default_factory=dict)
+    next_issue_id: int = 10001
+    next_comment_id: int = 10000
+    next_number: dict[str, int] = field(default_factory=lambda: defaultdict(lambda: 1))
+    search_lag_seconds: float = 0.0
+
+    def find(self, key_or_id: str) -> JiraIssue | None:
+        if key_or_id in self.issues:
+            return self.issues[key_or_id]
+        wanted = key_or_id.upper()
+        return next((i for i in self.issues.values() if i.key == wanted), None)
+
+
+@dataclass
+class ChatState:
+    slack: list[dict[str, Any]] = field(default_factory=list)
+    teams: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class Fault:
+    id: str
+    service: str
+    method: str | None
+    path_contains: str | None
+    status: int | None
+    retry_after: int | None
+    delay: float
+    remaining: int | None  # None: until cleared
+
+    def applies_to(self, service: str, method: str, target: str) -> bool:
+        return (
+            self.service == service
+            and (self.method is None or self.method.upper() == method.upper())
+            and (self.path_contains is None or self.path_contains in target)
+            and (self.remaining is None or self.remaining > 0)
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "service": self.service,
+            "method": self.method,
+            "path_contains": self.path_contains,
+            "status": self.status,
+            "retry_after": self.retry_after,
+            "delay": self.delay,
+            "remaining": self.remaining,
+        }
+
+
+@dataclass
+class FaultState:
+    faults: list[Fault] = field(default_factory=list)
+
+    def take(self, service: str, method: str, target: str) -> Fault | None:
+        """The oldest fault matching the request, with one use consumed."""
+        for fault in self.faults:
+            if fault.applies_to(service, method, target):
+                if fault.remaining is not None:
+                    fault.remaining -= 1
+                    if fault.remaining == 0:
+                        self.faults.remove(fault)
+                return fault
+        return None
+
+
+@dataclass
+class RequestLog:
+    by_service: Counter[str] = field(default_factory=Counter)
+    by_route: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    by_status: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+
+    def record(self, service: str, route: str, status: int) -> None:
+        self.by_service[service] += 1
+        self.by_route[service][route] += 1
+        self.by_status[service][str(status)] += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "services": dict(self.by_service),
+            "routes": {s: dict(c) for s, c in self.by_route.items()},
+            "statuses": {s: dict(c) for s, c in self.by_status.items()},
+        }
+
+
+class SandboxState:
+    """Everything the simulators remember; ``reset`` forgets it all but the configuration.
+
+    Handlers are ``async`` and never await while mutating, so the event loop serialises them
+    and no lock is needed.
+    """
+
+    def __init__(self, config: SandboxConfig) -> None:
+        self.config = config
+        # Survives reset: lastUpdateDateTime must keep increasing for a watermark held elsewhere.
+        self.graph_clock = MonotonicGraphClock()
+        self.reset()
+
+    def reset(self) -> None:
+        self.identity = IdentityState()
+        self.graph = GraphState()
+        self.servicenow = ServiceNowState()
+        self.jira = JiraState()
+        self.chat = ChatState()
+        self.faults = FaultState()
+        self.requests = RequestLog()
+
+
+def get_state(request: Request) -> SandboxState:
+    state: SandboxState = request.app.state.sandbox
+    return state

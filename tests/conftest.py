@@ -1,0 +1,181 @@
+"""Shared fixtures: a real Prefect server, the sandbox, the served flows and the intake.
+
+Prefect reads its settings from the environment when it is first imported, so the environment
+for the whole test session is set here, before anything imports prefect.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.servers import free_port, serve_in_thread
+
+_STATE = Path(tempfile.mkdtemp(prefix="riposte-tests-"))
+_PREFECT_PORT = free_port()
+PREFECT_API_URL = f"http://127.0.0.1:{_PREFECT_PORT}/api"
+os.environ.update(
+    {
+        "PREFECT_HOME": str(_STATE / "prefect"),
+        "PREFECT_API_URL": PREFECT_API_URL,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(_STATE / "results"),
+        "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+        "RIPOSTE_POLL_PAUSED": "true",
+    }
+)
+
+from riposte.sandbox.app import create_app as create_sandbox  # noqa: E402
+from riposte.sandbox.config import SandboxConfig  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+PREFECT_CLI = str(Path(sys.executable).parent / "prefect")
+
+
+def wait_until(predicate, timeout: float = 60.0, interval: float = 0.2, what: str = "condition"):  # type: ignore[no-untyped-def]
+    """Poll ``predicate`` until it returns a truthy value; fail with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def _log_tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[str]:
+    """A real Prefect server (SQLite) in a subprocess, for the whole session."""
+    log_path = _STATE / "prefect-server.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [PREFECT_CLI, "server", "start", "--host", "127.0.0.1", "--port", str(_PREFECT_PORT)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        try:
+
+            def healthy() -> bool:
+                if proc.poll() is not None:
+                    raise AssertionError(f"Prefect server exited:\n{_log_tail(log_path)}")
+                try:
+                    return httpx.get(f"{PREFECT_API_URL}/health", timeout=2).status_code == 200
+                except httpx.HTTPError:
+                    return False
+
+            wait_until(healthy, timeout=120, interval=0.5, what="the Prefect server")
+            yield PREFECT_API_URL
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@pytest.fixture(scope="session")
+def sandbox_config() -> SandboxConfig:
+    """Random credentials, so no test can pass by relying on the sandbox defaults."""
+    return SandboxConfig(
+        tenant_id=f"tenant-{secrets.token_hex(4)}",
+        client_id=f"app-{secrets.token_hex(4)}",
+        client_secret=secrets.token_urlsafe(24),
+        servicenow_password=secrets.token_urlsafe(18),
+        jira_api_token=secrets.token_urlsafe(18),
+        slack_hook_path=f"T{secrets.token_hex(4).upper()}/B{secrets.token_hex(4).upper()}/"
+        f"{secrets.token_hex(12)}",
+        teams_sig=secrets.token_urlsafe(16),
+    )
+
+
+@pytest.fixture(scope="session")
+def sandbox_url(sandbox_config: SandboxConfig) -> Iterator[str]:
+    with serve_in_thread(create_sandbox(sandbox_config)) as url:
+        yield url
+
+
+@pytest.fixture
+def sandbox(sandbox_url: str) -> Iterator[httpx.Client]:
+    """A client on the sandbox, whose state (alerts, tickets, messages, faults) starts empty."""
+    with httpx.Client(base_url=sandbox_url, timeout=10) as client:
+        client.post("/_sandbox/reset").raise_for_status()
+        yield client
+
+
+@pytest.fixture(scope="session")
+def stack_blocks(prefect_server: str, sandbox_url: str, sandbox_config: SandboxConfig) -> list[str]:
+    from riposte.deployments.local import save_sandbox_blocks
+
+    return save_sandbox_blocks(sandbox_url, sandbox_config)
+
+
+@pytest.fixture(scope="session")
+def served_flows(stack_blocks: list[str]) -> Iterator[None]:
+    """`riposte serve` in a subprocess: the runner that executes deployment runs."""
+    log_path = _STATE / "served-flows.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "riposte.deployments.serve"],
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        try:
+            from prefect.client.orchestration import get_client
+            from prefect.exceptions import ObjectNotFound
+
+            from riposte.settings import POLL_DEPLOYMENT, RESPOND_DEPLOYMENT
+
+            def registered() -> bool:
+                if proc.poll() is not None:
+                    raise AssertionError(f"served flows exited:\n{_log_tail(log_path)}")
+                with get_client(sync_client=True) as client:
+                    try:
+                        for name in (RESPOND_DEPLOYMENT, POLL_DEPLOYMENT):
+                            client.read_deployment_by_name(name)
+                    except ObjectNotFound:
+                        return False
+                return True
+
+            wait_until(registered, timeout=90, interval=0.5, what="served deployments")
+            yield
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+INTAKE_TOKEN = secrets.token_urlsafe(24)
+
+
+@pytest.fixture(scope="session")
+def intake_url(prefect_server: str) -> Iterator[str]:
+    from riposte.deployments.intake import create_app
+    from riposte.settings import Settings
+
+    app = create_app(Settings(intake_tokens=f"{secrets.token_urlsafe(8)},{INTAKE_TOKEN}"))
+    with serve_in_thread(app) as url:
+        yield url

@@ -1,0 +1,187 @@
+"""End to end: alerts pushed through the intake or found by the poll become one ticket, one
+message per channel and an updated alert, as Completed flow runs on a real Prefect server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from typing import Any
+from uuid import UUID
+
+import httpx
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter
+from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.sorting import FlowRunSort
+
+from riposte.sandbox.samples import sample_graph_alerts
+from tests.conftest import INTAKE_TOKEN, PREFECT_CLI, wait_until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("served_flows")]
+
+
+def _alerts(sandbox: httpx.Client, count: int, tag: str) -> list[dict[str, Any]]:
+    from datetime import UTC, datetime
+
+    alerts = sample_graph_alerts(datetime.now(UTC))[:count]
+    for i, alert in enumerate(alerts):
+        alert["id"] = f"{tag}-{i}-{os.urandom(4).hex()}"
+    sandbox.post("/_sandbox/graph/alerts", json=alerts).raise_for_status()
+    return alerts
+
+
+def _flow_run(run_id: str | UUID) -> FlowRun:
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(UUID(str(run_id)))
+
+
+def _wait_final(run_id: str | UUID, timeout: float = 120) -> FlowRun:
+    def final() -> FlowRun | None:
+        run = _flow_run(run_id)
+        return run if run.state and run.state.is_final() else None
+
+    run: FlowRun = wait_until(final, timeout=timeout, interval=0.5, what=f"flow run {run_id}")
+    return run
+
+
+def _responses_for(alert_ids: list[str]) -> list[FlowRun]:
+    names = {f"graph-{a}" for a in alert_ids}
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=200)
+    return [r for r in runs if r.name in names]
+
+
+def _push(intake_url: str, alert: dict[str, Any]) -> httpx.Response:
+    return httpx.post(
+        f"{intake_url}/alerts/graph",
+        json=alert,
+        headers={"Authorization": f"Bearer {INTAKE_TOKEN}"},
+        timeout=30,
+    )
+
+
+def _state(sandbox: httpx.Client) -> dict[str, Any]:
+    return {
+        "incidents": sandbox.get("/_sandbox/servicenow/incidents").json(),
+        "alerts": sandbox.get("/_sandbox/graph/alerts").json(),
+        "slack": sandbox.get("/_sandbox/slack/messages").json(),
+        "teams": sandbox.get("/_sandbox/teams/messages").json(),
+    }
+
+
+def _items(listing: Any, key: str) -> list[Any]:
+    """Sandbox inspection lists may come bare or wrapped in an object."""
+    if isinstance(listing, dict):
+        listing = listing.get(key, listing.get("value", []))
+    assert isinstance(listing, list)
+    return listing
+
+
+def _assert_answered_once(sandbox: httpx.Client, alert_ids: list[str]) -> None:
+    state = _state(sandbox)
+    incidents = _items(state["incidents"], "incidents")
+    for alert_id in alert_ids:
+        matching = [i for i in incidents if alert_id in i["record"]["correlation_id"]]
+        assert len(matching) == 1, f"alert {alert_id}: {len(matching)} tickets"
+    alerts = {a["id"]: a for a in _items(state["alerts"], "alerts")}
+    for alert_id in alert_ids:
+        alert = alerts[alert_id]
+        assert alert["status"] == "inProgress"
+        assert len(alert["comments"]) == 1, alert["comments"]
+        assert "INC" in alert["comments"][0]["comment"]
+    slack = _items(state["slack"], "messages")
+    teams = _items(state["teams"], "messages")
+    for alert_id in alert_ids:
+        assert sum(alert_id in str(m) for m in slack) == 1
+        assert sum(alert_id in str(m) for m in teams) == 1
+
+
+def test_pushed_alert_is_answered_by_one_completed_run(
+    sandbox: httpx.Client, intake_url: str
+) -> None:
+    (alert,) = _alerts(sandbox, 1, "push")
+
+    first = _push(intake_url, alert)
+    assert first.status_code == 202, first.text
+    (accepted,) = first.json()["accepted"]
+    # The same alert delivered again (a sender retry) maps to the same run.
+    again = _push(intake_url, alert)
+    assert again.json()["accepted"][0]["flow_run_id"] == accepted["flow_run_id"]
+
+    run = _wait_final(accepted["flow_run_id"])
+    assert run.state is not None and run.state.is_completed(), run.state
+    assert run.name == f"graph-{alert['id']}"
+    assert {"source:graph", f"severity:{alert['severity']}"} <= set(run.tags)
+    _assert_answered_once(sandbox, [alert["id"]])
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts()
+    report = [a for a in artifacts if a.flow_run_id == run.id and a.type == "markdown"]
+    assert report, "the run left no markdown report"
+    assert "INC" in str(report[0].data) and "inProgress" in str(report[0].data)
+
+
+def test_polled_alerts_are_answered_once_even_when_polled_again(sandbox: httpx.Client) -> None:
+    from prefect.deployments import run_deployment
+
+    from riposte.settings import POLL_DEPLOYMENT
+
+    alerts = _alerts(sandbox, 2, "poll")
+    ids = [a["id"] for a in alerts]
+    for _ in range(2):
+        poll = run_deployment(POLL_DEPLOYMENT, timeout=0, as_subflow=False)
+        poll = _wait_final(poll.id)  # type: ignore[union-attr]
+        assert poll.state is not None and poll.state.is_completed(), poll.state
+        runs = wait_until(
+            lambda: (r := _responses_for(ids)) and len(r) >= 2 and r, what="response runs"
+        )
+        for run in runs:
+            done = _wait_final(run.id)
+            assert done.state is not None and done.state.is_completed(), done.state
+        assert len(_responses_for(ids)) == 2
+    _assert_answered_once(sandbox, ids)
+
+
+def test_retry_after_failed_notification_creates_no_second_ticket_or_comment(
+    sandbox: httpx.Client, intake_url: str
+) -> None:
+    (alert,) = _alerts(sandbox, 1, "retry")
+    sandbox.post(
+        "/_sandbox/faults",
+        json={"service": "slack", "method": "POST", "status": 403, "times": None},
+    ).raise_for_status()
+
+    response = _push(intake_url, alert)
+    run_id = response.json()["accepted"][0]["flow_run_id"]
+    failed = _wait_final(run_id)
+    assert failed.state is not None and failed.state.is_failed()
+    assert "slack" in (failed.state.message or "").lower()
+    before = _state(sandbox)
+    assert len(_items(before["incidents"], "incidents")) == 1
+    assert _items(before["slack"], "messages") == []
+
+    sandbox.delete("/_sandbox/faults").raise_for_status()
+    retry = subprocess.run(
+        [PREFECT_CLI, "flow-run", "retry", str(run_id)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=os.environ.copy(),
+    )
+    assert retry.returncode == 0, retry.stdout + retry.stderr
+
+    def completed_again() -> FlowRun | None:
+        run = _flow_run(run_id)
+        return run if run.state and run.state.is_completed() else None
+
+    wait_until(completed_again, timeout=120, interval=0.5, what="the retried run to complete")
+    _assert_answered_once(sandbox, [alert["id"]])
+    with get_client(sync_client=True) as client:
+        tasks = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id={"any_": [UUID(run_id)]})  # type: ignore[arg-type]
+        )
+    ticket_runs = [t for t in tasks if t.name.startswith("create_ticket")]
+    assert ticket_runs and all(
+        t.state and t.state.name in ("Completed", "Cached") for t in ticket_runs
+    )
