@@ -29,7 +29,9 @@ class Settings(BaseSettings):
     respond_deployment: str = RESPOND_DEPLOYMENT
 
     poll_interval_seconds: int = Field(15, ge=1)
-    poll_paused: bool = Field(False, description="Serve the poll deployment with its schedule paused")
+    poll_paused: bool = Field(
+        False, description="Serve the poll deployment with its schedule paused"
+    )
     runner_poll_seconds: int = Field(1, ge=1, description="How often served flows look for work")
     runner_limit: int = Field(8, ge=1, description="Flow runs one served process runs at once")
 

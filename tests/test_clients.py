@@ -1,4 +1,4 @@
-"""The block clients against the sandbox over real HTTP: auth, find-or-create, throttling, errors."""
+"""The block clients against the sandbox over real HTTP: auth, find-or-create, throttling."""
 
 from __future__ import annotations
 

@@ -12,6 +12,7 @@ import httpx
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
+from riposte.alerts.timestamps import parse_timestamp
 from riposte.blocks._http import build_http_client, send
 from riposte.blocks._pool import pooled
 from riposte.blocks.errors import ServiceAuthError
@@ -170,7 +171,7 @@ class GraphSecurityClient:
                     yield item
             if len(page) < page_size:
                 return
-            last = _parse_graph_time(page[-1].get("lastUpdateDateTime"))
+            last = parse_timestamp(page[-1].get("lastUpdateDateTime"))
             if last is None or (cursor is not None and last <= cursor):
                 # A whole page shares one timestamp: step over it by offset instead.
                 skip += len(page)
@@ -192,20 +193,3 @@ class GraphSecurityClient:
         )
         comments: list[dict[str, Any]] = body.get("value", [])
         return comments
-
-
-def _parse_graph_time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    text = value.strip().replace("Z", "+00:00")
-    # Graph sends 7 fractional digits; Python takes at most 6.
-    if "." in text:
-        head, _, rest = text.partition(".")
-        digits = "".join(ch for ch in rest if ch.isdigit())
-        tz = rest[len(digits) :]
-        text = f"{head}.{digits[:6]}{tz}"
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -97,6 +98,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     stack = LocalStack(settings)
+    # `kill` and service managers send SIGTERM: stop the children as Ctrl-C would.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         stack.start()
         samples = None if args.no_samples else stack.load_samples()

@@ -10,7 +10,6 @@ from riposte.sandbox.config import SandboxConfig
 from riposte.sandbox.metering import RequestCounterMiddleware
 from riposte.sandbox.state import Reject, SandboxState
 
-
 SIMULATORS = (
     identity.router,
     graph.router,
@@ -27,7 +26,14 @@ async def _reject(request: Request, exc: Exception) -> Response:
 
 
 def create_app(config: SandboxConfig | None = None) -> FastAPI:
-    """A fresh sandbox with its own state; ``config`` sets the credentials it accepts."""
+    """A fresh sandbox with its own state; ``config`` sets the credentials it accepts.
+
+    Layout (``SandboxConfig.urls`` builds these):
+    ``/login/{tenant}/oauth2/v2.0/token`` Entra ID; ``/graph/v1.0/security/alerts_v2`` Graph;
+    ``/servicenow/api/now/table/incident`` ServiceNow; ``/jira/rest/api/3/...`` Jira;
+    ``/slack/services/{hook}`` Slack; ``/teams/workflows/{flow}/triggers/manual/paths/invoke``
+    Teams; ``/_sandbox/...`` fault injection, inspection and reset (no auth: loopback only).
+    """
     state = SandboxState(config or SandboxConfig())
     app = FastAPI(
         title="Riposte sandbox",

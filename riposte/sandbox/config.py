@@ -34,6 +34,27 @@ class SandboxConfig(BaseModel):
     teams_sig: str = "sandbox-teams-sig"
     token_lifetime_seconds: int = Field(default=3599, ge=1)
 
+    def urls(self, base: str) -> dict[str, str]:
+        """Where each simulated service lives on a sandbox served at ``base``.
+
+        ``identity`` and ``graph`` stand for ``https://login.microsoftonline.com`` and
+        ``https://graph.microsoft.com``, ``servicenow`` for ``https://<instance>.service-now.com``
+        and ``jira`` for ``https://<site>.atlassian.net``; the webhooks are complete URLs.
+        """
+        base = base.rstrip("/")
+        return {
+            "identity": f"{base}/login",
+            "token": f"{base}/login/{self.tenant_id}/oauth2/v2.0/token",
+            "graph": f"{base}/graph",
+            "servicenow": f"{base}/servicenow",
+            "jira": f"{base}/jira",
+            "slack_webhook": f"{base}/slack/services/{self.slack_hook_path}",
+            "teams_webhook": (
+                f"{base}/teams/workflows/{self.teams_flow_id}/triggers/manual/paths/invoke"
+                f"?api-version=2016-06-01&sp=%2Ftriggers%2Fmanual%2Frun&sv=1.0&sig={self.teams_sig}"
+            ),
+        }
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> SandboxConfig:
         """Defaults overridden by ``RIPOSTE_SANDBOX_<FIELD>`` variables (lists as JSON or CSV)."""

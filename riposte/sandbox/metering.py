@@ -44,8 +44,12 @@ def _route_template(routes: Sequence[BaseRoute], scope: Scope) -> str:
     Matched here rather than read from the scope after routing, because a request answered by
     an injected fault never reaches the router.
     """
+    partial: str | None = None
     for route in routes:
         match, _ = route.matches(scope)
         if match == Match.FULL:
-            return str(getattr(route, "path", scope["path"]))
-    return str(scope["path"])
+            return str(getattr(route, "path", "(unmatched)"))
+        if match == Match.PARTIAL and partial is None:  # right path, another method
+            partial = str(getattr(route, "path", "(unmatched)"))
+    # Never the raw path: a mistyped webhook path may carry a secret.
+    return partial or "(unmatched)"
