@@ -20,8 +20,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check riposte tests bench
-	$(BIN)/ruff format --check riposte tests bench
+	$(BIN)/ruff check riposte tests
+	$(BIN)/ruff format --check riposte tests
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
