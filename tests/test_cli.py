@@ -102,3 +102,25 @@ def test_status_json_lists_every_url_and_reports_a_stopped_stack(tmp_path: Path)
     assert info["running"] is False
     assert info["prefect_api"].endswith(f":{env['RIPOSTE_PREFECT_PORT']}/api")
     assert set(info["simulators"]) == {"identity", "graph", "servicenow", "jira", "slack", "teams"}
+
+
+def test_blocks_register_registers_every_block_type(prefect_server: str) -> None:
+    import os
+
+    result = riposte("blocks", "register", env=dict(os.environ))
+    assert result.returncode == 0, result.stderr
+    for slug in (
+        "defender-credentials",
+        "servicenow-credentials",
+        "jira-credentials",
+        "slack-incoming-webhook",
+        "teams-workflow-webhook",
+    ):
+        assert f"registered block type {slug}" in result.stdout
+    prefect = subprocess.run(
+        [sys.executable, "-m", "prefect", "block", "register", "-m", "riposte.blocks"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert prefect.returncode == 0, prefect.stdout + prefect.stderr

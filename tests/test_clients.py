@@ -205,3 +205,14 @@ def test_defender_credentials_keep_the_secret_out_of_repr() -> None:
     )
     assert "s3cr3t-canary" not in repr(creds) and "s3cr3t-canary" not in str(creds.model_dump())
     assert JiraCredentials.get_block_type_slug() == "jira-credentials"
+
+
+def test_expired_token_is_replaced_without_failing_the_call(blocks, sandbox) -> None:  # type: ignore[no-untyped-def]
+    sandbox.post(
+        "/_sandbox/graph/alerts", json=sample_graph_alerts(datetime.now(UTC))
+    ).raise_for_status()
+    client = _fresh(blocks["riposte-defender"]).get_client()
+    first = next(iter(client.list_alerts_since(None)))
+    sandbox.post("/_sandbox/identity/expire-tokens").raise_for_status()
+    assert client.get_alert(first["id"])["id"] == first["id"]
+    assert sandbox.get("/_sandbox/identity").json()["tokens_issued"] == 2

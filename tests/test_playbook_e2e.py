@@ -185,3 +185,32 @@ def test_retry_after_failed_notification_creates_no_second_ticket_or_comment(
     assert ticket_runs and all(
         t.state and t.state.name in ("Completed", "Cached") for t in ticket_runs
     )
+
+
+def test_playbook_files_a_jira_issue_when_asked_to(sandbox: httpx.Client) -> None:
+    from prefect.deployments import run_deployment
+
+    from riposte.settings import RESPOND_DEPLOYMENT
+
+    (alert,) = _alerts(sandbox, 1, "jira")
+    run = run_deployment(
+        RESPOND_DEPLOYMENT,
+        parameters={
+            "alert_id": alert["id"],
+            "ticketing_block": "jira-credentials/riposte-jira",
+            "channel_blocks": ["slack-incoming-webhook/riposte-slack"],
+        },
+        timeout=0,
+        as_subflow=False,
+    )
+    done = _wait_final(run.id)  # type: ignore[union-attr]
+    assert done.state is not None and done.state.is_completed(), done.state
+    issues = sandbox.get("/_sandbox/jira/issues").json()
+    assert len(issues) == 1
+    assert any(alert["id"] in label for label in issues[0]["fields"]["labels"])
+    assert issues[0]["fields"]["description"]["type"] == "doc"
+    assert sandbox.get("/_sandbox/servicenow/incidents").json() == []
+    (stored,) = [a for a in sandbox.get("/_sandbox/graph/alerts").json() if a["id"] == alert["id"]]
+    assert issues[0]["key"] in stored["comments"][0]["comment"]
+    assert len(sandbox.get("/_sandbox/teams/messages").json()) == 0
+    assert len(sandbox.get("/_sandbox/slack/messages").json()) == 1

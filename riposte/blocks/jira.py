@@ -11,7 +11,7 @@ from riposte.alerts.adf import to_adf
 from riposte.alerts.response import Priority, Ticket, TicketDraft
 from riposte.blocks._http import build_http_client, send
 from riposte.blocks._pool import pooled
-from riposte.blocks.ticketing import TicketingCredentials
+from riposte.blocks.ticketing import TicketingClient, TicketingCredentials
 
 SYSTEM = "Jira"
 
@@ -52,7 +52,7 @@ class JiraCredentials(TicketingCredentials):
         return pooled(self, lambda: JiraClient(self))
 
 
-class JiraClient:
+class JiraClient(TicketingClient):
     """Issues through REST v3; the alert's correlation key is kept as an issue label."""
 
     def __init__(self, creds: JiraCredentials) -> None:
@@ -109,10 +109,6 @@ class JiraClient:
             json={"fields": fields},
         )
         return self._ticket(response.json(), created=True)
-
-    def find_or_create(self, draft: TicketDraft) -> Ticket:
-        """The issue labelled with this correlation key, created only if none exists yet."""
-        return self.find(draft.correlation_key) or self.create(draft)
 
     def add_note(self, ticket: Ticket, text: str) -> None:
         send(

@@ -10,7 +10,7 @@ from pydantic import Field, SecretStr
 from riposte.alerts.response import Priority, Ticket, TicketDraft
 from riposte.blocks._http import build_http_client, send
 from riposte.blocks._pool import pooled
-from riposte.blocks.ticketing import TicketingCredentials
+from riposte.blocks.ticketing import TicketingClient, TicketingCredentials
 
 SYSTEM = "ServiceNow"
 
@@ -48,7 +48,7 @@ class ServiceNowCredentials(TicketingCredentials):
         return pooled(self, lambda: ServiceNowClient(self))
 
 
-class ServiceNowClient:
+class ServiceNowClient(TicketingClient):
     """Incidents through the Table API, keyed by ``correlation_id``."""
 
     TABLE = "/api/now/table/incident"
@@ -108,10 +108,6 @@ class ServiceNowClient:
             fields["assignment_group"] = self.creds.assignment_group
         response = send(self._http, SYSTEM, "incident creation", "POST", self.TABLE, json=fields)
         return self._ticket(response.json()["result"], created=True)
-
-    def find_or_create(self, draft: TicketDraft) -> Ticket:
-        """The incident for this correlation key, created only if none exists yet."""
-        return self.find(draft.correlation_key) or self.create(draft)
 
     def add_note(self, ticket: Ticket, text: str) -> None:
         send(

@@ -11,7 +11,7 @@ from riposte.alerts.response import Route, Ticket
 from riposte.alerts.routing import route_by_severity
 from riposte.alerts.sources import parse_alert
 from riposte.blocks.defender import DefenderCredentials
-from riposte.tasks._common import TASK_RETRIES, TASK_RETRY_DELAYS, retry_unless_permanent
+from riposte.tasks._common import external_call
 
 
 class AlertUpdate(BaseModel):
@@ -22,12 +22,7 @@ class AlertUpdate(BaseModel):
     status: str
 
 
-@task(
-    retries=TASK_RETRIES,
-    retry_delay_seconds=TASK_RETRY_DELAYS,
-    retry_condition_fn=retry_unless_permanent,
-    persist_result=True,
-)
+@external_call
 def fetch_alert(defender: DefenderCredentials, source: str, alert_id: str) -> Alert:
     """Read the full alert from Defender and normalize it.
 
@@ -52,12 +47,7 @@ def classify(alert: Alert) -> Route:
     return route_by_severity(alert)
 
 
-@task(
-    retries=TASK_RETRIES,
-    retry_delay_seconds=TASK_RETRY_DELAYS,
-    retry_condition_fn=retry_unless_permanent,
-    persist_result=True,
-)
+@external_call
 def update_alert(defender: DefenderCredentials, alert: Alert, ticket: Ticket | None) -> AlertUpdate:
     """Mark the alert in progress and comment with the ticket link, each only once.
 

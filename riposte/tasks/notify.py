@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-from prefect import task
-
 from riposte.alerts.messages import CHAT_RENDERERS
 from riposte.alerts.model import Alert
 from riposte.alerts.response import Delivery, Ticket
 from riposte.blocks.chat import ChatWebhook
-from riposte.tasks._common import TASK_RETRIES, TASK_RETRY_DELAYS, retry_unless_permanent
+from riposte.tasks._common import external_call
 
 
-@task(
-    retries=TASK_RETRIES,
-    retry_delay_seconds=TASK_RETRY_DELAYS,
-    retry_condition_fn=retry_unless_permanent,
-    persist_result=True,
-)
+@external_call
 def notify(channel: ChatWebhook, alert: Alert, ticket: Ticket | None) -> Delivery:
     """Post the alert, with its ticket link, to one chat channel.
 
