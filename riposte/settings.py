@@ -26,6 +26,14 @@ class Settings(BaseSettings):
     intake_tokens: str = Field(
         "", description="Comma-separated bearer tokens the intake accepts (several for rotation)"
     )
+    intake_hmac_keys: str = Field(
+        "", description="Comma-separated HMAC-SHA256 keys for X-Riposte-Signature (rotation)"
+    )
+    intake_secret_block: str | None = Field(
+        None,
+        description='Name of a Prefect Secret block holding {"tokens": [...], "hmac_keys": '
+        "[...]}; read at start and every minute, so a rotation needs no restart",
+    )
     respond_deployment: str = RESPOND_DEPLOYMENT
 
     poll_interval_seconds: int = Field(15, ge=1)
@@ -34,6 +42,13 @@ class Settings(BaseSettings):
     )
     runner_poll_seconds: int = Field(1, ge=1, description="How often served flows look for work")
     runner_limit: int = Field(8, ge=1, description="Flow runs one served process runs at once")
+
+    policy_file: Path | None = Field(
+        None, description="Policy file the flows read at every run; None: the shipped default"
+    )
+    templates_dir: Path | None = Field(
+        None, description="Folder of custom message templates that policies may name"
+    )
 
     @property
     def prefect_api_url(self) -> str:

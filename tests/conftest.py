@@ -169,6 +169,7 @@ def served_flows(stack_blocks: list[str]) -> Iterator[None]:
 
 
 INTAKE_TOKEN = secrets.token_urlsafe(24)
+INTAKE_HMAC_KEYS = [secrets.token_urlsafe(24), secrets.token_urlsafe(24)]  # old and new
 
 
 @pytest.fixture(scope="session")
@@ -176,6 +177,11 @@ def intake_url(prefect_server: str) -> Iterator[str]:
     from riposte.deployments.intake import create_app
     from riposte.settings import Settings
 
-    app = create_app(Settings(intake_tokens=f"{secrets.token_urlsafe(8)},{INTAKE_TOKEN}"))
+    app = create_app(
+        Settings(
+            intake_tokens=f"{secrets.token_urlsafe(8)},{INTAKE_TOKEN}",
+            intake_hmac_keys=",".join(INTAKE_HMAC_KEYS),
+        )
+    )
     with serve_in_thread(app) as url:
         yield url

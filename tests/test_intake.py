@@ -101,10 +101,113 @@ def test_prefect_unreachable_gives_503_with_retry_after(intake_without_prefect: 
 
 
 def test_intake_refuses_to_start_without_a_token() -> None:
-    with pytest.raises(RuntimeError, match="token"):
+    with pytest.raises(RuntimeError, match="sender keys"):
         create_app(Settings(intake_tokens=" , "))
 
 
 def test_openapi_document_lists_the_alert_route(intake_url: str) -> None:
     doc = httpx.get(f"{intake_url}/openapi.json").json()
     assert "/alerts/{source}" in doc["paths"]
+
+
+def _signed(body: bytes, keys: list[str], timestamp: int | None = None) -> dict[str, str]:
+    from riposte.deployments.signing import sign
+
+    return {
+        "Content-Type": "application/json",
+        "X-Riposte-Signature": sign(body, [k.encode() for k in keys], timestamp),
+    }
+
+
+@pytest.mark.usefixtures("served_flows")
+def test_signed_request_is_accepted_with_either_rotation_key(
+    intake_url: str, sandbox: httpx.Client
+) -> None:
+    from tests.conftest import INTAKE_HMAC_KEYS
+
+    for key in INTAKE_HMAC_KEYS:
+        alert = _alert()
+        alert["id"] = f"signed-{key[:6]}"
+        sandbox.post("/_sandbox/graph/alerts", json=[alert]).raise_for_status()
+        body = json.dumps(alert).encode()
+        r = httpx.post(f"{intake_url}/alerts/graph", content=body, headers=_signed(body, [key]))
+        assert r.status_code == 202, r.text
+        assert r.json()["accepted"][0]["id"] == alert["id"]
+
+
+def test_tampered_or_stale_signature_gets_401(intake_url: str) -> None:
+    import time
+
+    from tests.conftest import INTAKE_HMAC_KEYS
+
+    body = json.dumps(_alert()).encode()
+    tampered = httpx.post(
+        f"{intake_url}/alerts/graph",
+        content=body.replace(b"high", b"low"),
+        headers=_signed(body, INTAKE_HMAC_KEYS),
+    )
+    stale = httpx.post(
+        f"{intake_url}/alerts/graph",
+        content=body,
+        headers=_signed(body, INTAKE_HMAC_KEYS, timestamp=int(time.time()) - 600),
+    )
+    wrong_key = httpx.post(
+        f"{intake_url}/alerts/graph", content=body, headers=_signed(body, ["not-a-key"])
+    )
+    for r in (tampered, stale, wrong_key):
+        assert r.status_code == 401 and r.json() == {"detail": "unauthorized"}
+
+
+@pytest.mark.usefixtures("served_flows")
+def test_riposte_send_signs_and_posts_a_file(intake_url: str, sandbox, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import INTAKE_HMAC_KEYS
+
+    alert = _alert()
+    alert["id"] = "sent-by-cli"
+    sandbox.post("/_sandbox/graph/alerts", json=[alert]).raise_for_status()
+    path = tmp_path / "alert.json"
+    path.write_text(json.dumps({"value": [alert]}))
+    key = tmp_path / "key"
+    key.write_text(INTAKE_HMAC_KEYS[1])
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "riposte.deployments.cli",
+            "send",
+            str(path),
+            "--url",
+            intake_url,
+            "--key-file",
+            str(key),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ),
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["accepted"][0]["id"] == "sent-by-cli"
+    key.write_text("wrong")
+    refused = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "riposte.deployments.cli",
+            "send",
+            str(path),
+            "--url",
+            intake_url,
+            "--key-file",
+            str(key),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ),
+    )
+    assert refused.returncode == 1 and "401" in refused.stderr

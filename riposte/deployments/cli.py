@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from collections.abc import Iterator, Sequence
@@ -70,6 +71,53 @@ def cmd_normalize(args: argparse.Namespace) -> int:
     # Print only once every file parsed, so a failure never leaves half an output behind.
     if out:
         sys.stdout.write("\n".join(out) + "\n")
+    return 0
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    """Sign FILE's alerts and post them to the intake, as a Defender automation would."""
+    import httpx
+
+    from riposte.alerts.sources import SOURCES, detect_source, iter_alert_payloads
+    from riposte.deployments.signing import SIGNATURE_HEADER, sign
+    from riposte.deployments.stack import local_secret
+    from riposte.settings import get_settings
+
+    settings = get_settings()
+    path = Path(args.file)
+    try:
+        documents = list(_read_documents(path))
+        payloads = [p for d in documents for p in iter_alert_payloads(d)]
+        if not payloads:
+            raise AlertParseError("no alert in the file")
+        source = args.source or detect_source(payloads[0])
+    except AlertParseError as exc:
+        print(f"riposte send: {path}: {exc}", file=sys.stderr)
+        return 2
+    if source not in SOURCES:
+        print(f"riposte send: unknown source '{source}'", file=sys.stderr)
+        return 2
+    body = json.dumps(documents[0] if len(documents) == 1 else payloads).encode()
+    headers = {"Content-Type": "application/json"}
+    key = os.environ.get("RIPOSTE_SEND_HMAC_KEY")
+    if args.key_file:
+        key = Path(args.key_file).read_text().strip()
+    if key is None:
+        key = local_secret(settings.home.resolve() / "intake.hmac-key")
+    headers[SIGNATURE_HEADER] = sign(body, [key.encode()])
+    url = f"{(args.url or settings.intake_url).rstrip('/')}/alerts/{source}"
+    try:
+        response = httpx.post(url, content=body, headers=headers, timeout=args.timeout)
+    except httpx.HTTPError as exc:
+        print(
+            f"riposte send: cannot reach the intake at {url} ({type(exc).__name__})",
+            file=sys.stderr,
+        )
+        return 1
+    print(response.text)
+    if response.status_code != 202:
+        print(f"riposte send: the intake answered {response.status_code}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -154,6 +202,18 @@ def build_parser() -> argparse.ArgumentParser:
     norm.add_argument("--source", help="force a parser instead of detecting the source")
     norm.add_argument("files", nargs="+", metavar="FILE")
     norm.set_defaults(func=cmd_normalize)
+
+    send = sub.add_parser("send", help="sign an alert file and post it to the intake")
+    send.add_argument("file", metavar="FILE")
+    send.add_argument("--source", help="force the source instead of detecting it")
+    send.add_argument("--url", help="intake base URL (default: the local stack's)")
+    send.add_argument(
+        "--key-file",
+        help="file holding the HMAC key (default: $RIPOSTE_SEND_HMAC_KEY, else the local "
+        "stack's .riposte/intake.hmac-key)",
+    )
+    send.add_argument("--timeout", type=float, default=30.0, help="seconds (default 30)")
+    send.set_defaults(func=cmd_send)
 
     blocks = sub.add_parser("blocks", help="Prefect blocks")
     blocks_sub = blocks.add_subparsers(dest="blocks_command", required=True)

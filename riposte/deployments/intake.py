@@ -10,20 +10,24 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 from uuid import UUID
 
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from prefect.blocks.system import Secret
 from prefect.client.orchestration import PrefectClient, get_client
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 
 from riposte.alerts.errors import AlertParseError
 from riposte.alerts.model import Alert
 from riposte.alerts.sources import SOURCES, iter_alert_payloads, parser_for
+from riposte.deployments.signing import SIGNATURE_HEADER, verify
 from riposte.settings import Settings, get_settings
 from riposte.tasks.runs import response_key, response_run_name, response_tags
 
@@ -37,21 +41,72 @@ class PrefectUnavailable(Exception):
     """Prefect did not accept the work; the sender should retry."""
 
 
-def _tokens(settings: Settings) -> list[bytes]:
-    return [t.strip().encode() for t in settings.intake_tokens.split(",") if t.strip()]
+def _split(value: str) -> list[bytes]:
+    return [v.strip().encode() for v in value.split(",") if v.strip()]
 
 
-def _authorized(request: Request, tokens: list[bytes]) -> bool:
-    header = request.headers.get("authorization", "")
-    scheme, _, presented = header.partition(" ")
-    if scheme.lower() != "bearer" or not presented:
-        return False
-    candidate = presented.strip().encode()
-    # Compare against every key, without stopping early, so timing tells nothing.
-    matched = False
-    for token in tokens:
-        matched |= hmac.compare_digest(candidate, token)
-    return matched
+@dataclass(frozen=True)
+class SenderKeys:
+    """What the intake accepts: bearer tokens and HMAC keys, several of each for rotation."""
+
+    tokens: list[bytes]
+    hmac_keys: list[bytes]
+
+    def __bool__(self) -> bool:
+        return bool(self.tokens or self.hmac_keys)
+
+    def authenticates(self, request: Request, body: bytes) -> bool:
+        signed = request.headers.get(SIGNATURE_HEADER)
+        if signed is not None:
+            return verify(signed, body, self.hmac_keys)
+        scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not presented.strip():
+            return False
+        candidate = presented.strip().encode()
+        # Compare against every token, without stopping early, so timing tells nothing.
+        matched = False
+        for token in self.tokens:
+            matched |= hmac.compare_digest(candidate, token)
+        return matched
+
+
+async def _keys_from_block(name: str) -> SenderKeys:
+    secret = cast(Secret[Any], await Secret.aload(name))
+    value = secret.get()
+    if isinstance(value, str):
+        value = json.loads(value)
+    if not isinstance(value, dict):
+        raise ValueError(f"Secret block {name!r} must hold an object with tokens and hmac_keys")
+    return SenderKeys(
+        tokens=[str(t).encode() for t in value.get("tokens", []) if t],
+        hmac_keys=[str(k).encode() for k in value.get("hmac_keys", []) if k],
+    )
+
+
+class KeyRing:
+    """The sender keys from settings, plus those of a Secret block re-read every minute."""
+
+    REFRESH_SECONDS = 60.0
+
+    def __init__(self, settings: Settings) -> None:
+        self.static = SenderKeys(_split(settings.intake_tokens), _split(settings.intake_hmac_keys))
+        self.block = settings.intake_secret_block
+        self._from_block = SenderKeys([], [])
+        self._loaded_at = -self.REFRESH_SECONDS
+
+    async def current(self) -> SenderKeys:
+        if self.block and time.monotonic() - self._loaded_at >= self.REFRESH_SECONDS:
+            try:
+                self._from_block = await _keys_from_block(self.block)
+                self._loaded_at = time.monotonic()
+            except Exception as exc:  # keep the last keys: a Prefect blip must not lock senders out
+                logger.warning(
+                    "Cannot read sender keys from block %r: %s", self.block, type(exc).__name__
+                )
+        return SenderKeys(
+            self.static.tokens + self._from_block.tokens,
+            self.static.hmac_keys + self._from_block.hmac_keys,
+        )
 
 
 def _error(status: int, detail: str, **headers: str) -> JSONResponse:
@@ -102,9 +157,12 @@ class RunStarter:
 def create_app(settings: Settings | None = None, prefect_api_url: str | None = None) -> FastAPI:
     """The intake app; ``prefect_api_url`` overrides the Prefect API of the current settings."""
     settings = settings or get_settings()
-    tokens = _tokens(settings)
-    if not tokens:
-        raise RuntimeError("the intake needs at least one token in RIPOSTE_INTAKE_TOKENS")
+    keyring = KeyRing(settings)
+    if not keyring.static and not keyring.block:
+        raise RuntimeError(
+            "the intake needs sender keys: RIPOSTE_INTAKE_TOKENS, RIPOSTE_INTAKE_HMAC_KEYS "
+            "or RIPOSTE_INTAKE_SECRET_BLOCK"
+        )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -145,13 +203,6 @@ def create_app(settings: Settings | None = None, prefect_api_url: str | None = N
     )
     async def receive(source: str, request: Request) -> JSONResponse:
         """Accept one alert, a list of alerts, or the source's envelope (`value` / `data`)."""
-        if not _authorized(request, tokens):
-            return _error(401, "unauthorized", **{"WWW-Authenticate": "Bearer"})
-        if source not in SOURCES:
-            return _error(404, f"unknown source '{source}'; known: {', '.join(sorted(SOURCES))}")
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type != "application/json":
-            return _error(415, "content type must be application/json")
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
             return _error(413, f"body larger than {MAX_BODY_BYTES} bytes")
@@ -160,6 +211,14 @@ def create_app(settings: Settings | None = None, prefect_api_url: str | None = N
             body += chunk
             if len(body) > MAX_BODY_BYTES:
                 return _error(413, f"body larger than {MAX_BODY_BYTES} bytes")
+        keys = await keyring.current()
+        if not keys.authenticates(request, bytes(body)):
+            return _error(401, "unauthorized", **{"WWW-Authenticate": "Bearer"})
+        if source not in SOURCES:
+            return _error(404, f"unknown source '{source}'; known: {', '.join(sorted(SOURCES))}")
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            return _error(415, "content type must be application/json")
         try:
             document: Any = json.loads(body)
         except (ValueError, RecursionError):

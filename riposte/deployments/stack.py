@@ -84,6 +84,20 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
+def local_secret(path: Path) -> str:
+    """A random secret kept in a 0600 file, created on first use (local stack only)."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # another `riposte` made it meanwhile
+        else:
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
 @dataclass
 class Process:
     name: str
@@ -104,13 +118,11 @@ class LocalStack:
 
     def intake_token(self) -> str:
         """The local intake's bearer token, made once and kept in a 0600 file of the stack."""
-        path = self.home / "intake.token"
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_urlsafe(32))
-        return path.read_text().strip()
+        return local_secret(self.home / "intake.token")
+
+    def intake_hmac_key(self) -> str:
+        """The local intake's HMAC key (what `riposte send` signs with), in a 0600 file."""
+        return local_secret(self.home / "intake.hmac-key")
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> Process:
         logs = self.home / "logs"
@@ -182,7 +194,11 @@ class LocalStack:
         intake = self._spawn(
             "intake",
             [py, "-m", "riposte.deployments.intake"],
-            {**env, "RIPOSTE_INTAKE_TOKENS": token},
+            {
+                **env,
+                "RIPOSTE_INTAKE_TOKENS": token,
+                "RIPOSTE_INTAKE_HMAC_KEYS": self.intake_hmac_key(),
+            },
         )
         self._wait_for(intake, f"{s.intake_url}/health", 60)
         self._wait_for_deployments(served, 60)
