@@ -11,6 +11,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 RESPOND_DEPLOYMENT = "respond_to_alert/respond"
+BATCH_DEPLOYMENT = "respond_batch/respond-batch"
 POLL_DEPLOYMENT = "poll_alerts/poll"
 
 
@@ -40,7 +41,9 @@ class Settings(BaseSettings):
     poll_paused: bool = Field(
         False, description="Serve the poll deployment with its schedule paused"
     )
-    runner_poll_seconds: int = Field(1, ge=1, description="How often served flows look for work")
+    responder_poll_seconds: float = Field(
+        0.25, gt=0, description="How often the responder looks for scheduled runs"
+    )
     runner_limit: int = Field(8, ge=1, description="Flow runs one served process runs at once")
 
     policy_file: Path | None = Field(

@@ -20,7 +20,9 @@ import pytest
 
 from tests.servers import free_port, serve_in_thread
 
-_STATE = Path(tempfile.mkdtemp(prefix="riposte-tests-"))
+# RIPOSTE_TEST_STATE keeps the servers' logs in a known folder, for debugging.
+_STATE = Path(os.environ.get("RIPOSTE_TEST_STATE") or tempfile.mkdtemp(prefix="riposte-tests-"))
+_STATE.mkdir(parents=True, exist_ok=True)
 _PREFECT_PORT = free_port()
 PREFECT_API_URL = f"http://127.0.0.1:{_PREFECT_PORT}/api"
 os.environ.update(
@@ -29,7 +31,7 @@ os.environ.update(
         "PREFECT_API_URL": PREFECT_API_URL,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(_STATE / "results"),
-        "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+        "RIPOSTE_HOME": str(_STATE / "riposte"),
         "PREFECT_LOGGING_LEVEL": "WARNING",
         "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
         "RIPOSTE_POLL_PAUSED": "true",
@@ -131,7 +133,7 @@ def stack_blocks(prefect_server: str, sandbox_url: str, sandbox_config: SandboxC
 
 @pytest.fixture(scope="session")
 def served_flows(stack_blocks: list[str]) -> Iterator[None]:
-    """`riposte serve` in a subprocess: the runner that executes deployment runs."""
+    """`riposte serve` in a subprocess: the responder that executes deployment runs."""
     log_path = _STATE / "served-flows.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
@@ -145,14 +147,14 @@ def served_flows(stack_blocks: list[str]) -> Iterator[None]:
             from prefect.client.orchestration import get_client
             from prefect.exceptions import ObjectNotFound
 
-            from riposte.settings import POLL_DEPLOYMENT, RESPOND_DEPLOYMENT
+            from riposte.settings import BATCH_DEPLOYMENT, POLL_DEPLOYMENT, RESPOND_DEPLOYMENT
 
             def registered() -> bool:
                 if proc.poll() is not None:
                     raise AssertionError(f"served flows exited:\n{_log_tail(log_path)}")
                 with get_client(sync_client=True) as client:
                     try:
-                        for name in (RESPOND_DEPLOYMENT, POLL_DEPLOYMENT):
+                        for name in (RESPOND_DEPLOYMENT, BATCH_DEPLOYMENT, POLL_DEPLOYMENT):
                             client.read_deployment_by_name(name)
                     except ObjectNotFound:
                         return False

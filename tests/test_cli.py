@@ -124,3 +124,125 @@ def test_blocks_register_registers_every_block_type(prefect_server: str) -> None
         timeout=120,
     )
     assert prefect.returncode == 0, prefect.stdout + prefect.stderr
+
+
+# --- every Defender source (issue 3) --------------------------------------------------------
+
+DEFENDER_FIXTURES = Path(__file__).parent / "fixtures"
+NEW_SOURCES = ("defender_endpoint", "cloud_apps", "defender_cloud")
+
+
+def _alert_count(path: Path) -> int:
+    from riposte.alerts.sources import iter_alert_payloads
+
+    return len(list(iter_alert_payloads(json.loads(path.read_text(encoding="utf-8")))))
+
+
+@pytest.mark.parametrize("source", NEW_SOURCES)
+def test_normalize_detects_each_defender_source_without_being_told(source: str) -> None:
+    files = sorted((DEFENDER_FIXTURES / source).glob("*.json"))
+    result = riposte("normalize", *map(str, files))
+
+    assert result.returncode == 0, result.stderr
+    alerts = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(alerts) == sum(_alert_count(f) for f in files)
+    assert {a["source"] for a in alerts} == {source}
+    for alert in alerts:
+        assert alert["id"] and alert["title"] and alert["created_at"].endswith("Z")
+        assert alert["severity"] in {"unknown", "informational", "low", "medium", "high"}
+        assert alert["status"] in {"new", "in_progress", "resolved", "unknown"}
+
+
+def test_normalize_reads_one_file_mixing_every_source(tmp_path: Path) -> None:
+    payloads = [
+        json.loads((DEFENDER_FIXTURES / name).read_text(encoding="utf-8"))
+        for name in (
+            "graph/documented_get_alert.json",
+            "defender_endpoint/documented_get_alert.json",
+            "cloud_apps/documented_list_alert.json",
+            "defender_cloud/defender_for_apis_arm_alert.json",
+        )
+    ]
+    mixed = tmp_path / "mixed.ndjson"
+    mixed.write_text("".join(json.dumps(p) + "\n" for p in payloads), encoding="utf-8")
+
+    result = riposte("normalize", str(mixed))
+
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line)["source"] for line in result.stdout.splitlines()] == [
+        "graph",
+        "defender_endpoint",
+        "cloud_apps",
+        "defender_cloud",
+    ]
+
+
+def test_normalize_reads_defender_for_endpoint_ndjson() -> None:
+    result = riposte(
+        "normalize", str(DEFENDER_FIXTURES / "defender_endpoint/streamed_alerts.ndjson")
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line)["id"] for line in result.stdout.splitlines()] == [
+        "da637308392288907382_-880718168",
+        "da637084217856368682_-292920499",
+    ]
+
+
+def test_normalize_reads_the_cloud_apps_data_envelope_and_the_arm_value_envelope() -> None:
+    result = riposte(
+        "normalize",
+        str(DEFENDER_FIXTURES / "cloud_apps/list_response_envelope.json"),
+        str(DEFENDER_FIXTURES / "defender_cloud/arm_2020_01_01_list_alerts.json"),
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line)["source"] for line in result.stdout.splitlines()] == [
+        "cloud_apps",
+        "cloud_apps",
+        "defender_cloud",
+    ]
+
+
+def test_normalize_source_flag_forces_a_parser_detection_would_not_pick(tmp_path: Path) -> None:
+    payload = json.loads(
+        (DEFENDER_FIXTURES / "defender_endpoint/documented_get_alert.json").read_text()
+    )
+    payload["properties"] = {}  # a field no Defender for Endpoint alert has: detection gives up
+    odd = tmp_path / "odd.json"
+    odd.write_text(json.dumps(payload), encoding="utf-8")
+
+    detected = riposte("normalize", str(odd))
+    forced = riposte("normalize", "--source", "defender_endpoint", str(odd))
+
+    assert detected.returncode == 2 and "--source" in detected.stderr
+    assert forced.returncode == 0, forced.stderr
+    assert json.loads(forced.stdout)["id"] == "da637472900382838869_1364969609"
+
+
+@pytest.mark.parametrize(
+    ("source", "content", "expected"),
+    [
+        ("defender_endpoint", '{"id": "x", "alertCreationTime": "yesterday"}', "alertCreationTime"),
+        ("defender_endpoint", '{"title": "no id", "machineId": "m"}', "'id'"),
+        ("cloud_apps", '{"title": "no id", "timestamp": 1621941916475}', "'_id'"),
+        ("cloud_apps", '{"_id": "603f", "timestamp": true}', "'timestamp'"),
+        ("defender_cloud", '{"properties": {"systemAlertId": "a"}}', "timeGeneratedUtc"),
+        ("defender_cloud", '{"properties": ["not", "an", "object"]}', "'properties'"),
+        (None, '{"_id": "603f704aaf7417985bbf3b22", "timestamp": "soon"}', "'timestamp'"),
+        (None, '{"id": "x", "title": "which API?"}', "--source"),
+    ],
+)
+def test_normalize_broken_defender_alert_exits_2_with_one_line_naming_the_field(
+    tmp_path: Path, source: str | None, content: str, expected: str
+) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(content, encoding="utf-8")
+
+    result = riposte("normalize", *(["--source", source] if source else []), str(bad))
+
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(bad) in lines[0] and expected in lines[0], lines
+    assert "Traceback" not in result.stderr

@@ -17,7 +17,7 @@ import pytest
 from riposte.sandbox.app import create_app
 from riposte.sandbox.clock import parse_ticks
 from riposte.sandbox.config import SandboxConfig
-from riposte.sandbox.samples import sample_graph_alerts
+from riposte.sandbox.samples import sample_alerts_by_source, sample_graph_alerts
 from tests.servers import serve_in_thread
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
@@ -1203,3 +1203,578 @@ def test_config_urls_point_at_each_simulator(sb: Sandbox) -> None:
     assert listed.status_code == 200
     assert sb.http.get(f"{urls['servicenow']}/api/now/table/incident", headers=sb.snow).is_success
     assert sb.http.get(f"{urls['jira']}/rest/api/3/myself", headers=sb.jira).is_success
+
+
+# --- identity: one token per resource ---------------------------------------------------------
+
+MDE_SCOPE = "https://api.securitycenter.microsoft.com/.default"
+MDCA_SCOPE = "05a65629-4c1b-48c1-a78b-804c4abdd4af/.default"
+ARM_SCOPE = "https://management.azure.com/.default"
+MDE_ALERTS = "/mde/api/alerts"
+MDCA_ALERTS = "/mdca/api/v1/alerts/"
+
+
+def bearer(sb: Sandbox, scope: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {sb.token(scope)}"}
+
+
+def legacy(sb: Sandbox) -> dict[str, str]:
+    return {"Authorization": f"Token {sb.config.cloud_apps_legacy_token}"}
+
+
+def arm_alerts_path(subscription: str) -> str:
+    return f"/arm/subscriptions/{subscription}/providers/Microsoft.Security/alerts"
+
+
+ARM_VERSION = {"api-version": "2022-01-01"}
+
+
+def test_token_for_a_resource_the_tenant_does_not_know_is_refused_as_aadsts500011(
+    sb: Sandbox,
+) -> None:
+    response = sb.http.post(
+        f"/login/{sb.config.tenant_id}/oauth2/v2.0/token",
+        data={
+            "client_id": sb.config.client_id,
+            "client_secret": sb.config.client_secret,
+            "grant_type": "client_credentials",
+            "scope": "https://api.example.invalid/.default",
+        },
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_resource"
+    assert "AADSTS500011" in response.json()["error_description"]
+
+
+def test_identity_counts_tokens_per_audience(sb: Sandbox) -> None:
+    for scope in (GRAPH_SCOPE, MDE_SCOPE, MDE_SCOPE, MDCA_SCOPE, ARM_SCOPE):
+        sb.token(scope)
+    assert sb.http.get("/_sandbox/identity").json()["audiences"] == {
+        "https://graph.microsoft.com": 1,
+        "https://api.securitycenter.microsoft.com": 2,
+        "05a65629-4c1b-48c1-a78b-804c4abdd4af": 1,
+        "https://management.azure.com": 1,
+    }
+
+
+@pytest.mark.parametrize(
+    ("api", "scopes_refused", "scope_accepted"),
+    [
+        (
+            "mde",
+            [GRAPH_SCOPE, ARM_SCOPE, MDCA_SCOPE, "https://api.security.microsoft.com/.default"],
+            MDE_SCOPE,
+        ),
+        ("mdca", [GRAPH_SCOPE, MDE_SCOPE, ARM_SCOPE], MDCA_SCOPE),
+        ("arm", [GRAPH_SCOPE, MDE_SCOPE, MDCA_SCOPE], ARM_SCOPE),
+    ],
+)
+def test_each_defender_api_accepts_only_a_token_for_its_own_resource(
+    sb: Sandbox, api: str, scopes_refused: list[str], scope_accepted: str
+) -> None:
+    path = {
+        "mde": MDE_ALERTS,
+        "mdca": MDCA_ALERTS,
+        "arm": arm_alerts_path(sb.config.subscription_ids[0]),
+    }[api]
+    for scope in scopes_refused:
+        response = sb.http.get(path, headers=bearer(sb, scope), params=ARM_VERSION)
+        assert response.status_code == 401, scope
+    accepted = sb.http.get(path, headers=bearer(sb, scope_accepted), params=ARM_VERSION)
+    assert accepted.status_code == 200
+
+
+# --- Defender for Endpoint ---------------------------------------------------------------------
+
+
+def mde_alert(alert_id: str, **fields: Any) -> dict[str, Any]:
+    return {"id": alert_id, "title": f"alert {alert_id}", "severity": "Medium", **fields}
+
+
+def load_mde(sb: Sandbox, alerts: list[dict[str, Any]]) -> None:
+    response = sb.http.post("/_sandbox/mde/alerts", json=alerts)
+    assert response.json()["loaded"] == len(alerts)
+
+
+def test_mde_filters_on_last_update_time_and_pages_with_top_and_skip(sb: Sandbox) -> None:
+    load_mde(
+        sb,
+        [mde_alert(f"m{i}", lastUpdateTime=f"2024-05-01T1{i}:00:00.1234567Z") for i in range(5)],
+    )
+    headers = bearer(sb, MDE_SCOPE)
+    params = {"$filter": "lastUpdateTime ge 2024-05-01T11:00:00Z", "$top": "2"}
+    first = sb.http.get(MDE_ALERTS, headers=headers, params=params).json()
+    rest = sb.http.get(MDE_ALERTS, headers=headers, params={**params, "$skip": "2"}).json()
+    assert first["@odata.context"].endswith("$metadata#Alerts")
+    assert "@odata.nextLink" not in first
+    ids = [a["id"] for a in first["value"] + rest["value"]]
+    assert sorted(ids) == ["m1", "m2", "m3", "m4"]
+    assert len(first["value"]) == 2
+
+
+def test_mde_filter_combines_clauses_and_knows_pascal_case_enums(sb: Sandbox) -> None:
+    load_mde(
+        sb,
+        [
+            mde_alert("a", status="New", incidentId=7),
+            mde_alert("b", status="Resolved", incidentId=7),
+            mde_alert("c", status="New", incidentId=8),
+        ],
+    )
+    response = sb.http.get(
+        MDE_ALERTS,
+        headers=bearer(sb, MDE_SCOPE),
+        params={"$filter": "status eq 'New' and incidentId eq 7"},
+    )
+    assert [a["id"] for a in response.json()["value"]] == ["a"]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"$top": "10001"},
+        {"$skip": "-1"},
+        {"$filter": "title eq 'x'"},
+        {"$filter": "status eq 'resolved'"},
+        {"$filter": "lastUpdateTime ge 'yesterday'"},
+        {"$expand": "machine"},
+    ],
+)
+def test_mde_rejects_invalid_query_options_with_400(sb: Sandbox, params: dict[str, str]) -> None:
+    response = sb.http.get(MDE_ALERTS, headers=bearer(sb, MDE_SCOPE), params=params)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "BadRequest"
+
+
+def test_mde_sends_evidence_only_when_expanded(sb: Sandbox) -> None:
+    load_mde(sb, [mde_alert("e1", evidence=[{"entityType": "Ip", "ipAddress": "203.0.113.9"}])])
+    headers = bearer(sb, MDE_SCOPE)
+    plain = sb.http.get(f"{MDE_ALERTS}/e1", headers=headers).json()
+    expanded = sb.http.get(f"{MDE_ALERTS}/e1", headers=headers, params={"$expand": "evidence"})
+    assert "evidence" not in plain
+    assert expanded.json()["evidence"][0]["ipAddress"] == "203.0.113.9"
+    listed = sb.http.get(MDE_ALERTS, headers=headers, params={"$expand": "evidence"}).json()
+    assert listed["value"][0]["evidence"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"status": "resolved"},
+        {"classification": "falsePositive"},
+        {"determination": "notMalicious"},
+        {"severity": "High"},
+        {"comment": ""},
+        {},
+        [],
+    ],
+)
+def test_mde_update_accepts_only_pascal_case_values_of_writable_properties(
+    sb: Sandbox, body: Any
+) -> None:
+    load_mde(sb, [mde_alert("p1")])
+    response = sb.http.patch(f"{MDE_ALERTS}/p1", headers=bearer(sb, MDE_SCOPE), json=body)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "InvalidRequestBody"
+
+
+def test_mde_update_resolves_adds_comment_and_moves_last_update_time(sb: Sandbox) -> None:
+    load_mde(sb, [mde_alert("u1", status="New", lastUpdateTime="2024-05-01T10:00:00Z")])
+    response = sb.http.patch(
+        f"{MDE_ALERTS}/u1",
+        headers=bearer(sb, MDE_SCOPE),
+        json={
+            "status": "Resolved",
+            "classification": "TruePositive",
+            "determination": "Malware",
+            "comment": "Contained",
+        },
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["status"], body["classification"], body["determination"]) == (
+        "Resolved",
+        "TruePositive",
+        "Malware",
+    )
+    assert body["resolvedTime"] and GRAPH_TIME_RE.match(body["lastUpdateTime"])
+    assert graph_ticks(body["lastUpdateTime"]) > graph_ticks("2024-05-01T10:00:00Z")
+    assert body["comments"] == [
+        {"comment": "Contained", "createdBy": "Automation", "createdTime": body["lastUpdateTime"]}
+    ]
+
+
+def test_mde_unknown_alert_is_404_resource_not_found(sb: Sandbox) -> None:
+    headers = bearer(sb, MDE_SCOPE)
+    for response in (
+        sb.http.get(f"{MDE_ALERTS}/nope", headers=headers),
+        sb.http.patch(f"{MDE_ALERTS}/nope", headers=headers, json={"status": "InProgress"}),
+    ):
+        assert response.status_code == 404
+        assert response.json()["error"]["code"] == "ResourceNotFound"
+
+
+# --- Defender for Cloud Apps -------------------------------------------------------------------
+
+
+def mdca_alert(number: int, **fields: Any) -> dict[str, Any]:
+    return {
+        "_id": f"{number:024x}",
+        "title": f"alert {number}",
+        "timestamp": 1714557600000 + number * 1000,
+        "severityValue": 1,
+        **fields,
+    }
+
+
+def load_mdca(sb: Sandbox, alerts: list[dict[str, Any]]) -> None:
+    response = sb.http.post("/_sandbox/mdca/alerts", json=alerts)
+    assert response.json()["loaded"] == len(alerts)
+
+
+@pytest.mark.parametrize("auth", ["legacy", "bearer"])
+def test_mdca_accepts_the_legacy_token_and_an_entra_bearer(sb: Sandbox, auth: str) -> None:
+    load_mdca(sb, [mdca_alert(1)])
+    headers = legacy(sb) if auth == "legacy" else bearer(sb, MDCA_SCOPE)
+    response = sb.http.get(MDCA_ALERTS, headers=headers)
+    assert response.status_code == 200
+    assert response.json()["data"][0]["_id"] == f"{1:024x}"
+
+
+@pytest.mark.parametrize(
+    "authorization", [None, "Token wrong", "Bearer not-a-token", "Basic dXNlcjpwYXNz"]
+)
+def test_mdca_refuses_missing_or_wrong_credentials_with_401(
+    sb: Sandbox, authorization: str | None
+) -> None:
+    headers = {"Authorization": authorization} if authorization else {}
+    response = sb.http.post(MDCA_ALERTS, headers=headers, json={})
+    assert response.status_code == 401
+    assert "detail" in response.json()
+
+
+def test_mdca_list_pages_with_skip_limit_has_next_and_at_most_100(sb: Sandbox) -> None:
+    load_mdca(sb, [mdca_alert(i) for i in range(130)])
+    headers = legacy(sb)
+    first = sb.http.post(MDCA_ALERTS, headers=headers, json={"skip": 0, "limit": 500}).json()
+    assert (len(first["data"]), first["hasNext"], first["total"], first["max"]) == (
+        100,
+        True,
+        130,
+        100,
+    )
+    last = sb.http.post(MDCA_ALERTS, headers=headers, json={"skip": 100, "limit": 100}).json()
+    assert (len(last["data"]), last["hasNext"]) == (30, False)
+    by_get = sb.http.get(MDCA_ALERTS, headers=headers, params={"skip": "120", "limit": "5"})
+    assert len(by_get.json()["data"]) == 5
+
+
+def test_mdca_date_filter_takes_epoch_ms_and_sort_is_by_date(sb: Sandbox) -> None:
+    load_mdca(sb, [mdca_alert(i) for i in range(6)])
+    body = {
+        "filters": {"date": {"gte": 1714557600000 + 3000}},
+        "sortField": "date",
+        "sortDirection": "asc",
+    }
+    response = sb.http.post(MDCA_ALERTS, headers=legacy(sb), json=body).json()
+    assert [a["_id"] for a in response["data"]] == [f"{i:024x}" for i in (3, 4, 5)]
+    assert isinstance(response["data"][0]["timestamp"], int)
+    newest_first = sb.http.post(MDCA_ALERTS, headers=legacy(sb), json={}).json()["data"]
+    assert newest_first[0]["_id"] == f"{5:024x}"
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        {"date": {"gte": "yesterday"}},
+        {"severity": {"eq": ["HIGH"]}},
+        {"nonsense": {"eq": 1}},
+        {"date": {"after": 1}},
+    ],
+)
+def test_mdca_invalid_filter_answers_the_captured_form_error(
+    sb: Sandbox, filters: dict[str, Any]
+) -> None:
+    response = sb.http.post(MDCA_ALERTS, headers=legacy(sb), json={"filters": filters})
+    assert response.status_code == 400
+    body = response.json()
+    assert body["error"] is True
+    assert body["filters"][0]["errorMessageCode"] == "CONSOLE_FORMS_NOT_VALID_VALUE"
+    assert body["filters"][0]["error"].endswith("is not valid")
+
+
+def test_mdca_fetch_read_and_404(sb: Sandbox) -> None:
+    load_mdca(sb, [mdca_alert(7)])
+    alert_id = f"{7:024x}"
+    headers = legacy(sb)
+    assert sb.http.get(f"{MDCA_ALERTS}{alert_id}/", headers=headers).json()["statusValue"] == 0
+    assert sb.http.post(f"{MDCA_ALERTS}{alert_id}/read/", headers=headers).status_code == 200
+    assert sb.http.get(f"{MDCA_ALERTS}{alert_id}/", headers=headers).json()["statusValue"] == 1
+    missing = sb.http.get(f"{MDCA_ALERTS}{'f' * 24}/", headers=headers)
+    assert missing.status_code == 404
+
+
+def test_mdca_close_answers_the_count_and_the_ids_it_did_not_find(sb: Sandbox) -> None:
+    load_mdca(sb, [mdca_alert(1), mdca_alert(2)])
+    known, unknown = f"{1:024x}", "f" * 24
+    response = sb.http.post(
+        f"{MDCA_ALERTS}close_benign/",
+        headers=legacy(sb),
+        json={"filters": {"id": {"eq": [known, unknown]}}, "reasonId": 6, "comment": "test"},
+    )
+    assert response.status_code == 200
+    assert response.json() == {"closed_benign": 1, "alertsNotFound": [unknown]}
+    nothing = sb.http.post(
+        f"{MDCA_ALERTS}close_false_positive/",
+        headers=legacy(sb),
+        json={"filters": {"id": {"eq": [unknown]}}},
+    )
+    assert nothing.status_code == 200  # not an error: only the count says nothing happened
+    assert nothing.json() == {"closed_false_positive": 0, "alertsNotFound": [unknown]}
+    alert = sb.http.get(f"{MDCA_ALERTS}{known}/", headers=legacy(sb)).json()
+    assert (alert["resolutionStatusValue"], alert["comment"]) == (4, "test")
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "body"),
+    [
+        ("close_benign/", {}),
+        ("close_benign/", {"filters": {}}),
+        ("close_false_positive/", {"filters": {"id": {"eq": ["x"]}}, "reasonId": 6}),
+    ],
+)
+def test_mdca_close_needs_filters_and_a_reason_of_its_kind(
+    sb: Sandbox, endpoint: str, body: dict[str, Any]
+) -> None:
+    response = sb.http.post(f"{MDCA_ALERTS}{endpoint}", headers=legacy(sb), json=body)
+    assert response.status_code == 400
+
+
+def test_mdca_throttle_is_off_by_default_and_answers_429_without_retry_after_when_on(
+    sb: Sandbox,
+) -> None:
+    assert sb.http.get("/_sandbox/mdca/throttle").json()["enabled"] is False
+    headers = legacy(sb)
+    assert all(sb.http.get(MDCA_ALERTS, headers=headers).status_code == 200 for _ in range(35))
+    sb.http.post(
+        "/_sandbox/mdca/throttle", json={"enabled": True, "requests": 3, "window_seconds": 60}
+    ).raise_for_status()
+    answers = [sb.http.get(MDCA_ALERTS, headers=headers) for _ in range(4)]
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    assert "retry-after" not in answers[3].headers
+    sb.http.post("/_sandbox/mdca/throttle", json={"enabled": False}).raise_for_status()
+    assert sb.http.get(MDCA_ALERTS, headers=headers).status_code == 200
+
+
+# --- Defender for Cloud (ARM) ------------------------------------------------------------------
+
+
+def arm_alert(
+    subscription: str, name: str, generated: str, group: str = "rg-api"
+) -> dict[str, Any]:
+    return {
+        "id": (
+            f"/subscriptions/{subscription}/resourceGroups/{group}/providers/Microsoft.Security/"
+            f"locations/westeurope/alerts/{name}"
+        ),
+        "name": name,
+        "properties": {"alertType": "API_UnseenParam", "timeGeneratedUtc": generated},
+    }
+
+
+def load_arm(sb: Sandbox, alerts: list[dict[str, Any]]) -> list[str]:
+    response = sb.http.post("/_sandbox/arm/alerts", json=alerts)
+    assert response.json()["loaded"] == len(alerts)
+    ids: list[str] = response.json()["ids"]
+    return ids
+
+
+def test_arm_requires_an_api_version_it_knows(sb: Sandbox) -> None:
+    path = arm_alerts_path(sb.config.subscription_ids[0])
+    headers = bearer(sb, ARM_SCOPE)
+    missing = sb.http.get(path, headers=headers)
+    assert missing.status_code == 400
+    assert missing.json()["error"]["code"] == "MissingApiVersionParameter"
+    wrong = sb.http.get(path, headers=headers, params={"api-version": "1999-01-01"})
+    assert wrong.json()["error"]["code"] == "InvalidApiVersionParameter"
+
+
+def test_arm_token_for_another_audience_is_refused_with_its_own_error_code(sb: Sandbox) -> None:
+    response = sb.http.get(
+        arm_alerts_path(sb.config.subscription_ids[0]),
+        headers=bearer(sb, GRAPH_SCOPE),
+        params=ARM_VERSION,
+    )
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "InvalidAuthenticationTokenAudience"
+    assert "www-authenticate" in response.headers
+
+
+def test_arm_list_pages_with_an_absolute_next_link_on_the_same_host(sb: Sandbox) -> None:
+    subscription = sb.config.subscription_ids[0]
+    load_arm(sb, [arm_alert(subscription, f"a{i}", f"2024-05-01T1{i}:00:00Z") for i in range(5)])
+    sb.http.post("/_sandbox/arm/settings", json={"page_size": 2}).raise_for_status()
+    headers = bearer(sb, ARM_SCOPE)
+    page = sb.http.get(arm_alerts_path(subscription), headers=headers, params=ARM_VERSION).json()
+    names = [a["name"] for a in page["value"]]
+    pages = 1
+    while "nextLink" in page:
+        assert page["nextLink"].startswith(f"{sb.base}/arm/subscriptions/{subscription}/")
+        assert "api-version=2022-01-01" in page["nextLink"]
+        page = sb.http.get(page["nextLink"], headers=headers).json()
+        names += [a["name"] for a in page["value"]]
+        pages += 1
+    assert pages == 3
+    assert names == ["a4", "a3", "a2", "a1", "a0"]  # newest first: not the order a poll needs
+
+
+def test_arm_get_and_state_changes_answer_204_with_no_body(sb: Sandbox) -> None:
+    subscription = sb.config.subscription_ids[0]
+    alert_id = load_arm(sb, [arm_alert(subscription, "s1", "2024-05-01T10:00:00Z")])[0]
+    headers = bearer(sb, ARM_SCOPE)
+    got = sb.http.get(
+        alert_id.replace("/subscriptions", "/arm/subscriptions", 1),
+        headers=headers,
+        params=ARM_VERSION,
+    )
+    assert got.status_code == 200 and got.json()["properties"]["status"] == "Active"
+    for action, status in [
+        ("inProgress", "InProgress"),
+        ("dismiss", "Dismissed"),
+        ("activate", "Active"),
+        ("resolve", "Resolved"),
+    ]:
+        response = sb.http.post(f"/arm{alert_id}/{action}", headers=headers, params=ARM_VERSION)
+        assert response.status_code == 204 and response.content == b""
+        alert = sb.http.get(f"/arm{alert_id}", headers=headers, params=ARM_VERSION).json()
+        assert alert["properties"]["status"] == status
+
+
+def test_arm_unknown_subscription_alert_and_action_are_404(sb: Sandbox) -> None:
+    subscription = sb.config.subscription_ids[0]
+    headers = bearer(sb, ARM_SCOPE)
+    stranger = sb.http.get(
+        arm_alerts_path("00000000-0000-0000-0000-000000000000"), headers=headers, params=ARM_VERSION
+    )
+    assert stranger.status_code == 404
+    assert stranger.json()["error"]["code"] == "SubscriptionNotFound"
+    missing = (
+        f"/arm/subscriptions/{subscription}/providers/Microsoft.Security/locations/westeurope"
+        "/alerts/none"
+    )
+    assert sb.http.get(missing, headers=headers, params=ARM_VERSION).status_code == 404
+    assert (
+        sb.http.post(f"{missing}/resolve", headers=headers, params=ARM_VERSION).status_code == 404
+    )
+    alert_id = load_arm(sb, [arm_alert(subscription, "s2", "2024-05-01T10:00:00Z")])[0]
+    bogus = sb.http.post(f"/arm{alert_id}/explode", headers=headers, params=ARM_VERSION)
+    assert bogus.status_code == 404
+
+
+# --- samples and control of the new simulators -------------------------------------------------
+
+
+def test_samples_of_every_source_have_each_apis_shape() -> None:
+    now = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    samples = sample_alerts_by_source(now)
+    assert set(samples) == {"graph", "defender_endpoint", "cloud_apps", "defender_cloud"}
+    for mde in samples["defender_endpoint"]:
+        assert mde["status"] == "New" and isinstance(mde["incidentId"], int)
+        assert mde["severity"] in ("Informational", "Low", "Medium", "High")
+        assert all("entityType" in e for e in mde["evidence"])
+    assert any(m["category"] == "null" for m in samples["defender_endpoint"])
+    for mdca in samples["cloud_apps"]:
+        assert re.fullmatch(r"[0-9a-f]{24}", mdca["_id"])
+        assert isinstance(mdca["timestamp"], int) and mdca["timestamp"] > 10**12
+        assert isinstance(mdca["severityValue"], int) and mdca["entities"]
+    assert any("policy" in m for m in samples["cloud_apps"])
+    apis = {a["properties"]["alertType"]: a for a in samples["defender_cloud"]}
+    assert {"API_AccessFromSuspiciousIP", "API_ParameterEnumeration"} <= set(apis)
+    suspicious = apis["API_AccessFromSuspiciousIP"]
+    assert suspicious["properties"]["severity"] == "High"
+    extended = suspicious["properties"]["extendedProperties"]
+    assert extended["Client IP address"] == "185.220.101.34"
+    assert (
+        "/providers/Microsoft.ApiManagement/service/"
+        in extended["API Management operation resource"]
+    )
+    assert "/operations/" in extended["API Management operation resource"]
+    assert suspicious["id"].endswith(f"/alerts/{suspicious['name']}")
+
+
+def test_every_sample_loads_and_each_source_lists_its_own(sb: Sandbox) -> None:
+    loaded = sb.http.post("/_sandbox/alerts/samples").json()
+    assert {k: len(v) for k, v in loaded.items()} == {
+        "graph": 4,
+        "defender_endpoint": 3,
+        "cloud_apps": 3,
+        "defender_cloud": 4,
+    }
+    assert len(sb.http.get("/_sandbox/mde/alerts").json()) == 3
+    assert len(sb.http.get("/_sandbox/mdca/alerts").json()) == 3
+    assert len(sb.http.get("/_sandbox/arm/alerts").json()) == 4
+    again = sb.http.post("/_sandbox/arm/alerts/samples").json()
+    assert again["loaded"] == 4 and len(sb.http.get("/_sandbox/arm/alerts").json()) == 4
+
+
+def test_loading_alerts_refuses_a_body_that_is_not_alerts(sb: Sandbox) -> None:
+    for api in ("mde", "mdca", "arm"):
+        assert sb.http.post(f"/_sandbox/{api}/alerts", json=[1, 2]).status_code == 400
+    assert sb.http.post("/_sandbox/nosuch/alerts", json=[]).status_code == 422
+
+
+def test_reset_clears_the_new_simulators_and_their_knobs(sb: Sandbox) -> None:
+    sb.http.post("/_sandbox/alerts/samples").raise_for_status()
+    sb.http.post("/_sandbox/mdca/throttle", json={"enabled": True, "requests": 1})
+    sb.http.post("/_sandbox/arm/settings", json={"page_size": 1})
+    sb.http.post("/_sandbox/reset").raise_for_status()
+    for api in ("mde", "mdca", "arm"):
+        assert sb.http.get(f"/_sandbox/{api}/alerts").json() == []
+    assert sb.http.get("/_sandbox/mdca/throttle").json()["enabled"] is False
+    assert sb.http.get("/_sandbox/arm/settings").json() == {"page_size": 100}
+
+
+def test_request_counter_counts_the_new_simulators_by_route(sb: Sandbox) -> None:
+    mde, mdca, arm = bearer(sb, MDE_SCOPE), legacy(sb), bearer(sb, ARM_SCOPE)
+    sb.http.delete("/_sandbox/requests")
+    sb.http.get(f"{MDE_ALERTS}/x", headers=mde)
+    sb.http.post(MDCA_ALERTS, headers=mdca, json={})
+    sb.http.get(arm_alerts_path(sb.config.subscription_ids[0]), headers=arm, params=ARM_VERSION)
+    counts = sb.http.get("/_sandbox/requests").json()
+    assert counts["services"] == {"mde": 1, "mdca": 1, "arm": 1}
+    assert counts["routes"]["mde"] == {"GET /mde/api/alerts/{alert_id}": 1}
+    assert counts["statuses"]["mde"] == {"404": 1}
+
+
+def test_config_urls_point_at_the_new_simulators(sb: Sandbox) -> None:
+    urls = sb.config.urls(sb.base)
+    assert sb.http.get(f"{urls['mde']}/api/alerts", headers=bearer(sb, MDE_SCOPE)).is_success
+    assert sb.http.get(f"{urls['mdca']}/api/v1/alerts/", headers=legacy(sb)).is_success
+    listed = sb.http.get(
+        f"{urls['arm']}/subscriptions/{sb.config.subscription_ids[0]}/providers/"
+        "Microsoft.Security/alerts",
+        headers=bearer(sb, ARM_SCOPE),
+        params=ARM_VERSION,
+    )
+    assert listed.is_success
+
+
+def test_new_simulators_never_echo_a_configured_credential(sb: Sandbox) -> None:
+    secrets_ = [sb.config.client_secret, sb.config.cloud_apps_legacy_token]
+    sb.http.post("/_sandbox/alerts/samples").raise_for_status()
+    leaked = {"Authorization": f"Bearer {sb.config.client_secret}"}
+    answers = [
+        sb.http.get(MDE_ALERTS, headers=leaked),
+        sb.http.get(MDCA_ALERTS, headers=leaked),
+        sb.http.get(MDCA_ALERTS, headers={"Authorization": f"Token {secrets_[1]}x"}),
+        sb.http.get(MDCA_ALERTS, headers=legacy(sb)),
+        sb.http.get(
+            arm_alerts_path(sb.config.subscription_ids[0]), headers=leaked, params=ARM_VERSION
+        ),
+        sb.http.get("/_sandbox/identity"),
+        sb.http.get("/_sandbox/requests"),
+    ]
+    for answer in answers:
+        text = answer.text + " ".join(f"{k}: {v}" for k, v in answer.headers.items())
+        for secret in secrets_:
+            assert secret not in text, (answer.request.url, secret)

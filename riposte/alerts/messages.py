@@ -1,60 +1,242 @@
-"""Ticket, comment and chat text, rendered from Jinja2 templates in a sandboxed environment.
+"""Ticket, comment, chat, email and digest text, rendered from Jinja2 templates in a sandbox.
 
-The sandbox refuses attribute access to Python internals, and undefined variables are errors,
-so a template mistake fails the render instead of shipping an empty field.
+Templates come from the built-in folder (``riposte/alerts/templates``) or from a custom folder
+(settings ``templates_dir``), which is searched first, so a file there named like a built-in
+one replaces it. A policy rule may name other files per kind (`riposte.alerts.policy.Templates`).
+
+Templates are untrusted input, whoever writes them:
+- before a template is compiled, its syntax tree is searched for attribute or item access to
+  Python internals (``__class__``, ``__globals__``, ``mro``, ...): such a template is refused
+  with `UnsafeTemplateError` and never runs;
+- it then runs in Jinja's immutable sandbox (no calls that modify objects, no unsafe attributes
+  even when reached dynamically), with `StrictUndefined` so a misspelt variable fails the render
+  instead of shipping an empty field, and with a cap on ``*`` and ``**`` so that a template
+  cannot build a gigabyte string;
+- HTML templates (``*.html.j2``) are autoescaped; Slack and Teams templates emit JSON through
+  ``tojson``, so alert text cannot break out of a string.
+
+What each kind of template is given (``alert`` is an `Alert`, ``ticket`` a `Ticket` or none):
+- ``servicenow_description``, ``jira_description``: alert, route (text; Jira gets it as ADF);
+- ``servicenow_work_note``, ``jira_comment``: alert, ticket_key, alert_number, reason;
+- ``slack``, ``teams`` (must render a JSON object): alert, ticket, facts [(label, value)],
+  text (the notification fallback), emoji, color; the ``slack_escape`` filter is available;
+- ``email_subject``, ``email_text``, ``email_html``: alert, ticket, facts;
+- ``digest``: bucket (channel, start, end), alerts, by_severity, max_items.
 """
 
 from __future__ import annotations
 
-from functools import cache
+import json
+import re
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
-from jinja2 import PackageLoader, StrictUndefined, TemplateError
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2 import (
+    BaseLoader,
+    ChoiceLoader,
+    FileSystemLoader,
+    PackageLoader,
+    StrictUndefined,
+    TemplateError,
+    TemplateNotFound,
+    TemplateSyntaxError,
+    nodes,
+    select_autoescape,
+)
+from jinja2.exceptions import SecurityError
+from jinja2.runtime import Context
+from jinja2.sandbox import (
+    UNSAFE_ASYNC_GENERATOR_ATTRIBUTES,
+    UNSAFE_COROUTINE_ATTRIBUTES,
+    UNSAFE_FUNCTION_ATTRIBUTES,
+    UNSAFE_GENERATOR_ATTRIBUTES,
+    UNSAFE_METHOD_ATTRIBUTES,
+    ImmutableSandboxedEnvironment,
+)
+from pydantic import BaseModel, ConfigDict
 
+from riposte.alerts.adf import to_adf
 from riposte.alerts.model import Alert, Severity
+from riposte.alerts.policy import Templates
 from riposte.alerts.response import Route, Ticket, TicketDraft
+from riposte.alerts.throttle import DigestBucket
 
 
 class TemplateRenderError(ValueError):
     """A template could not be rendered; the message names the template."""
 
 
-@cache
-def _environment() -> SandboxedEnvironment:
-    return SandboxedEnvironment(
-        loader=PackageLoader("riposte.alerts", "templates"),
+class UnsafeTemplateError(TemplateRenderError):
+    """A template reaches for Python internals: it was refused and never ran."""
+
+
+# The template each kind uses when the policy names none.
+DEFAULT_TEMPLATES = Templates(
+    servicenow_description="ticket_description.j2",
+    servicenow_work_note="ticket_note.j2",
+    jira_description="ticket_description.j2",
+    jira_comment="ticket_note.j2",
+    slack="slack_message.json.j2",
+    teams="teams_message.json.j2",
+    email_subject="email_subject.j2",
+    email_text="email_text.j2",
+    email_html="email.html.j2",
+    digest="digest.j2",
+)
+
+_UNSAFE_NAMES = frozenset(
+    {"mro", "gi_yieldfrom", "f_globals", "f_locals", "f_builtins", "tb_frame", "tb_next"}
+    | UNSAFE_FUNCTION_ATTRIBUTES
+    | UNSAFE_METHOD_ATTRIBUTES
+    | UNSAFE_GENERATOR_ATTRIBUTES
+    | UNSAFE_COROUTINE_ATTRIBUTES
+    | UNSAFE_ASYNC_GENERATOR_ATTRIBUTES
+)
+# Big enough for any message, small enough that ``"x" * n`` cannot exhaust memory.
+MAX_SEQUENCE = 100_000
+MAX_EXPONENT = 64
+
+
+def _is_internal(name: str) -> bool:
+    return name.startswith("_") or name in _UNSAFE_NAMES
+
+
+class _Refused(SecurityError):
+    """Raised while parsing: the template never ran."""
+
+
+def _refuse_internals(tree: nodes.Template, name: str | None) -> None:
+    """Raise `_Refused` if the template names a Python internal anywhere."""
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem, nodes.Filter)):
+        reached: str | None = None
+        if isinstance(node, nodes.Getattr) and _is_internal(node.attr):
+            reached = node.attr
+        elif (
+            isinstance(node, nodes.Getitem)
+            and isinstance(node.arg, nodes.Const)
+            and isinstance(node.arg.value, str)
+            and _is_internal(node.arg.value)
+        ):
+            reached = node.arg.value
+        elif isinstance(node, nodes.Filter) and node.name == "attr" and node.args:
+            first = node.args[0]
+            if isinstance(first, nodes.Const) and isinstance(first.value, str):
+                reached = first.value if _is_internal(first.value) else None
+        if reached is not None:
+            raise _Refused(
+                f"line {node.lineno} reaches for {reached!r}, a Python internal: refused "
+                "without running it (templates may use only the values they are given)"
+            )
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    intercepted_binops = frozenset({"*", "**"})
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        tree = super()._parse(source, name, filename)
+        _refuse_internals(tree, name)
+        return tree
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and isinstance(right, int | float) and abs(right) > MAX_EXPONENT:
+            raise SecurityError(f"exponent {right} is larger than {MAX_EXPONENT}")
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                sized = isinstance(seq, str | list | tuple) and isinstance(times, int)
+                if sized and len(seq) * times > MAX_SEQUENCE:
+                    raise SecurityError(f"a sequence longer than {MAX_SEQUENCE} items")
+        return super().call_binop(context, operator, left, right)
+
+
+def slack_escape(value: Any) -> str:
+    """Escape the three characters Slack mrkdwn gives meaning to (mentions, links)."""
+    return str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+@lru_cache(maxsize=16)
+def _environment(templates_dir: str | None) -> _Sandbox:
+    loaders: list[BaseLoader] = []
+    if templates_dir is not None:
+        loaders.append(FileSystemLoader(templates_dir))
+    loaders.append(PackageLoader("riposte.alerts", "templates"))
+    env = _Sandbox(
+        loader=ChoiceLoader(loaders),
         undefined=StrictUndefined,
-        autoescape=False,
+        autoescape=select_autoescape(
+            enabled_extensions=("html", "htm", "xml", "html.j2", "htm.j2", "xml.j2"),
+            default_for_string=False,
+            default=False,
+        ),
         keep_trailing_newline=False,
         trim_blocks=False,
+        # Custom templates are re-read when they change: an edit applies without a restart.
+        auto_reload=True,
     )
+    # Helpers no message needs; fewer objects within reach is less to audit.
+    for name in ("cycler", "joiner", "lipsum"):
+        env.globals.pop(name, None)
+    env.filters["slack_escape"] = slack_escape
+    return env
 
 
-def render(template: str, **context: Any) -> str:
+def _folder(templates_dir: Path | str | None) -> str | None:
+    return None if templates_dir is None else str(Path(templates_dir).resolve())
+
+
+def render(template: str, templates_dir: Path | str | None = None, **context: Any) -> str:
+    """Render ``template`` (built-in, or from ``templates_dir`` first) with ``context``."""
     try:
-        return _environment().get_template(template).render(**context).strip()
+        return _environment(_folder(templates_dir)).get_template(template).render(**context).strip()
+    except _Refused as exc:
+        raise UnsafeTemplateError(f"template {template}: {exc}") from None
+    except SecurityError as exc:
+        raise UnsafeTemplateError(f"template {template}: refused by the sandbox: {exc}") from None
+    except TemplateSyntaxError as exc:
+        raise TemplateRenderError(f"template {template} line {exc.lineno}: {exc.message}") from None
+    except TemplateNotFound:
+        where = f"{templates_dir} or " if templates_dir else ""
+        raise TemplateRenderError(
+            f"template {template} not found in {where}the built-in templates"
+        ) from None
     except TemplateError as exc:
         raise TemplateRenderError(f"template {template}: {exc}") from None
+    except (ArithmeticError, TypeError, ValueError, LookupError) as exc:
+        # Errors raised by the template's own expressions (1/0, int("x")), not by our code.
+        raise TemplateRenderError(f"template {template}: {type(exc).__name__}: {exc}") from None
 
 
-def ticket_draft(alert: Alert, route: Route) -> TicketDraft:
-    summary = f"[Defender] {alert.title}"
-    return TicketDraft(
-        correlation_key=alert.correlation_key,
-        summary=summary if len(summary) <= 255 else summary[:252] + "...",
-        description=render("ticket_description.j2", alert=alert, route=route),
-        priority=route.priority,
-        source_label=f"Microsoft Defender ({alert.source})",
-    )
+def check_template(template: str, templates_dir: Path | str | None = None) -> str | None:
+    """Why ``template`` cannot be used (missing, broken, unsafe), or None if it compiles."""
+    try:
+        _environment(_folder(templates_dir)).get_template(template)
+    except SecurityError as exc:
+        return str(exc)
+    except TemplateSyntaxError as exc:
+        return f"line {exc.lineno}: {exc.message}"
+    except TemplateNotFound:
+        where = f"{templates_dir} or " if templates_dir else ""
+        return f"template {template!r} not found in {where}the built-in templates"
+    except TemplateError as exc:
+        return str(exc)
+    return None
 
 
-def alert_comment(ticket: Ticket) -> str:
-    return render("alert_comment.j2", ticket=ticket)
+class EmailContent(BaseModel):
+    """An email: a one-line subject, a plain-text part and an HTML part."""
+
+    model_config = ConfigDict(frozen=True)
+
+    subject: str
+    text: str
+    html: str
 
 
 _SLACK_EMOJI = {Severity.HIGH: ":red_circle:", Severity.MEDIUM: ":large_orange_circle:"}
 _TEAMS_COLOR = {Severity.HIGH: "attention", Severity.MEDIUM: "warning"}
+# Slack refuses a section text over 3000 characters.
+_SLACK_SECTION_LIMIT = 3000
 
 
 def _facts(alert: Alert, ticket: Ticket | None) -> list[tuple[str, str]]:
@@ -66,77 +248,216 @@ def _facts(alert: Alert, ticket: Ticket | None) -> list[tuple[str, str]]:
     return facts
 
 
-def slack_message(alert: Alert, ticket: Ticket | None) -> dict[str, Any]:
-    """Slack Block Kit message with a text fallback for notifications."""
-    text = render("chat_text.j2", alert=alert, ticket=ticket)
-    emoji = _SLACK_EMOJI.get(alert.severity, ":white_circle:")
-    blocks: list[dict[str, Any]] = [
-        {
-            "type": "section",
-            "text": {"type": "mrkdwn", "text": f"{emoji} *{_slack_escape(alert.title)}*"},
-        },
-        {
-            "type": "section",
-            "fields": [
-                {"type": "mrkdwn", "text": f"*{k}*\n{_slack_escape(v)}"}
-                for k, v in _facts(alert, ticket)
-            ],
-        },
-    ]
-    links = []
-    if ticket:
-        links.append(f"<{ticket.url}|Open ticket {_slack_escape(ticket.key)}>")
-    if alert.portal_url:
-        links.append(f"<{alert.portal_url}|Open in Defender>")
-    if links:
-        blocks.append(
-            {"type": "context", "elements": [{"type": "mrkdwn", "text": " | ".join(links)}]}
+def _one_line(text: str, limit: int) -> str:
+    line = re.sub(r"\s+", " ", text).strip()
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+class MessageRenderer:
+    """Renders every message of a playbook with the templates its policy rule names.
+
+    Example:
+        ```python
+        renderer = MessageRenderer(action.templates, settings.templates_dir)
+        draft = renderer.ticket_draft(alert, action.route(), system="jira")
+        ```
+    """
+
+    def __init__(
+        self, templates: Templates | None = None, templates_dir: Path | str | None = None
+    ) -> None:
+        self.templates = (templates or Templates()).merged_over(DEFAULT_TEMPLATES)
+        self.templates_dir = templates_dir
+
+    def template_for(self, kind: str) -> str:
+        name: str | None = getattr(self.templates, kind)
+        if name is None:  # every kind has a default; a new kind without one is our bug
+            raise KeyError(f"no template for {kind!r}")
+        return name
+
+    def render(self, kind: str, **context: Any) -> str:
+        return render(self.template_for(kind), self.templates_dir, **context)
+
+    def _json(self, kind: str, **context: Any) -> dict[str, Any]:
+        name = self.template_for(kind)
+        text = render(name, self.templates_dir, **context)
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise TemplateRenderError(
+                f"template {name} did not render JSON: {exc.msg} (line {exc.lineno})"
+            ) from None
+        if not isinstance(value, dict):
+            raise TemplateRenderError(f"template {name} must render a JSON object")
+        return value
+
+    def problems(self) -> list[tuple[str, str]]:
+        """(kind, problem) for every template that is missing, broken or unsafe."""
+        found = []
+        for kind, name in self.templates.named().items():
+            problem = check_template(name, self.templates_dir)
+            if problem:
+                found.append((kind, problem))
+        return found
+
+    # --- tickets -----------------------------------------------------------------------------
+
+    def ticket_description(self, alert: Alert, route: Route, system: str = "servicenow") -> str:
+        kind = "jira_description" if system == "jira" else "servicenow_description"
+        return self.render(kind, alert=alert, route=route)
+
+    def ticket_draft(
+        self,
+        alert: Alert,
+        route: Route,
+        *,
+        system: str = "servicenow",
+        correlation_key: str | None = None,
+    ) -> TicketDraft:
+        """The ticket to find or create; ``correlation_key`` overrides the alert's own (a
+        throttled group or an incident shares one ticket)."""
+        summary = f"[Defender] {alert.title}"
+        return TicketDraft(
+            correlation_key=correlation_key or alert.correlation_key,
+            summary=summary if len(summary) <= 255 else summary[:252] + "...",
+            description=self.ticket_description(alert, route, system),
+            priority=route.priority,
+            source_label=f"Microsoft Defender ({alert.source})",
         )
-    return {"text": text, "blocks": blocks}
 
+    def jira_description(self, alert: Alert, route: Route) -> dict[str, Any]:
+        """The Jira description as Atlassian Document Format."""
+        return to_adf(self.ticket_description(alert, route, "jira"))
 
-def _slack_escape(value: str) -> str:
-    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    def ticket_note(
+        self,
+        alert: Alert,
+        *,
+        system: str = "servicenow",
+        ticket_key: str,
+        alert_number: int,
+        reason: str,
+    ) -> str:
+        """A ServiceNow work note or Jira comment adding ``alert`` to an existing ticket."""
+        kind = "jira_comment" if system == "jira" else "servicenow_work_note"
+        return self.render(
+            kind, alert=alert, ticket_key=ticket_key, alert_number=alert_number, reason=reason
+        )
 
+    # --- chat --------------------------------------------------------------------------------
 
-def teams_message(alert: Alert, ticket: Ticket | None) -> dict[str, Any]:
-    """A Teams Workflows message carrying one Adaptive Card (schema 1.4)."""
-    body: list[dict[str, Any]] = [
-        {
-            "type": "TextBlock",
-            "text": alert.title,
-            "weight": "Bolder",
-            "size": "Medium",
-            "wrap": True,
+    def _chat_context(self, alert: Alert, ticket: Ticket | None) -> dict[str, Any]:
+        return {
+            "alert": alert,
+            "ticket": ticket,
+            "facts": _facts(alert, ticket),
+            "text": render("chat_text.j2", self.templates_dir, alert=alert, ticket=ticket),
+            "emoji": _SLACK_EMOJI.get(alert.severity, ":white_circle:"),
             "color": _TEAMS_COLOR.get(alert.severity, "default"),
-        },
-        {"type": "FactSet", "facts": [{"title": k, "value": v} for k, v in _facts(alert, ticket)]},
-    ]
-    actions = []
-    if ticket:
-        actions.append({"type": "Action.OpenUrl", "title": f"Open {ticket.key}", "url": ticket.url})
-    if alert.portal_url:
-        actions.append(
-            {"type": "Action.OpenUrl", "title": "Open in Defender", "url": alert.portal_url}
+        }
+
+    def slack(self, alert: Alert, ticket: Ticket | None) -> dict[str, Any]:
+        """Slack Block Kit message with a text fallback for notifications."""
+        return self._json("slack", **self._chat_context(alert, ticket))
+
+    def teams(self, alert: Alert, ticket: Ticket | None) -> dict[str, Any]:
+        """A Teams Workflows message carrying one Adaptive Card (schema 1.4)."""
+        return self._json("teams", **self._chat_context(alert, ticket))
+
+    def chat(self, kind: str, alert: Alert, ticket: Ticket | None) -> dict[str, Any]:
+        if kind == "slack":
+            return self.slack(alert, ticket)
+        if kind == "teams":
+            return self.teams(alert, ticket)
+        raise ValueError(f"no chat message for {kind!r} (known: slack, teams)")
+
+    # --- email -------------------------------------------------------------------------------
+
+    def email(self, alert: Alert, ticket: Ticket | None) -> EmailContent:
+        context = {"alert": alert, "ticket": ticket, "facts": _facts(alert, ticket)}
+        return EmailContent(
+            # Mail headers are one line: a title with newlines must not add headers.
+            subject=_one_line(self.render("email_subject", **context), 250),
+            text=self.render("email_text", **context),
+            html=self.render("email_html", **context),
         )
-    card: dict[str, Any] = {
-        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
-        "type": "AdaptiveCard",
-        "version": "1.4",
-        "body": body,
-    }
-    if actions:
-        card["actions"] = actions
-    return {
-        "type": "message",
-        "attachments": [
-            {
+
+    # --- digest ------------------------------------------------------------------------------
+
+    def digest_text(
+        self, bucket: DigestBucket, alerts: Sequence[Alert], max_items: int = 50
+    ) -> str:
+        """The digest as text: counts by severity, then up to ``max_items`` alerts."""
+        by_severity: dict[str, int] = {}
+        for alert in alerts:
+            by_severity[str(alert.severity)] = by_severity.get(str(alert.severity), 0) + 1
+        return self.render(
+            "digest",
+            bucket=bucket,
+            alerts=list(alerts),
+            by_severity=by_severity,
+            max_items=max_items,
+        )
+
+    def digest(
+        self, kind: str, bucket: DigestBucket, alerts: Sequence[Alert]
+    ) -> dict[str, Any] | EmailContent:
+        """One summary message for a digest period: Slack, Teams, or email."""
+        # Slack refuses long sections: list fewer alerts there rather than cut a line in half.
+        text = self.digest_text(bucket, alerts, max_items=20 if kind == "slack" else 50)
+        title = text.splitlines()[0] if text else "Riposte digest"
+        if kind == "slack":
+            body = slack_escape(text)
+            if len(body) > _SLACK_SECTION_LIMIT:
+                body = body[: _SLACK_SECTION_LIMIT - 20] + "\n... (truncated)"
+            section = {"type": "section", "text": {"type": "mrkdwn", "text": body}}
+            return {"text": title, "blocks": [section]}
+        if kind == "teams":
+            card = {
+                "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                "type": "AdaptiveCard",
+                "version": "1.4",
+                "body": [{"type": "TextBlock", "text": text, "wrap": True}],
+            }
+            attachment = {
                 "contentType": "application/vnd.microsoft.card.adaptive",
                 "contentUrl": None,
                 "content": card,
             }
-        ],
-    }
+            return {"type": "message", "attachments": [attachment]}
+        if kind == "email":
+            escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            return EmailContent(
+                subject=_one_line(title, 250), text=text, html=f"<pre>{escaped}</pre>"
+            )
+        raise ValueError(f"no digest message for {kind!r} (known: slack, teams, email)")
+
+
+# --- the module-level functions the tasks already call (built-in templates) ------------------
+
+_DEFAULT = MessageRenderer()
+
+
+def ticket_draft(alert: Alert, route: Route) -> TicketDraft:
+    return _DEFAULT.ticket_draft(alert, route)
+
+
+def alert_comment(ticket: Ticket) -> str:
+    return render("alert_comment.j2", ticket=ticket)
+
+
+def slack_message(alert: Alert, ticket: Ticket | None) -> dict[str, Any]:
+    """Slack Block Kit message with a text fallback for notifications."""
+    return _DEFAULT.slack(alert, ticket)
+
+
+def teams_message(alert: Alert, ticket: Ticket | None) -> dict[str, Any]:
+    """A Teams Workflows message carrying one Adaptive Card (schema 1.4)."""
+    return _DEFAULT.teams(alert, ticket)
+
+
+def email_message(alert: Alert, ticket: Ticket | None) -> EmailContent:
+    return _DEFAULT.email(alert, ticket)
 
 
 CHAT_RENDERERS = {"slack": slack_message, "teams": teams_message}

@@ -99,6 +99,9 @@ class Alert(BaseModel):
     status: Status = Status.UNKNOWN
     category: str | None = None
     alert_type: str | None = None
+    # The policy that raised the alert, where the source has one (Defender for Cloud Apps): it is
+    # the name analysts and routing policies know an alert by, while its id is tenant-specific.
+    policy_name: str | None = None
     service_source: str | None = None
     detection_source: str | None = None
     incident_id: str | None = None

@@ -6,6 +6,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from riposte.alerts.model import Alert, Status
+
 
 class Priority(StrEnum):
     CRITICAL = "critical"
@@ -57,3 +59,34 @@ class Delivery(BaseModel):
     channel: str
     delivered: bool
     detail: str = ""
+
+
+class AlertRef(BaseModel):
+    """Which alert to answer, and the revision of it that was seen.
+
+    The revision is what makes a change worth a new response: a different severity (raised, or
+    lowered), or the alert reopened after it was resolved. Delivering the same revision twice (a
+    sender retry, the webhook and the poll) leads to one response.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    source: str
+    alert_id: str
+    revision: str = Field("", description="empty: read the alert to learn it")
+
+    @property
+    def key(self) -> str:
+        return f"{self.source}:{self.alert_id}:{self.revision}"
+
+
+def response_revision(alert: Alert) -> str:
+    revision = str(alert.severity)
+    resolved_before = alert.raw.get("resolvedDateTime") or alert.raw.get("resolvedTime")
+    if resolved_before and alert.status != Status.RESOLVED:
+        revision += f"-reopened-{resolved_before}"
+    return revision
+
+
+def ref_for(alert: Alert) -> AlertRef:
+    return AlertRef(source=alert.source, alert_id=alert.id, revision=response_revision(alert))

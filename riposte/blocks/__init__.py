@@ -9,6 +9,7 @@ from prefect.blocks.core import Block
 
 from riposte.blocks.chat import ChatWebhook, SlackIncomingWebhook, TeamsWorkflowWebhook
 from riposte.blocks.defender import DefenderCredentials
+from riposte.blocks.email import EmailSmtp as EmailSmtp
 from riposte.blocks.jira import JiraCredentials
 from riposte.blocks.servicenow import ServiceNowCredentials
 from riposte.blocks.ticketing import TicketingCredentials

@@ -1,21 +1,33 @@
-"""Microsoft Defender credentials (Entra app, client credentials) and the Graph security client."""
+"""Microsoft Defender credentials (Entra app, client credentials) and the Graph security client.
+
+The same block also builds the clients of Defender for Endpoint, Defender for Cloud Apps and
+Defender for Cloud (ARM), each with its own token scope, and the source-neutral
+`AlertSourceClient` over any of them (`DefenderCredentials.source_client`).
+"""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import httpx
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
 from riposte.alerts.timestamps import parse_timestamp
+from riposte.blocks import alert_sources
 from riposte.blocks._http import build_http_client, send
 from riposte.blocks._pool import pooled
+from riposte.blocks.alert_sources import AlertSourceClient, GraphAlertSource
+from riposte.blocks.cloud_apps import CloudAppsClient, LegacyTokenAuth
+from riposte.blocks.defender_cloud import DefenderCloudClient
+from riposte.blocks.defender_endpoint import DefenderEndpointClient
 from riposte.blocks.errors import ServiceAuthError
+
+T = TypeVar("T")
 
 GRAPH = "Microsoft Graph"
 IDENTITY = "Microsoft identity platform"
@@ -24,17 +36,23 @@ IDENTITY = "Microsoft identity platform"
 class DefenderCredentials(Block):
     """An Entra ID application allowed to read and update Defender alerts.
 
+    One application serves every Defender API; each API has its own base URL and token scope.
+
     Example:
         ```python
         defender = DefenderCredentials.load("riposte-defender")
         alert = defender.get_client().get_alert("da637...")
+        source = defender.source_client("defender_cloud")
         ```
     """
 
     _block_type_name = "Defender Credentials"
     _block_type_slug = "defender-credentials"
     _logo_url = None
-    _description = "Entra ID app credentials for the Microsoft Defender APIs (Graph security)."
+    _description = (
+        "Entra ID app credentials for the Microsoft Defender APIs: Graph security, Defender for"
+        " Endpoint, Defender for Cloud Apps and Defender for Cloud (ARM)."
+    )
 
     tenant_id: str = Field(description="Entra ID tenant (directory) id.")
     client_id: str = Field(description="Application (client) id of the Entra app.")
@@ -47,11 +65,157 @@ class DefenderCredentials(Block):
         "https://graph.microsoft.com", description="Microsoft Graph base URL (without /v1.0)."
     )
     graph_scope: str = Field("https://graph.microsoft.com/.default")
+    endpoint_base_url: str = Field(
+        "https://api.security.microsoft.com",
+        description="Defender for Endpoint API base URL (without /api); a regional host such as"
+        " https://eu.api.security.microsoft.com is faster.",
+    )
+    endpoint_scope: str = Field(
+        # The legacy WindowsDefenderATP audience: tokens for the new host's audience are refused.
+        "https://api.securitycenter.microsoft.com/.default",
+        description="Token scope of the Defender for Endpoint API.",
+    )
+    cloud_apps_base_url: str | None = Field(
+        None,
+        description="Defender for Cloud Apps portal URL of the tenant, e.g."
+        " https://contoso.us3.portal.cloudappsecurity.com (Settings > Cloud Apps > About).",
+    )
+    cloud_apps_scope: str = Field(
+        "05a65629-4c1b-48c1-a78b-804c4abdd4af/.default",
+        description="Token scope of the Defender for Cloud Apps API.",
+    )
+    cloud_apps_api_token: SecretStr | None = Field(
+        None,
+        description="Legacy Defender for Cloud Apps API token; when set it is used instead of an"
+        " Entra ID token.",
+    )
+    arm_base_url: str = Field(
+        "https://management.azure.com", description="Azure Resource Manager base URL."
+    )
+    arm_scope: str = Field(
+        "https://management.azure.com/.default",
+        description="Token scope of Azure Resource Manager.",
+    )
+    subscription_ids: list[str] = Field(
+        default_factory=list,
+        description="Azure subscriptions whose Defender for Cloud alerts are read.",
+    )
     timeout_seconds: float = Field(15.0, gt=0, description="Timeout of every call, in seconds.")
 
     def get_client(self) -> GraphSecurityClient:
         """The pooled Graph security client for these credentials (one per process)."""
-        return pooled(self, lambda: GraphSecurityClient(self))
+        return self._clients().graph()
+
+    def endpoint_client(self) -> DefenderEndpointClient:
+        """The pooled Defender for Endpoint client for these credentials."""
+        return self._clients().endpoint()
+
+    def cloud_apps_client(self) -> CloudAppsClient:
+        """The pooled Defender for Cloud Apps client; needs ``cloud_apps_base_url``."""
+        return self._clients().cloud_apps()
+
+    def cloud_client(self) -> DefenderCloudClient:
+        """The pooled Defender for Cloud (ARM) client for ``subscription_ids``."""
+        return self._clients().defender_cloud()
+
+    def source_client(self, source: str) -> AlertSourceClient:
+        """The `AlertSourceClient` of one source: ``graph``, ``defender_endpoint``,
+        ``cloud_apps`` or ``defender_cloud``."""
+        clients = self._clients()
+        if source == alert_sources.GRAPH:
+            return clients.graph_source()
+        if source == alert_sources.DEFENDER_ENDPOINT:
+            return clients.endpoint()
+        if source == alert_sources.CLOUD_APPS:
+            return clients.cloud_apps()
+        if source == alert_sources.DEFENDER_CLOUD:
+            return clients.defender_cloud()
+        known = ", ".join(alert_sources.SOURCE_NAMES)
+        raise ValueError(f"unknown alert source '{source}' (known: {known})")
+
+    def _clients(self) -> DefenderClients:
+        return pooled(self, lambda: DefenderClients(self))
+
+
+class DefenderClients:
+    """Every API client of one credentials block, made on first use.
+
+    Clients that share a token scope share one token cache, and each API keeps its own
+    connection pool. Pooled per block configuration, so a rotated secret gets new clients.
+    """
+
+    def __init__(self, creds: DefenderCredentials) -> None:
+        self._creds = creds
+        # Re-entrant: a client factory asks for its token cache while the lock is held.
+        self._lock = threading.RLock()
+        self._auths: dict[str, ClientCredentialsAuth] = {}
+        self._clients: dict[str, Any] = {}
+
+    def auth(self, scope: str) -> ClientCredentialsAuth:
+        """The token cache of one scope."""
+        with self._lock:
+            auth = self._auths.get(scope)
+            if auth is None:
+                auth = self._auths[scope] = ClientCredentialsAuth(self._creds, scope)
+            return auth
+
+    def _get(self, name: str, factory: Callable[[], T]) -> T:
+        with self._lock:
+            client = self._clients.get(name)
+            if client is None:
+                client = self._clients[name] = factory()
+            made: T = client
+            return made
+
+    def graph(self) -> GraphSecurityClient:
+        creds = self._creds
+        return self._get(
+            "graph", lambda: GraphSecurityClient(creds, auth=self.auth(creds.graph_scope))
+        )
+
+    def graph_source(self) -> GraphAlertSource:
+        return self._get("graph_source", lambda: GraphAlertSource(self.graph()))
+
+    def endpoint(self) -> DefenderEndpointClient:
+        creds = self._creds
+        return self._get(
+            "endpoint",
+            lambda: DefenderEndpointClient(
+                creds.endpoint_base_url,
+                self.auth(creds.endpoint_scope),
+                timeout=creds.timeout_seconds,
+            ),
+        )
+
+    def cloud_apps(self) -> CloudAppsClient:
+        creds = self._creds
+        if not creds.cloud_apps_base_url:
+            # Tenant-specific, so there is no default to fall back on.
+            raise ServiceAuthError(
+                "Microsoft Defender for Cloud Apps",
+                "the credentials block has no cloud_apps_base_url (the portal URL shown under"
+                " Settings > Cloud Apps > About)",
+            )
+        base_url = creds.cloud_apps_base_url
+        token = creds.cloud_apps_api_token
+        auth: httpx.Auth = (
+            LegacyTokenAuth(token) if token is not None else self.auth(creds.cloud_apps_scope)
+        )
+        return self._get(
+            "cloud_apps", lambda: CloudAppsClient(base_url, auth, timeout=creds.timeout_seconds)
+        )
+
+    def defender_cloud(self) -> DefenderCloudClient:
+        creds = self._creds
+        return self._get(
+            "defender_cloud",
+            lambda: DefenderCloudClient(
+                creds.arm_base_url,
+                self.auth(creds.arm_scope),
+                subscription_ids=creds.subscription_ids,
+                timeout=creds.timeout_seconds,
+            ),
+        )
 
 
 class ClientCredentialsAuth(httpx.Auth):
@@ -122,8 +286,10 @@ class GraphSecurityClient:
 
     ALERTS = "/v1.0/security/alerts_v2"
 
-    def __init__(self, creds: DefenderCredentials) -> None:
-        self.auth = ClientCredentialsAuth(creds, creds.graph_scope)
+    def __init__(
+        self, creds: DefenderCredentials, auth: ClientCredentialsAuth | None = None
+    ) -> None:
+        self.auth = auth or ClientCredentialsAuth(creds, creds.graph_scope)
         self._http = build_http_client(
             GRAPH,
             creds.graph_base_url.rstrip("/"),

@@ -224,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_serve
     )
     sub.add_parser("intake", help="run the intake service").set_defaults(func=cmd_intake)
+    from riposte.deployments.policy_cli import add_policy_commands
+
+    add_policy_commands(sub)
     return parser
 
 

@@ -41,6 +41,10 @@ def sandbox_blocks(sandbox_url: str, config: SandboxConfig | None = None) -> dic
             client_secret=SecretStr(cfg.client_secret),
             authority_host=f"{base}/login",
             graph_base_url=f"{base}/graph",
+            endpoint_base_url=f"{base}/mde",
+            cloud_apps_base_url=f"{base}/mdca",
+            arm_base_url=f"{base}/arm",
+            subscription_ids=list(cfg.subscription_ids),
             timeout_seconds=10,
         ),
         "riposte-servicenow": ServiceNowCredentials(

@@ -1,25 +1,35 @@
-"""Serve the deployments from one long-lived process: `respond` (started by the intake and the
-poll) and `poll` (on a schedule). Production uses `prefect.yaml` and workers instead."""
+"""The deployments (respond, respond-batch, poll), run in-process by the responder.
+
+Production may run the same deployments on a `process` work pool instead (`prefect.yaml`).
+"""
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
-from typing import cast
+from typing import Any, cast
 
-from prefect import serve
+from prefect import Flow
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 
+from riposte.deployments.responder import Responder, serve_forever
 from riposte.flows.poll import poll_alerts
-from riposte.flows.respond import respond_to_alert
+from riposte.flows.respond import respond_batch, respond_to_alert
 from riposte.settings import Settings, get_settings
 
 
-def deployments(settings: Settings) -> list[RunnerDeployment]:
+def deployments(settings: Settings) -> list[tuple[RunnerDeployment, Flow[Any, Any]]]:
     respond = respond_to_alert.to_deployment(
         name="respond",
         tags=["riposte"],
-        description="Answer one alert. Started by the intake and by poll_alerts; re-run with "
-        "Retry or with the alert's id.",
+        description="Answer one alert. Started by the intake and by poll_alerts; run it with an "
+        "alert's id to answer that alert again (nothing already done is done twice).",
+        entrypoint_type=EntrypointType.MODULE_PATH,
+    )
+    batch = respond_batch.to_deployment(
+        name="respond-batch",
+        tags=["riposte"],
+        description="Answer a burst of alerts, one task run per alert.",
         entrypoint_type=EntrypointType.MODULE_PATH,
     )
     poll = poll_alerts.to_deployment(
@@ -32,12 +42,28 @@ def deployments(settings: Settings) -> list[RunnerDeployment]:
         description="Start a response for every alert updated since the watermark.",
         entrypoint_type=EntrypointType.MODULE_PATH,
     )
-    return [cast(RunnerDeployment, respond), cast(RunnerDeployment, poll)]
+    return [
+        (cast(RunnerDeployment, respond), respond_to_alert),
+        (cast(RunnerDeployment, batch), respond_batch),
+        (cast(RunnerDeployment, poll), poll_alerts),
+    ]
 
 
 def main() -> None:
+    # Prefect configures logging on import, so basicConfig would be a no-op: attach our own.
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    riposte_logger = logging.getLogger("riposte")
+    riposte_logger.addHandler(handler)
+    riposte_logger.setLevel(logging.INFO)
     settings = get_settings()
-    serve(*deployments(settings), limit=settings.runner_limit, print_starting_message=False)
+    serve_forever(
+        Responder(
+            deployments(settings),
+            limit=settings.runner_limit,
+            poll_seconds=settings.responder_poll_seconds,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -35,8 +35,6 @@ def stack_env(settings: Settings) -> dict[str, str]:
         "PREFECT_SERVER_API_PORT": str(settings.prefect_port),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(home / "results"),
-        # Served runs look for work every second instead of every ten.
-        "PREFECT_RUNNER_POLL_FREQUENCY": str(settings.runner_poll_seconds),
         "RIPOSTE_HOME": str(home),
     }
 

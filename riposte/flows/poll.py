@@ -7,10 +7,11 @@ from datetime import timedelta
 from prefect import flow, get_run_logger
 from pydantic import BaseModel
 
+from riposte.alerts.model import Status
+from riposte.alerts.response import ref_for
 from riposte.blocks import DefenderCredentials, load_block
-from riposte.settings import RESPOND_DEPLOYMENT
 from riposte.tasks.poll import list_alerts_since
-from riposte.tasks.runs import advance_watermark, read_watermark, start_response
+from riposte.tasks.runs import advance_watermark, read_watermark, start_responses
 
 
 class PollSummary(BaseModel):
@@ -25,7 +26,6 @@ class PollSummary(BaseModel):
 def poll_alerts(
     source: str = "graph",
     defender_block: str = "riposte-defender",
-    respond_deployment: str = RESPOND_DEPLOYMENT,
     lookback_minutes: int = 24 * 60,
     max_alerts: int = 1000,
 ) -> PollSummary:
@@ -39,11 +39,14 @@ def poll_alerts(
     defender = load_block(DefenderCredentials, defender_block)
     since = read_watermark(source, timedelta(minutes=lookback_minutes))
     alerts = list_alerts_since(defender, source, since, max_alerts)
-    futures = [start_response.submit(alert, respond_deployment) for alert in alerts]
-    run_ids = [f.result() for f in futures]
+    # A resolved alert needs no response; one seen before comes back to the same run.
+    refs = [ref_for(alert) for alert in alerts if alert.status != Status.RESOLVED]
+    run_ids = start_responses(refs)
     newest = max((a.updated_at for a in alerts), default=since)
     watermark = advance_watermark(source, newest)
-    logger.info("Started or found %d responses for alerts since %s", len(run_ids), since)
+    logger.info(
+        "%d alerts since %s; %d response runs started or found", len(alerts), since, len(run_ids)
+    )
     return PollSummary(
         source=source,
         since=since.isoformat(),

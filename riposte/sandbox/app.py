@@ -5,7 +5,18 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from riposte.sandbox import chat, control, faults, graph, identity, jira, servicenow
+from riposte.sandbox import (
+    chat,
+    cloud_apps,
+    control,
+    defender_cloud,
+    defender_endpoint,
+    faults,
+    graph,
+    identity,
+    jira,
+    servicenow,
+)
 from riposte.sandbox.config import SandboxConfig
 from riposte.sandbox.metering import RequestCounterMiddleware
 from riposte.sandbox.state import Reject, SandboxState
@@ -13,6 +24,9 @@ from riposte.sandbox.state import Reject, SandboxState
 SIMULATORS = (
     identity.router,
     graph.router,
+    defender_endpoint.router,
+    cloud_apps.router,
+    defender_cloud.router,
     servicenow.router,
     jira.router,
     chat.slack_router,
@@ -30,6 +44,8 @@ def create_app(config: SandboxConfig | None = None) -> FastAPI:
 
     Layout (``SandboxConfig.urls`` builds these):
     ``/login/{tenant}/oauth2/v2.0/token`` Entra ID; ``/graph/v1.0/security/alerts_v2`` Graph;
+    ``/mde/api/alerts`` Defender for Endpoint; ``/mdca/api/v1/alerts/`` Defender for Cloud Apps;
+    ``/arm/subscriptions/{sub}/providers/Microsoft.Security/alerts`` Defender for Cloud (ARM);
     ``/servicenow/api/now/table/incident`` ServiceNow; ``/jira/rest/api/3/...`` Jira;
     ``/slack/services/{hook}`` Slack; ``/teams/workflows/{flow}/triggers/manual/paths/invoke``
     Teams; ``/_sandbox/...`` fault injection, inspection and reset (no auth: loopback only).
@@ -37,7 +53,10 @@ def create_app(config: SandboxConfig | None = None) -> FastAPI:
     state = SandboxState(config or SandboxConfig())
     app = FastAPI(
         title="Riposte sandbox",
-        summary="Simulators of Entra ID, Graph security, ServiceNow, Jira, Slack and Teams.",
+        summary=(
+            "Simulators of Entra ID, Graph security, Defender for Endpoint, Defender for Cloud"
+            " Apps, Defender for Cloud (ARM), ServiceNow, Jira, Slack and Teams."
+        ),
         docs_url="/_sandbox/docs",
         redoc_url=None,
         openapi_url="/_sandbox/openapi.json",

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, Field
 
+from riposte.sandbox.samples import SUBSCRIPTION_ID
+
 ENV_PREFIX = "RIPOSTE_SANDBOX_"
 
 
@@ -33,13 +35,19 @@ class SandboxConfig(BaseModel):
     teams_flow_id: str = "sandbox-flow"
     teams_sig: str = "sandbox-teams-sig"
     token_lifetime_seconds: int = Field(default=3599, ge=1)
+    cloud_apps_legacy_token: str = "sandbox-mdca-legacy-token"
+    # The Azure subscriptions the simulated tenant holds; the first one owns the sample alerts.
+    subscription_ids: list[str] = Field(default_factory=lambda: [SUBSCRIPTION_ID], min_length=1)
 
     def urls(self, base: str) -> dict[str, str]:
         """Where each simulated service lives on a sandbox served at ``base``.
 
         ``identity`` and ``graph`` stand for ``https://login.microsoftonline.com`` and
         ``https://graph.microsoft.com``, ``servicenow`` for ``https://<instance>.service-now.com``
-        and ``jira`` for ``https://<site>.atlassian.net``; the webhooks are complete URLs.
+        and ``jira`` for ``https://<site>.atlassian.net``; ``mde`` for
+        ``https://api.security.microsoft.com``, ``mdca`` for
+        ``https://<tenant>.<region>.portal.cloudappsecurity.com`` and ``arm`` for
+        ``https://management.azure.com``; the webhooks are complete URLs.
         """
         base = base.rstrip("/")
         return {
@@ -48,6 +56,9 @@ class SandboxConfig(BaseModel):
             "graph": f"{base}/graph",
             "servicenow": f"{base}/servicenow",
             "jira": f"{base}/jira",
+            "mde": f"{base}/mde",
+            "mdca": f"{base}/mdca",
+            "arm": f"{base}/arm",
             "slack_webhook": f"{base}/slack/services/{self.slack_hook_path}",
             "teams_webhook": (
                 f"{base}/teams/workflows/{self.teams_flow_id}/triggers/manual/paths/invoke"

@@ -4,23 +4,62 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from riposte.sandbox import jira, servicenow
+from riposte.sandbox import cloud_apps, defender_cloud, defender_endpoint, jira, servicenow
 from riposte.sandbox.clock import utcnow
 from riposte.sandbox.graph import load_alerts
-from riposte.sandbox.samples import sample_graph_alerts
-from riposte.sandbox.state import get_state
+from riposte.sandbox.samples import sample_alerts_by_source, sample_graph_alerts
+from riposte.sandbox.state import SandboxState, get_state
 
 router = APIRouter(prefix="/_sandbox")
 
 
 class JiraSettings(BaseModel):
     search_lag_seconds: float = Field(default=0.0, ge=0.0)
+
+
+class CloudAppsThrottleSettings(BaseModel):
+    """MDCA's rate limit: ``requests`` per ``window_seconds`` per tenant, answered with 429."""
+
+    enabled: bool = False
+    requests: int = Field(default=30, ge=1)
+    window_seconds: float = Field(default=60.0, gt=0.0, le=3600.0)
+
+
+class DefenderCloudSettings(BaseModel):
+    page_size: int = Field(default=100, ge=1, le=1000)
+
+
+Loader = Callable[[SandboxState, list[dict[str, Any]]], list[str]]
+# Control path segment -> (source name of the samples, loader, where the alerts are kept).
+ALERT_STORES: dict[str, tuple[str, Loader, Callable[[SandboxState], dict[str, Any]]]] = {
+    "mde": ("defender_endpoint", defender_endpoint.load_alerts, lambda s: s.endpoint.alerts),
+    "mdca": ("cloud_apps", cloud_apps.load_alerts, lambda s: s.cloud_apps.alerts),
+    "arm": ("defender_cloud", defender_cloud.load_alerts, lambda s: s.defender_cloud.alerts),
+}
+LOADERS: dict[str, Loader] = {
+    "graph": load_alerts,
+    **{source: loader for source, loader, _ in ALERT_STORES.values()},
+}
+
+
+async def _payloads(request: Request) -> list[dict[str, Any]] | None:
+    """The alerts of a load request (one object or a list), or None if the body is not that."""
+    try:
+        payloads = await request.json()
+    except ValueError:
+        return None
+    if isinstance(payloads, dict):
+        payloads = [payloads]
+    if not isinstance(payloads, list) or not all(isinstance(p, dict) for p in payloads):
+        return None
+    return payloads
 
 
 @router.get("/health")
@@ -36,13 +75,8 @@ async def reset(request: Request) -> dict[str, str]:
 
 @router.post("/graph/alerts", response_model=None)
 async def load_graph_alerts(request: Request) -> dict[str, Any] | JSONResponse:
-    try:
-        payloads = await request.json()
-    except ValueError:
-        return JSONResponse({"detail": "body must be a JSON list of alerts"}, status_code=400)
-    if isinstance(payloads, dict):
-        payloads = [payloads]
-    if not isinstance(payloads, list) or not all(isinstance(p, dict) for p in payloads):
+    payloads = await _payloads(request)
+    if payloads is None:
         return JSONResponse({"detail": "body must be a JSON list of alerts"}, status_code=400)
     ids = load_alerts(get_state(request), payloads)
     return {"loaded": len(ids), "ids": ids}
@@ -57,6 +91,78 @@ async def load_sample_alerts(request: Request) -> dict[str, Any]:
 @router.get("/graph/alerts")
 async def graph_alerts(request: Request) -> list[dict[str, Any]]:
     return copy.deepcopy(list(get_state(request).graph.alerts.values()))
+
+
+@router.post("/alerts/samples")
+async def load_every_sample(request: Request) -> dict[str, list[str]]:
+    """Load the sample alerts of every source; answer the ids loaded, by source name."""
+    state = get_state(request)
+    samples = sample_alerts_by_source(utcnow())
+    return {source: LOADERS[source](state, alerts) for source, alerts in samples.items()}
+
+
+@router.post("/{api}/alerts", response_model=None)
+async def load_source_alerts(
+    api: Literal["mde", "mdca", "arm"], request: Request
+) -> dict[str, Any] | JSONResponse:
+    payloads = await _payloads(request)
+    if payloads is None:
+        return JSONResponse({"detail": "body must be a JSON list of alerts"}, status_code=400)
+    _, loader, _ = ALERT_STORES[api]
+    ids = loader(get_state(request), payloads)
+    return {"loaded": len(ids), "ids": ids}
+
+
+@router.post("/{api}/alerts/samples")
+async def load_source_samples(
+    api: Literal["mde", "mdca", "arm"], request: Request
+) -> dict[str, Any]:
+    source, loader, _ = ALERT_STORES[api]
+    ids = loader(get_state(request), sample_alerts_by_source(utcnow())[source])
+    return {"loaded": len(ids), "ids": ids}
+
+
+@router.get("/{api}/alerts")
+async def source_alerts(
+    api: Literal["mde", "mdca", "arm"], request: Request
+) -> list[dict[str, Any]]:
+    _, _, store = ALERT_STORES[api]
+    return copy.deepcopy(list(store(get_state(request)).values()))
+
+
+@router.get("/mdca/throttle")
+async def cloud_apps_throttle(request: Request) -> CloudAppsThrottleSettings:
+    throttle = get_state(request).cloud_apps.throttle
+    return CloudAppsThrottleSettings(
+        enabled=throttle.enabled, requests=throttle.requests, window_seconds=throttle.window_seconds
+    )
+
+
+@router.post("/mdca/throttle")
+async def set_cloud_apps_throttle(
+    settings: CloudAppsThrottleSettings, request: Request
+) -> CloudAppsThrottleSettings:
+    """Switch MDCA's 30 requests/minute limit on (or tighten it, for a fast test) or off."""
+    state = get_state(request).cloud_apps
+    state.throttle.enabled = settings.enabled
+    state.throttle.requests = settings.requests
+    state.throttle.window_seconds = settings.window_seconds
+    state.recent.clear()
+    return settings
+
+
+@router.get("/arm/settings")
+async def defender_cloud_settings(request: Request) -> DefenderCloudSettings:
+    return DefenderCloudSettings(page_size=get_state(request).defender_cloud.page_size)
+
+
+@router.post("/arm/settings")
+async def set_defender_cloud_settings(
+    settings: DefenderCloudSettings, request: Request
+) -> DefenderCloudSettings:
+    """The number of alerts per ARM list page, so that a few alerts span several pages."""
+    get_state(request).defender_cloud.page_size = settings.page_size
+    return settings
 
 
 @router.get("/servicenow/incidents")
@@ -91,11 +197,16 @@ async def teams_messages(request: Request) -> list[dict[str, Any]]:
 
 
 @router.get("/identity")
-async def identity(request: Request) -> dict[str, int]:
+async def identity(request: Request) -> dict[str, Any]:
+    """Tokens issued and still valid, and how many were issued for each resource (audience)."""
     tokens = get_state(request).identity
     now = time.monotonic()
     active = sum(1 for t in tokens.tokens.values() if t.expires_at > now)
-    return {"tokens_issued": tokens.issued, "tokens_active": active}
+    return {
+        "tokens_issued": tokens.issued,
+        "tokens_active": active,
+        "audiences": dict(tokens.issued_by_audience),
+    }
 
 
 @router.post("/identity/expire-tokens")

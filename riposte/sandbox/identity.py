@@ -1,4 +1,4 @@
-"""Microsoft Entra ID token endpoint (client credentials), and the bearer check Graph uses."""
+"""Microsoft Entra ID token endpoint (client credentials), and the bearer check every API uses."""
 
 from __future__ import annotations
 
@@ -18,7 +18,28 @@ from riposte.sandbox.web import same
 
 router = APIRouter(prefix="/login")
 
+# Each API accepts only tokens issued for its own resource: a Graph token is refused by MDE.
 GRAPH_AUDIENCES = frozenset({"https://graph.microsoft.com", "00000003-0000-0000-c000-000000000000"})
+# Defender for Endpoint wants the legacy WindowsDefenderATP resource; a token for the new host
+# (`https://api.security.microsoft.com`) is issued but the API refuses it (pitfall 6).
+ENDPOINT_AUDIENCES = frozenset(
+    {"https://api.securitycenter.microsoft.com", "fc780465-2017-40d4-a0c5-307022471b92"}
+)
+CLOUD_APPS_AUDIENCES = frozenset({"05a65629-4c1b-48c1-a78b-804c4abdd4af"})
+ARM_AUDIENCES = frozenset({"https://management.azure.com", "https://management.core.windows.net"})
+# Resources the simulated tenant knows; a scope for anything else fails as AADSTS500011 does.
+KNOWN_RESOURCES = (
+    GRAPH_AUDIENCES
+    | ENDPOINT_AUDIENCES
+    | CLOUD_APPS_AUDIENCES
+    | ARM_AUDIENCES
+    | {"https://api.security.microsoft.com"}
+)
+
+
+def audience_of(scope: str) -> str:
+    """``https://management.azure.com//.default`` and ``.../.default`` name the same resource."""
+    return scope.strip().removesuffix("/.default").rstrip("/")
 
 
 def aad_error(status: int, error: str, code: int, description: str) -> JSONResponse:
@@ -98,11 +119,21 @@ async def issue_token(tenant: str, request: Request) -> JSONResponse:
             "The provided value for scope is not valid. Client credential flows must have a scope"
             " value with /.default suffixed to the resource identifier (application ID URI).",
         )
+    audience = audience_of(scope)
+    if audience not in KNOWN_RESOURCES:
+        return aad_error(
+            400,
+            "invalid_resource",
+            500011,
+            f"The resource principal named {audience} was not found in the tenant named"
+            f" {tenant}. This can happen if the application has not been installed by the"
+            " administrator of the tenant or consented to by any user in the tenant.",
+        )
     lifetime = config.token_lifetime_seconds
     token = secrets.token_urlsafe(48)
-    audience = scope.strip().removesuffix("/.default")
     state.identity.tokens[token] = IssuedToken(audience, time.monotonic() + lifetime)
     state.identity.issued += 1
+    state.identity.issued_by_audience[audience] += 1
     return JSONResponse(
         {
             "token_type": "Bearer",
@@ -115,9 +146,16 @@ async def issue_token(tenant: str, request: Request) -> JSONResponse:
 
 
 def check_bearer(
-    request: Request, audiences: frozenset[str], error: Callable[[str], Response]
+    request: Request,
+    audiences: frozenset[str],
+    error: Callable[[str], Response],
+    wrong_audience: Callable[[str], Response] | None = None,
 ) -> None:
-    """Raise `Reject` built by ``error(message)`` unless a live token for ``audiences`` came."""
+    """Raise `Reject` built by ``error(message)`` unless a live token for ``audiences`` came.
+
+    ``wrong_audience(audience)``, when given, answers a valid token issued for another
+    resource (ARM has its own error code for that).
+    """
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     token = token.strip()
@@ -129,4 +167,6 @@ def check_bearer(
     if issued.expires_at <= time.monotonic():
         raise Reject(error("Lifetime validation failed, the token is expired."))
     if issued.audience not in audiences:
+        if wrong_audience is not None:
+            raise Reject(wrong_audience(issued.audience))
         raise Reject(error("Access token validation failure. Invalid audience."))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +20,9 @@ SERVICE_PREFIXES: dict[str, str] = {
     "/jira/": "jira",
     "/slack/": "slack",
     "/teams/": "teams",
+    "/mde/": "mde",
+    "/mdca/": "mdca",
+    "/arm/": "arm",
 }
 SERVICES = frozenset(SERVICE_PREFIXES.values())
 
@@ -49,11 +52,46 @@ class IssuedToken:
 class IdentityState:
     tokens: dict[str, IssuedToken] = field(default_factory=dict)
     issued: int = 0
+    issued_by_audience: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass
 class GraphState:
     alerts: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class EndpointState:
+    """Defender for Endpoint alerts by id."""
+
+    alerts: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class CloudAppsThrottle:
+    """MDCA's documented 30 requests a minute per tenant; off unless a test switches it on."""
+
+    enabled: bool = False
+    requests: int = 30
+    window_seconds: float = 60.0
+
+
+@dataclass
+class CloudAppsState:
+    """Defender for Cloud Apps alerts by ``_id``, and the throttle window."""
+
+    alerts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    throttle: CloudAppsThrottle = field(default_factory=CloudAppsThrottle)
+    recent: deque[float] = field(default_factory=deque)  # monotonic times of admitted requests
+    next_id_value: int = 1000
+
+
+@dataclass
+class DefenderCloudState:
+    """Defender for Cloud alerts by lower-cased ARM id (ARM ids are case-insensitive)."""
+
+    alerts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    page_size: int = 100
 
 
 @dataclass
@@ -176,6 +214,9 @@ class SandboxState:
     def reset(self) -> None:
         self.identity = IdentityState()
         self.graph = GraphState()
+        self.endpoint = EndpointState()
+        self.cloud_apps = CloudAppsState()
+        self.defender_cloud = DefenderCloudState()
         self.servicenow = ServiceNowState()
         self.jira = JiraState()
         self.chat = ChatState()

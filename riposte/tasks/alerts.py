@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prefect import task
+from prefect.context import TaskRunContext
 from pydantic import BaseModel, ConfigDict
 
 from riposte.alerts.messages import alert_comment
 from riposte.alerts.model import Alert, Status
-from riposte.alerts.response import Route, Ticket
+from riposte.alerts.response import Route, Ticket, response_revision
 from riposte.alerts.routing import route_by_severity
 from riposte.alerts.sources import parse_alert
 from riposte.blocks.defender import DefenderCredentials
+from riposte.tasks._cache import cache_key
 from riposte.tasks._common import external_call
 
 
@@ -22,7 +26,7 @@ class AlertUpdate(BaseModel):
     status: str
 
 
-@external_call
+@external_call(name="fetch {source}-{alert_id}")
 def fetch_alert(defender: DefenderCredentials, source: str, alert_id: str) -> Alert:
     """Read the full alert from Defender and normalize it.
 
@@ -35,7 +39,7 @@ def fetch_alert(defender: DefenderCredentials, source: str, alert_id: str) -> Al
     return parse_alert(payload, source)
 
 
-@task(persist_result=True)
+@task(persist_result=True, task_run_name="classify {alert.source}-{alert.id}")
 def classify(alert: Alert) -> Route:
     """Decide what the playbook does for this alert (severity-based for now).
 
@@ -47,7 +51,15 @@ def classify(alert: Alert) -> Route:
     return route_by_severity(alert)
 
 
-@external_call
+def _update_key(context: TaskRunContext, params: dict[str, Any]) -> str:
+    alert: Alert = params["alert"]
+    ticket: Ticket | None = params["ticket"]
+    return cache_key(
+        "update", alert.correlation_key, response_revision(alert), ticket.key if ticket else ""
+    )
+
+
+@external_call(_update_key, name="update-alert {alert.source}-{alert.id}")
 def update_alert(defender: DefenderCredentials, alert: Alert, ticket: Ticket | None) -> AlertUpdate:
     """Mark the alert in progress and comment with the ticket link, each only once.
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime, timedelta
-from typing import cast
+from typing import Any, cast
 from uuid import UUID
 
 from prefect import task
@@ -12,39 +13,96 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.runtime import flow_run
 from prefect.variables import Variable
+from pydantic import BaseModel
 
 from riposte.alerts.model import Alert
+from riposte.alerts.response import AlertRef
+from riposte.settings import BATCH_DEPLOYMENT, RESPOND_DEPLOYMENT
+
+# Up to this many alerts at once get one run each; more are a burst and go in batches.
+SINGLE_RUN_LIMIT = 4
+BATCH_SIZE = 100
 
 
-def response_key(source: str, alert_id: str) -> str:
-    """Idempotency key of an alert's response: posting it twice returns the same flow run."""
-    return f"respond:{source}:{alert_id}"
+class RunRequest(BaseModel):
+    """One flow run to create for a set of alerts (one alert, or a batch)."""
 
-
-def response_run_name(source: str, alert_id: str) -> str:
-    return f"{source}-{alert_id}"
+    deployment: str
+    name: str
+    parameters: dict[str, Any]
+    tags: list[str]
+    idempotency_key: str
 
 
 def response_tags(alert: Alert) -> list[str]:
     return ["riposte", f"source:{alert.source}", f"severity:{alert.severity}"]
 
 
+def plan_runs(
+    refs: list[AlertRef],
+    *,
+    single_limit: int = SINGLE_RUN_LIMIT,
+    batch_size: int = BATCH_SIZE,
+) -> list[RunRequest]:
+    """The runs that answer ``refs``: one `respond_to_alert` run each when they are few, batches
+    of `respond_batch` when they are many (a burst). Duplicates of one alert revision are
+    dropped; both kinds of run de-duplicate through their idempotency keys."""
+    unique = list({ref.key: ref for ref in refs}.values())
+    if len(unique) <= single_limit:
+        return [
+            RunRequest(
+                deployment=RESPOND_DEPLOYMENT,
+                name=f"{ref.source}-{ref.alert_id}",
+                parameters={
+                    "source": ref.source,
+                    "alert_id": ref.alert_id,
+                    "revision": ref.revision,
+                },
+                tags=["riposte", f"source:{ref.source}", f"severity:{ref.revision.split('-')[0]}"],
+                idempotency_key=f"respond:{ref.key}",
+            )
+            for ref in unique
+        ]
+    requests = []
+    for start in range(0, len(unique), batch_size):
+        chunk = unique[start : start + batch_size]
+        digest = hashlib.sha256("\n".join(sorted(r.key for r in chunk)).encode()).hexdigest()
+        sources = sorted({r.source for r in chunk})
+        requests.append(
+            RunRequest(
+                deployment=BATCH_DEPLOYMENT,
+                name=f"batch-{chunk[0].source}-{chunk[0].alert_id}-{len(chunk)}",
+                parameters={
+                    "alerts": [r.model_dump() for r in chunk],
+                    "first_alert": f"{chunk[0].source}-{chunk[0].alert_id}",
+                    "size": len(chunk),
+                },
+                tags=["riposte", "batch", *(f"source:{s}" for s in sources)],
+                idempotency_key=f"batch:{digest}",
+            )
+        )
+    return requests
+
+
 @task(retries=2, retry_delay_seconds=[2, 10])
-def start_response(alert: Alert, deployment: str) -> str:
-    """Start (or find, by idempotency key) the response run for an alert; return its id."""
-    run = cast(
-        FlowRun,
-        run_deployment(
-            deployment,
-            parameters={"source": alert.source, "alert_id": alert.id},
-            flow_run_name=response_run_name(alert.source, alert.id),
-            tags=response_tags(alert),
-            idempotency_key=response_key(alert.source, alert.id),
-            timeout=0,
-            as_subflow=False,
-        ),
-    )
-    return str(run.id)
+def start_responses(refs: list[AlertRef]) -> list[str]:
+    """Create (or find, by idempotency key) the runs that answer ``refs``; return their ids."""
+    ids = []
+    for request in plan_runs(refs):
+        run = cast(
+            FlowRun,
+            run_deployment(
+                request.deployment,
+                parameters=request.parameters,
+                flow_run_name=request.name,
+                tags=request.tags,
+                idempotency_key=request.idempotency_key,
+                timeout=0,
+                as_subflow=False,
+            ),
+        )
+        ids.append(str(run.id))
+    return ids
 
 
 def watermark_name(source: str) -> str:

@@ -7,15 +7,19 @@ from typing import Any
 
 from riposte.alerts.errors import AlertParseError
 from riposte.alerts.model import Alert
-from riposte.alerts.sources import graph
+from riposte.alerts.sources import cloud_apps, defender_cloud, defender_endpoint, graph
 
 Parser = Callable[[Mapping[str, Any]], Alert]
 Detector = Callable[[Mapping[str, Any]], bool]
 
 # name -> (parser, detector). The name is the `source` of every alert the parser makes and the
-# `{source}` of the intake route `POST /alerts/{source}`.
+# `{source}` of the intake route `POST /alerts/{source}`. Each detector rejects the other APIs'
+# shapes, so the order does not decide anything; `detect_source` refuses to guess between two.
 SOURCES: dict[str, tuple[Parser, Detector]] = {
     graph.SOURCE: (graph.parse, graph.looks_like),
+    defender_endpoint.SOURCE: (defender_endpoint.parse, defender_endpoint.looks_like),
+    cloud_apps.SOURCE: (cloud_apps.parse, cloud_apps.looks_like),
+    defender_cloud.SOURCE: (defender_cloud.parse, defender_cloud.looks_like),
 }
 
 
@@ -28,9 +32,14 @@ def parser_for(source: str) -> Parser:
 
 
 def detect_source(payload: Mapping[str, Any]) -> str:
-    for name, (_, looks_like) in SOURCES.items():
-        if looks_like(payload):
-            return name
+    matches = [name for name, (_, looks_like) in SOURCES.items() if looks_like(payload)]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise AlertParseError(
+            f"this alert looks like more than one Defender API ({', '.join(matches)}); "
+            "pass --source"
+        )
     raise AlertParseError("cannot tell which Defender API this alert comes from; pass --source")
 
 

@@ -1,0 +1,131 @@
+"""One interface over every Defender alert API, so that tasks never branch on the source.
+
+Each API reads and writes alerts its own way; `AlertSourceClient` is what they have in common.
+Get one with `DefenderCredentials.source_client(name)`:
+
+```python
+source = defender.source_client("cloud_apps")
+for payload in source.list_updated_since(watermark):
+    ...
+source.close(alert_id, "false_positive", "Known scanner, see INC0010001")
+```
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from riposte.blocks.defender import GraphSecurityClient
+
+Verdict = Literal["benign", "false_positive", "true_positive"]
+
+# Source names, fixed: the parsers in `riposte.alerts.sources` use the same ones.
+GRAPH = "graph"
+DEFENDER_ENDPOINT = "defender_endpoint"
+CLOUD_APPS = "cloud_apps"
+DEFENDER_CLOUD = "defender_cloud"
+SOURCE_NAMES = (GRAPH, DEFENDER_ENDPOINT, CLOUD_APPS, DEFENDER_CLOUD)
+
+
+@runtime_checkable
+class AlertSourceClient(Protocol):
+    """Read and answer the alerts of one Defender API, whatever its shape.
+
+    Payloads are returned raw, as the API sends them; the parser of the same ``source`` name
+    turns them into an `Alert`. Every write is safe to repeat.
+    """
+
+    @property
+    def source(self) -> str:
+        """The source name (one of `SOURCE_NAMES`)."""
+        ...
+
+    def list_updated_since(self, since: datetime | None) -> Iterator[dict[str, Any]]:
+        """Alerts updated at or after ``since`` (all when None), oldest first, each once."""
+        ...
+
+    def get(self, alert_id: str) -> dict[str, Any]:
+        """The full alert; `ServiceNotFoundError` if there is none with that id."""
+        ...
+
+    def mark_in_progress(self, alert_id: str) -> bool:
+        """Move a new alert to "in progress"; an alert already further along is left alone.
+
+        False when the API has no such state (Defender for Cloud Apps: the alert is marked
+        read instead).
+        """
+        ...
+
+    def comment(self, alert_id: str, text: str) -> bool:
+        """Add a comment; False when the API has no comments (Defender for Cloud, and Defender
+        for Cloud Apps outside of closing)."""
+        ...
+
+    def has_comment(self, alert_id: str, needle: str) -> bool:
+        """Whether a comment containing ``needle`` is already there (False where there are no
+        comments), so that a repeated step does not comment twice."""
+        ...
+
+    def close(self, alert_id: str, verdict: Verdict, reason: str) -> None:
+        """Resolve the alert with a verdict, recording ``reason`` where the API keeps one."""
+        ...
+
+
+def comments_contain(comments: Any, needle: str) -> bool:
+    """Whether any comment of a ``[{"comment": ...}]`` list contains ``needle``."""
+    if not isinstance(comments, Iterable) or isinstance(comments, str | bytes):
+        return False
+    return any(isinstance(c, dict) and needle in str(c.get("comment") or "") for c in comments)
+
+
+# Graph's classification and determination for each verdict. "other" rather than a guess at a
+# finer determination: the reason text says what the playbook knew.
+GRAPH_VERDICTS: dict[Verdict, tuple[str, str]] = {
+    "benign": ("informationalExpectedActivity", "other"),
+    "false_positive": ("falsePositive", "notMalicious"),
+    "true_positive": ("truePositive", "other"),
+}
+
+
+class GraphAlertSource:
+    """`AlertSourceClient` over Graph ``security/alerts_v2`` (wraps `GraphSecurityClient`)."""
+
+    source = GRAPH
+
+    def __init__(self, client: GraphSecurityClient) -> None:
+        self.client = client
+
+    def list_updated_since(self, since: datetime | None) -> Iterator[dict[str, Any]]:
+        return self.client.list_alerts_since(since)
+
+    def get(self, alert_id: str) -> dict[str, Any]:
+        return self.client.get_alert(alert_id)
+
+    def mark_in_progress(self, alert_id: str) -> bool:
+        if self.client.get_alert(alert_id).get("status") in ("new", "unknown", None):
+            self.client.update_alert(alert_id, status="inProgress")
+        return True
+
+    def comment(self, alert_id: str, text: str) -> bool:
+        self.client.add_comment(alert_id, text)
+        return True
+
+    def has_comment(self, alert_id: str, needle: str) -> bool:
+        return comments_contain(self.client.get_alert(alert_id).get("comments"), needle)
+
+    def close(self, alert_id: str, verdict: Verdict, reason: str) -> None:
+        classification, determination = GRAPH_VERDICTS[verdict]
+        current = self.client.get_alert(alert_id)
+        # Graph's update has no reason field: the reason goes in a comment, once.
+        if reason.strip() and not comments_contain(current.get("comments"), reason):
+            self.client.add_comment(alert_id, reason)
+        wanted = {
+            "status": "resolved",
+            "classification": classification,
+            "determination": determination,
+        }
+        if any(current.get(k) != v for k, v in wanted.items()):
+            self.client.update_alert(alert_id, **wanted)

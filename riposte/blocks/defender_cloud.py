@@ -1,0 +1,186 @@
+"""Microsoft Defender for Cloud (ARM) security alerts client: list, get, resolve, dismiss, activate.
+
+Defender for APIs alerts come through here too. Get it from the credentials block:
+``DefenderCredentials.load(name).cloud_client()``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any, Literal
+from urllib.parse import quote
+
+import httpx
+
+from riposte.alerts.timestamps import parse_timestamp
+from riposte.blocks._http import IDEMPOTENT, build_http_client, send
+from riposte.blocks.alert_sources import DEFENDER_CLOUD as DEFENDER_CLOUD_SOURCE
+from riposte.blocks.alert_sources import Verdict
+from riposte.blocks.errors import ServiceAuthError, ServiceNotFoundError, ServiceRejectedError
+
+DEFENDER_CLOUD = "Microsoft Defender for Cloud"
+API_VERSION = "2022-01-01"
+
+StateChange = Literal["resolve", "dismiss", "activate", "inProgress"]
+
+# ARM has no "false positive": anything not to act on is dismissed, a real threat resolved.
+VERDICT_ACTIONS: dict[Verdict, StateChange] = {
+    "benign": "dismiss",
+    "false_positive": "dismiss",
+    "true_positive": "resolve",
+}
+ALERT_ID = re.compile(
+    r"^/subscriptions/[^/?#]+(?:/resourceGroups/[^/?#]+)?/providers/Microsoft\.Security/"
+    r"locations/[^/?#]+/alerts/[^/?#]+$",
+    re.IGNORECASE,
+)
+_OLDEST = datetime.min.replace(tzinfo=UTC)
+
+
+def alert_time(alert: dict[str, Any]) -> datetime | None:
+    """When the alert became visible: the later of ``timeGeneratedUtc`` and
+    ``processingEndTimeUtc``. An alert generated before a watermark but processed after it
+    still counts as new, so a poll cannot skip it."""
+    properties = alert.get("properties") or {}
+    times = [
+        parse_timestamp(properties.get(k)) for k in ("timeGeneratedUtc", "processingEndTimeUtc")
+    ]
+    known = [t for t in times if t is not None]
+    return max(known) if known else None
+
+
+def alert_name(alert_id: str) -> str:
+    """The last segment of an ARM alert id: short, and enough to name it in a message."""
+    return alert_id.rstrip("/").rsplit("/", 1)[-1]
+
+
+class DefenderCloudClient:
+    """Typed access to ``Microsoft.Security/alerts``; also the `AlertSourceClient` for
+    ``defender_cloud``.
+
+    Example:
+        ```python
+        mdc = DefenderCredentials.load("riposte-defender").cloud_client()
+        mdc.change_state(alert["id"], "dismiss")
+        ```
+    """
+
+    source = DEFENDER_CLOUD_SOURCE
+
+    def __init__(
+        self,
+        base_url: str,
+        auth: httpx.Auth,
+        *,
+        subscription_ids: Sequence[str],
+        timeout: float,
+    ) -> None:
+        self._base = base_url.rstrip("/")
+        self.subscription_ids = list(subscription_ids)
+        self._http = build_http_client(DEFENDER_CLOUD, self._base, timeout=timeout, auth=auth)
+
+    def _send(self, action: str, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        return send(self._http, DEFENDER_CLOUD, action, method, url, **kwargs)
+
+    def list_alerts(self, subscription_id: str) -> Iterator[dict[str, Any]]:
+        """Every alert of one subscription, page by page, following ``nextLink``."""
+        action = f"list alerts of subscription {subscription_id}"
+        url = (
+            f"/subscriptions/{quote(subscription_id, safe='')}/providers/Microsoft.Security/alerts"
+        )
+        params: dict[str, str] | None = {"api-version": API_VERSION}
+        while True:
+            body = self._send(action, "GET", url, params=params).json()
+            yield from body.get("value") or []
+            next_link = body.get("nextLink")
+            if not next_link:
+                return
+            # The bearer token goes wherever the link points: only ever back to ARM itself.
+            if not str(next_link).startswith(self._base + "/"):
+                raise ServiceRejectedError(
+                    DEFENDER_CLOUD, f"{action}: the next page is on another host; not followed"
+                )
+            url, params = str(next_link), None  # the link carries api-version and $skipToken
+
+    def list_alerts_since(self, since: datetime | None) -> Iterator[dict[str, Any]]:
+        """Alerts of every configured subscription that became visible at or after ``since``,
+        oldest first, each once.
+
+        ARM has no server-side time filter on this list: every page of every subscription is
+        read and filtered here, by `alert_time`. An alert without any time is kept.
+        """
+        if not self.subscription_ids:
+            raise ServiceAuthError(
+                DEFENDER_CLOUD, "the credentials block lists no subscription_ids to read from"
+            )
+        found: dict[str, dict[str, Any]] = {}
+        for subscription in self.subscription_ids:
+            for alert in self.list_alerts(subscription):
+                moment = alert_time(alert)
+                if since is None or moment is None or moment >= since:
+                    found[str(alert.get("id")).lower()] = alert
+        yield from sorted(
+            found.values(), key=lambda a: (alert_time(a) or _OLDEST, str(a.get("id")).lower())
+        )
+
+    def _resolve(self, alert_id: str) -> str:
+        """The full ARM id of an alert given by full id or by name (the name costs a listing)."""
+        if ALERT_ID.match(alert_id):
+            return alert_id
+        if "/" in alert_id or not alert_id:
+            raise ValueError("not a Defender for Cloud alert id or alert name")
+        wanted = alert_id.lower()
+        for subscription in self.subscription_ids:
+            for alert in self.list_alerts(subscription):
+                properties = alert.get("properties") or {}
+                names = (alert.get("name"), properties.get("systemAlertId"))
+                if any(str(n).lower() == wanted for n in names if n):
+                    return str(alert["id"])
+        raise ServiceNotFoundError(DEFENDER_CLOUD, f"no alert named {alert_id}")
+
+    def get_alert(self, alert_id: str) -> dict[str, Any]:
+        """One alert by its full ARM id (``/subscriptions/.../alerts/<name>``) or its name."""
+        full_id = self._resolve(alert_id)
+        body: dict[str, Any] = self._send(
+            f"get alert {alert_name(full_id)}", "GET", full_id, params={"api-version": API_VERSION}
+        ).json()
+        return body
+
+    def change_state(self, alert_id: str, change: StateChange) -> None:
+        """``resolve``, ``dismiss``, ``activate`` or ``inProgress``; ARM answers 204, no body."""
+        full_id = self._resolve(alert_id)
+        self._send(
+            f"{change} alert {alert_name(full_id)}",
+            "POST",
+            f"{full_id}/{change}",
+            params={"api-version": API_VERSION},
+            # Setting a state twice leaves it set: safe to retry like a PUT.
+            extensions={IDEMPOTENT: True},
+        )
+
+    # --- AlertSourceClient ----------------------------------------------------------------
+
+    def list_updated_since(self, since: datetime | None) -> Iterator[dict[str, Any]]:
+        return self.list_alerts_since(since)
+
+    def get(self, alert_id: str) -> dict[str, Any]:
+        return self.get_alert(alert_id)
+
+    def mark_in_progress(self, alert_id: str) -> bool:
+        current = self.get_alert(alert_id)
+        if (current.get("properties") or {}).get("status") in ("Active", None):
+            self.change_state(str(current.get("id") or alert_id), "inProgress")
+        return True
+
+    def comment(self, alert_id: str, text: str) -> bool:
+        # Security alerts on ARM have no comments.
+        return False
+
+    def has_comment(self, alert_id: str, needle: str) -> bool:
+        return False
+
+    def close(self, alert_id: str, verdict: Verdict, reason: str) -> None:
+        # The reason has nowhere to go on ARM; the ticket and the run's artifact keep it.
+        self.change_state(alert_id, VERDICT_ACTIONS[verdict])

@@ -1,0 +1,113 @@
+"""The responder: a long-lived process that runs Riposte's deployments in-process.
+
+`prefect serve` and the `process` worker start a new Python process for every flow run (about
+two seconds and 80 MB before the flow's first line), which is most of a single alert's latency.
+The responder registers the same deployments, claims their scheduled runs through the Prefect
+API (a run is proposed Pending; only one claimant is accepted, so several responders can share
+the work) and runs each in a thread of this process. Runs, states, logs, retries and the UI are
+Prefect's as usual; UI Retry puts a run back to Scheduled and the responder picks it up again.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+from uuid import UUID
+
+from prefect import Flow
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.responses import FlowRunResponse
+from prefect.deployments.runner import RunnerDeployment
+from prefect.flow_engine import run_flow
+from prefect.states import Pending
+
+logger = logging.getLogger("riposte.responder")
+
+
+class Responder:
+    def __init__(
+        self,
+        deployments: list[tuple[RunnerDeployment, Flow[Any, Any]]],
+        *,
+        limit: int = 8,
+        poll_seconds: float = 0.25,
+    ) -> None:
+        self.deployments = deployments
+        self.limit = limit
+        self.poll_seconds = poll_seconds
+        self._flows: dict[UUID, Flow[Any, Any]] = {}
+        self._running: dict[UUID, Future[None]] = {}
+        self._stop = threading.Event()
+
+    def register(self) -> list[UUID]:
+        for deployment, flow in self.deployments:
+            deployment_id = cast(UUID, deployment.apply())
+            self._flows[deployment_id] = flow
+        return list(self._flows)
+
+    def stop(self, *_: object) -> None:
+        self._stop.set()
+
+    def serve(self) -> None:
+        """Register the deployments, then claim and run their scheduled runs until stopped."""
+        self.register()
+        logger.info(
+            "Responder running %d deployments, %d runs at once", len(self._flows), self.limit
+        )
+        with (
+            ThreadPoolExecutor(self.limit, thread_name_prefix="run") as pool,
+            get_client(sync_client=True) as client,
+        ):
+            while not self._stop.is_set():
+                self._running = {k: f for k, f in self._running.items() if not f.done()}
+                free = self.limit - len(self._running)
+                if free > 0:
+                    try:
+                        runs = client.get_scheduled_flow_runs_for_deployments(
+                            deployment_ids=list(self._flows),
+                            scheduled_before=datetime.now(UTC) + timedelta(seconds=0.1),
+                            limit=free,
+                        )
+                    except Exception as exc:  # the server restarting: keep trying
+                        logger.warning("Cannot read scheduled runs: %s", type(exc).__name__)
+                        runs = []
+                    for run in runs:
+                        if run.id in self._running or not self._claim(client, run):
+                            continue
+                        logger.info("Running %s (%s)", run.name, run.id)
+                        self._running[run.id] = pool.submit(self._execute, run)
+                self._stop.wait(self.poll_seconds)
+            logger.info("Stopping: waiting for %d running flow runs", len(self._running))
+
+    def _claim(self, client: Any, run: FlowRunResponse) -> bool:
+        try:
+            result = client.set_flow_run_state(run.id, Pending())
+        except Exception as exc:
+            logger.warning("Cannot claim run %s: %s", run.id, type(exc).__name__)
+            return False
+        # REJECT / ABORT / WAIT: another responder has it, or a concurrency limit holds it back.
+        if result.status.value != "ACCEPT":
+            logger.info("Not claimed %s: %s", run.id, result.status.value)
+            return False
+        return True
+
+    def _execute(self, run: FlowRunResponse) -> None:
+        assert run.deployment_id is not None
+        flow = self._flows[run.deployment_id]
+        try:
+            with get_client(sync_client=True) as client:
+                current = client.read_flow_run(run.id)
+            run_flow(flow, flow_run=current, parameters=current.parameters, return_type="state")
+        except BaseException:  # the run's own state records the failure; keep serving
+            logger.exception("Flow run %s ended with an error", run.id)
+
+
+def serve_forever(responder: Responder) -> None:
+    """Serve until SIGTERM or Ctrl-C, then let the running flow runs finish."""
+    signal.signal(signal.SIGTERM, responder.stop)
+    signal.signal(signal.SIGINT, responder.stop)
+    responder.serve()
