@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     respond_deployment: str = RESPOND_DEPLOYMENT
 
     poll_interval_seconds: int = Field(15, ge=1)
+    poll_sources: str = Field(
+        "graph",
+        description="Comma-separated sources the poll reads: graph, defender_endpoint, "
+        "cloud_apps, defender_cloud",
+    )
     poll_paused: bool = Field(
         False, description="Serve the poll deployment with its schedule paused"
     )
@@ -52,6 +57,10 @@ class Settings(BaseSettings):
     templates_dir: Path | None = Field(
         None, description="Folder of custom message templates that policies may name"
     )
+
+    @property
+    def poll_source_list(self) -> list[str]:
+        return [s.strip() for s in self.poll_sources.split(",") if s.strip()]
 
     @property
     def prefect_api_url(self) -> str:

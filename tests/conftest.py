@@ -35,6 +35,7 @@ os.environ.update(
         "PREFECT_LOGGING_LEVEL": "WARNING",
         "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
         "RIPOSTE_POLL_PAUSED": "true",
+        "RIPOSTE_POLL_SOURCES": "graph,defender_endpoint,cloud_apps,defender_cloud",
     }
 )
 

@@ -119,7 +119,7 @@ def test_pushed_alert_is_answered_by_one_completed_run(
         artifacts = client.read_artifacts()
     report = [a for a in artifacts if a.flow_run_id == run.id and a.type == "markdown"]
     assert report, "the run left no markdown report"
-    assert "INC" in str(report[0].data) and "inProgress" in str(report[0].data)
+    assert "INC" in str(report[0].data) and "in_progress" in str(report[0].data)
 
 
 def test_polled_alerts_are_answered_once_even_when_polled_again(sandbox: httpx.Client) -> None:
@@ -277,3 +277,40 @@ def test_rerunning_an_answered_alert_does_nothing_twice(sandbox: httpx.Client) -
         done = _wait_final(run.id)  # type: ignore[union-attr]
         assert done.state is not None and done.state.is_completed(), done.state
     _assert_answered_once(sandbox, [a["id"] for a in alerts])
+
+
+@pytest.mark.parametrize("source", ["graph", "defender_endpoint", "cloud_apps", "defender_cloud"])
+def test_each_source_is_answered_end_to_end(
+    sandbox: httpx.Client, intake_url: str, source: str
+) -> None:
+    from datetime import UTC, datetime
+
+    from riposte.alerts.model import Status
+    from riposte.alerts.sources import parse_alert
+    from riposte.deployments.stack import SANDBOX_PREFIX, _fresh_ids
+    from riposte.sandbox.samples import sample_alerts_by_source
+
+    payload = _fresh_ids(source, sample_alerts_by_source(datetime.now(UTC))[source][0])
+    prefix = SANDBOX_PREFIX[source]
+    sandbox.post(f"/_sandbox/{prefix}/alerts", json=[payload]).raise_for_status()
+    alert = parse_alert(payload, source)
+
+    response = httpx.post(
+        f"{intake_url}/alerts/{source}",
+        json=payload,
+        headers={"Authorization": f"Bearer {INTAKE_TOKEN}"},
+        timeout=30,
+    )
+    assert response.status_code == 202, response.text
+    run = _wait_final(response.json()["accepted"][0]["flow_run_id"])
+    assert run.state is not None and run.state.is_completed(), run.state
+
+    incidents = sandbox.get("/_sandbox/servicenow/incidents").json()
+    assert [i["record"]["correlation_id"] for i in incidents] == [alert.correlation_key]
+    (stored,) = [
+        parse_alert(p, source)
+        for p in _items(sandbox.get(f"/_sandbox/{prefix}/alerts").json(), "alerts")
+        if parse_alert(p, source).id == alert.id
+    ]
+    assert stored.status == Status.IN_PROGRESS
+    assert len(sandbox.get("/_sandbox/slack/messages").json()) == 1

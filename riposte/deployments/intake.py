@@ -12,6 +12,7 @@ import hmac
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from riposte.alerts.response import AlertRef, ref_for
 from riposte.alerts.sources import SOURCES, iter_alert_payloads, parser_for
 from riposte.deployments.signing import SIGNATURE_HEADER, verify
 from riposte.settings import Settings, get_settings
-from riposte.tasks.runs import RunRequest, plan_runs
+from riposte.tasks.runs import SINGLE_RUN_LIMIT, RunRequest, plan_runs
 
 logger = logging.getLogger("riposte.intake")
 
@@ -147,34 +148,51 @@ class RunStarter:
 
 
 class Batcher:
-    """Gathers the alerts of requests that arrive within a short window into the fewest runs.
+    """Gathers the alerts of requests that arrive close together into the fewest runs.
 
-    A request is answered only after the run that holds its alerts exists in Prefect, so the
-    gathering adds a few milliseconds of latency but nothing that a crash could lose. Calm
-    traffic still gets a run per alert; a burst gets batches (see `plan_runs`).
+    Calm traffic (a few alerts a second) waits 50 ms and gets a `respond_to_alert` run per
+    alert. A burst (more than `BUSY_ALERTS` in the last `BUSY_SECONDS`) waits up to a second and
+    gets `respond_batch` runs, because a flow run costs the Prefect server about six times what
+    an alert's task runs cost. A request is answered only after the run holding its alerts
+    exists in Prefect, so gathering adds latency but nothing that a crash could lose. The
+    counters are per replica and last seconds: losing them only changes how alerts are grouped.
     """
 
-    def __init__(self, starter: RunStarter, window: float = 0.05) -> None:
+    CALM_WINDOW = 0.05
+    BUSY_WINDOW = 1.0
+    BUSY_ALERTS = 10
+    BUSY_SECONDS = 2.0
+
+    def __init__(self, starter: RunStarter) -> None:
         self.starter = starter
-        self.window = window
         self._pending: list[tuple[list[AlertRef], asyncio.Future[dict[str, str]]]] = []
         self._flush: asyncio.Task[None] | None = None
+        self._recent: deque[float] = deque()
+
+    def _busy(self, now: float, count: int) -> bool:
+        self._recent.extend([now] * count)
+        while self._recent and self._recent[0] < now - self.BUSY_SECONDS:
+            self._recent.popleft()
+        return len(self._recent) > self.BUSY_ALERTS
 
     async def submit(self, refs: list[AlertRef]) -> dict[str, str]:
         """Wait until ``refs`` are in runs; return alert key -> flow run id."""
-        future: asyncio.Future[dict[str, str]] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[dict[str, str]] = loop.create_future()
+        busy = self._busy(loop.time(), len(refs))
         self._pending.append((refs, future))
         if self._flush is None:
-            self._flush = asyncio.create_task(self._flush_after_window())
+            window = self.BUSY_WINDOW if busy else self.CALM_WINDOW
+            self._flush = asyncio.create_task(self._flush_after(window, busy))
         return await future
 
-    async def _flush_after_window(self) -> None:
-        await asyncio.sleep(self.window)
+    async def _flush_after(self, window: float, busy: bool) -> None:
+        await asyncio.sleep(window)
         pending, self._pending, self._flush = self._pending, [], None
         refs = [ref for group, _ in pending for ref in group]
         try:
             run_of: dict[str, str] = {}
-            for run_request in plan_runs(refs):
+            for run_request in plan_runs(refs, single_limit=0 if busy else SINGLE_RUN_LIMIT):
                 run_id = await self.starter.create(run_request)
                 for key in _keys_of(run_request):
                     run_of[key] = run_id

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import signal
@@ -20,6 +21,28 @@ import httpx
 
 from riposte.settings import Settings
 
+SANDBOX_PREFIX = {
+    "graph": "graph",
+    "defender_endpoint": "mde",
+    "cloud_apps": "mdca",
+    "defender_cloud": "arm",
+}
+# Where each source keeps the id that names the alert everywhere else in its payload.
+_ID_FIELD = {
+    "graph": "id",
+    "defender_endpoint": "id",
+    "cloud_apps": "_id",
+    "defender_cloud": "name",
+}
+
+
+def _fresh_ids(source: str, alert: dict[str, Any]) -> dict[str, Any]:
+    """The alert with its id (and every mention of it: links, resource ids) made unique."""
+    old = str(alert[_ID_FIELD[source]])
+    new = old[:-8] + secrets.token_hex(4) if len(old) > 8 else old + secrets.token_hex(4)
+    fresh: dict[str, Any] = json.loads(json.dumps(alert).replace(old, new))
+    return fresh
+
 
 class StackError(RuntimeError):
     """The local stack could not start; the message says which part and where its log is."""
@@ -36,6 +59,7 @@ def stack_env(settings: Settings) -> dict[str, str]:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(home / "results"),
         "RIPOSTE_HOME": str(home),
+        "RIPOSTE_POLL_SOURCES": "graph,defender_endpoint,cloud_apps,defender_cloud",
     }
 
 
@@ -221,30 +245,34 @@ class LocalStack:
         raise StackError(f"deployments not registered in {timeout:.0f}s; see {served.log_path}")
 
     def load_samples(self) -> dict[str, Any]:
-        """Put sample alerts in the simulated Defender, push half through the intake, and start a
-        poll at once for the rest (the pushed ones are found again and not answered twice)."""
+        """Put sample alerts of every source in the simulated Defender APIs, push half of each
+        source through the intake, and start a poll at once for the rest (the pushed ones are
+        found again and not answered twice)."""
         from prefect.deployments import run_deployment
 
-        from riposte.sandbox.samples import sample_graph_alerts
+        from riposte.sandbox.samples import sample_alerts_by_source
         from riposte.settings import POLL_DEPLOYMENT
 
         s = self.settings
-        now = datetime.now(UTC)
-        alerts = sample_graph_alerts(now)
-        # Fresh ids every start: responses of an earlier `make run` keep their idempotency keys.
-        stamp = int(now.timestamp() * 1000)
-        for i, alert in enumerate(alerts):
-            alert["id"] = f"da{stamp}{i:02d}_{secrets.randbelow(10**9):09d}"
-        httpx.post(
-            f"{s.sandbox_url}/_sandbox/graph/alerts", json=alerts, timeout=10
-        ).raise_for_status()
-        pushed = alerts[: (len(alerts) + 1) // 2]
         headers = {"Authorization": f"Bearer {self.intake_token()}"}
-        for alert in pushed:
-            r = httpx.post(f"{s.intake_url}/alerts/graph", json=alert, headers=headers, timeout=30)
-            r.raise_for_status()
+        loaded = pushed = 0
+        for source, alerts in sample_alerts_by_source(datetime.now(UTC)).items():
+            # Fresh ids every start: an earlier `make run` answered the old ones already.
+            alerts = [_fresh_ids(source, alert) for alert in alerts]
+            httpx.post(
+                f"{s.sandbox_url}/_sandbox/{SANDBOX_PREFIX[source]}/alerts",
+                json=alerts,
+                timeout=10,
+            ).raise_for_status()
+            loaded += len(alerts)
+            for alert in alerts[: (len(alerts) + 1) // 2]:
+                r = httpx.post(
+                    f"{s.intake_url}/alerts/{source}", json=alert, headers=headers, timeout=30
+                )
+                r.raise_for_status()
+                pushed += 1
         run_deployment(POLL_DEPLOYMENT, timeout=0, as_subflow=False)
-        return {"loaded": len(alerts), "pushed": len(pushed), "ids": [a["id"] for a in alerts]}
+        return {"loaded": loaded, "pushed": pushed}
 
     def stop(self) -> None:
         for process in reversed(self.processes):

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from riposte.alerts.model import Status
 from riposte.alerts.response import ref_for
 from riposte.blocks import DefenderCredentials, load_block
+from riposte.settings import get_settings
 from riposte.tasks.poll import list_alerts_since
 from riposte.tasks.runs import advance_watermark, read_watermark, start_responses
 
@@ -22,35 +23,54 @@ class PollSummary(BaseModel):
     watermark: str
 
 
-@flow(name="poll_alerts", flow_run_name="poll-{source}", log_prints=False)
+@flow(name="poll_alerts", flow_run_name="poll", log_prints=False)
 def poll_alerts(
-    source: str = "graph",
+    sources: list[str] | None = None,
     defender_block: str = "riposte-defender",
     lookback_minutes: int = 24 * 60,
     max_alerts: int = 1000,
-) -> PollSummary:
-    """List alerts updated since the watermark (a Prefect Variable), start one response each
-    (idempotent: an alert already answered keeps its run), then move the watermark.
+) -> list[PollSummary]:
+    """For each source (default: the `RIPOSTE_POLL_SOURCES` setting), list the alerts updated
+    since its watermark (a Prefect Variable), start their responses (idempotent: an alert
+    already answered keeps its run), then move the watermark.
 
-    The watermark moves only after every response was accepted by Prefect, so a crash in between
-    repeats work (harmlessly) instead of losing alerts.
+    A watermark moves only after the responses were accepted by Prefect, so a crash in between
+    repeats work (harmlessly) instead of losing alerts. A source that fails does not hold the
+    others back; the run then ends Failed and names it.
     """
     logger = get_run_logger()
     defender = load_block(DefenderCredentials, defender_block)
-    since = read_watermark(source, timedelta(minutes=lookback_minutes))
-    alerts = list_alerts_since(defender, source, since, max_alerts)
-    # A resolved alert needs no response; one seen before comes back to the same run.
-    refs = [ref_for(alert) for alert in alerts if alert.status != Status.RESOLVED]
-    run_ids = start_responses(refs)
-    newest = max((a.updated_at for a in alerts), default=since)
-    watermark = advance_watermark(source, newest)
-    logger.info(
-        "%d alerts since %s; %d response runs started or found", len(alerts), since, len(run_ids)
-    )
-    return PollSummary(
-        source=source,
-        since=since.isoformat(),
-        alerts_seen=len(alerts),
-        responses=len(run_ids),
-        watermark=watermark.isoformat(),
-    )
+    summaries: list[PollSummary] = []
+    failures: list[str] = []
+    for source in sources or get_settings().poll_source_list:
+        try:
+            since = read_watermark(source, timedelta(minutes=lookback_minutes))
+            alerts = list_alerts_since(defender, source, since, max_alerts)
+            # A resolved alert needs no response; one seen before comes back to the same run.
+            refs = [ref_for(alert) for alert in alerts if alert.status != Status.RESOLVED]
+            run_ids = start_responses(refs)
+            newest = max((a.updated_at for a in alerts), default=since)
+            watermark = advance_watermark(source, newest)
+        except Exception as exc:
+            logger.error("Polling %s failed: %s", source, exc)
+            failures.append(f"{source}: {exc}")
+            continue
+        logger.info(
+            "%s: %d alerts since %s; %d response runs started or found",
+            source,
+            len(alerts),
+            since,
+            len(run_ids),
+        )
+        summaries.append(
+            PollSummary(
+                source=source,
+                since=since.isoformat(),
+                alerts_seen=len(alerts),
+                responses=len(run_ids),
+                watermark=watermark.isoformat(),
+            )
+        )
+    if failures:
+        raise RuntimeError("polling failed for " + "; ".join(failures))
+    return summaries

@@ -245,7 +245,7 @@ def _report(summary: ResponseSummary) -> str:
     if not summary.route.notify:
         lines.append("| messages | none (route sends no message) |")
     upd = summary.alert_update
-    status = "set to inProgress" if upd.status_changed else f"left as {upd.status}"
+    status = f"set to {upd.status}" if upd.status_changed else f"left as {upd.status}"
     lines.append(f"| alert status | {status} |")
     lines.append(
         f"| alert comment | {'added' if upd.comment_added else 'already present / none'} |"

@@ -9,7 +9,7 @@ from prefect.context import TaskRunContext
 from pydantic import BaseModel, ConfigDict
 
 from riposte.alerts.messages import alert_comment
-from riposte.alerts.model import Alert, Status
+from riposte.alerts.model import Alert
 from riposte.alerts.response import Route, Ticket, response_revision
 from riposte.alerts.routing import route_by_severity
 from riposte.alerts.sources import parse_alert
@@ -35,7 +35,7 @@ def fetch_alert(defender: DefenderCredentials, source: str, alert_id: str) -> Al
         alert = fetch_alert(DefenderCredentials.load("riposte-defender"), "graph", alert_id)
         ```
     """
-    payload = defender.get_client().get_alert(alert_id)
+    payload = defender.source_client(source).get(alert_id)
     return parse_alert(payload, source)
 
 
@@ -61,28 +61,25 @@ def _update_key(context: TaskRunContext, params: dict[str, Any]) -> str:
 
 @external_call(_update_key, name="update-alert {alert.source}-{alert.id}")
 def update_alert(defender: DefenderCredentials, alert: Alert, ticket: Ticket | None) -> AlertUpdate:
-    """Mark the alert in progress and comment with the ticket link, each only once.
+    """Mark the alert in progress and comment with the ticket link (where the API has
+    comments), each only once.
 
     Example:
         ```python
         update_alert(defender, alert, ticket)
         ```
     """
-    client = defender.get_client()
-    current = client.get_alert(alert.id)
-    status_changed = False
-    if current.get("status") == "new":
-        current = client.update_alert(alert.id, status="inProgress")
-        status_changed = True
+    client = defender.source_client(alert.source)
+    # Each API has its own notion of "in progress" (Cloud Apps: marked read); the step is
+    # idempotent, so a repeat leaves an alert that moved on untouched.
+    client.mark_in_progress(alert.id)
     comment_added = False
-    if ticket is not None:
-        text = alert_comment(ticket)
-        existing = current.get("comments") or []
-        # Find-or-create for comments too: a crash after the POST must not lead to a second one.
-        if not any(
-            ticket.url in str(c.get("comment", "")) for c in existing if isinstance(c, dict)
-        ):
-            client.add_comment(alert.id, text)
-            comment_added = True
-    status = str(current.get("status") or Status.UNKNOWN)
-    return AlertUpdate(status_changed=status_changed, comment_added=comment_added, status=status)
+    if ticket is not None and not client.has_comment(alert.id, ticket.url):
+        # False where the API keeps no comments (Defender for Cloud): the ticket links the alert.
+        comment_added = client.comment(alert.id, alert_comment(ticket))
+    after = parse_alert(client.get(alert.id), alert.source)
+    return AlertUpdate(
+        status_changed=after.status != alert.status,
+        comment_added=comment_added,
+        status=str(after.status),
+    )

@@ -14,6 +14,7 @@ from riposte.tasks._common import TASK_RETRIES, TASK_RETRY_DELAYS, retry_unless_
 
 
 @task(
+    task_run_name="list {source} alerts",
     retries=TASK_RETRIES,
     retry_delay_seconds=TASK_RETRY_DELAYS,
     retry_condition_fn=retry_unless_permanent,
@@ -28,7 +29,7 @@ def list_alerts_since(
     """
     logger = get_run_logger()
     alerts: list[Alert] = []
-    for payload in defender.get_client().list_alerts_since(since):
+    for payload in defender.source_client(source).list_updated_since(since):
         try:
             alerts.append(parse_alert(payload, source))
         except AlertParseError as exc:

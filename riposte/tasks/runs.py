@@ -20,7 +20,7 @@ from riposte.alerts.response import AlertRef
 from riposte.settings import BATCH_DEPLOYMENT, RESPOND_DEPLOYMENT
 
 # Up to this many alerts at once get one run each; more are a burst and go in batches.
-SINGLE_RUN_LIMIT = 4
+SINGLE_RUN_LIMIT = 20
 BATCH_SIZE = 100
 
 
