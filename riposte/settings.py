@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 RESPOND_DEPLOYMENT = "respond_to_alert/respond"
 BATCH_DEPLOYMENT = "respond_batch/respond-batch"
 POLL_DEPLOYMENT = "poll_alerts/poll"
+RECONCILE_DEPLOYMENT = "reconcile_alerts/reconcile"
 
 
 class Settings(BaseSettings):
@@ -38,6 +39,7 @@ class Settings(BaseSettings):
     respond_deployment: str = RESPOND_DEPLOYMENT
 
     poll_interval_seconds: int = Field(15, ge=1)
+    reconcile_interval_seconds: int = Field(600, ge=10)
     poll_sources: str = Field(
         "graph",
         description="Comma-separated sources the poll reads: graph, defender_endpoint, "

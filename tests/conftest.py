@@ -148,14 +148,24 @@ def served_flows(stack_blocks: list[str]) -> Iterator[None]:
             from prefect.client.orchestration import get_client
             from prefect.exceptions import ObjectNotFound
 
-            from riposte.settings import BATCH_DEPLOYMENT, POLL_DEPLOYMENT, RESPOND_DEPLOYMENT
+            from riposte.settings import (
+                BATCH_DEPLOYMENT,
+                POLL_DEPLOYMENT,
+                RECONCILE_DEPLOYMENT,
+                RESPOND_DEPLOYMENT,
+            )
 
             def registered() -> bool:
                 if proc.poll() is not None:
                     raise AssertionError(f"served flows exited:\n{_log_tail(log_path)}")
                 with get_client(sync_client=True) as client:
                     try:
-                        for name in (RESPOND_DEPLOYMENT, BATCH_DEPLOYMENT, POLL_DEPLOYMENT):
+                        for name in (
+                            RESPOND_DEPLOYMENT,
+                            BATCH_DEPLOYMENT,
+                            POLL_DEPLOYMENT,
+                            RECONCILE_DEPLOYMENT,
+                        ):
                             client.read_deployment_by_name(name)
                     except ObjectNotFound:
                         return False

@@ -314,3 +314,43 @@ def test_each_source_is_answered_end_to_end(
     ]
     assert stored.status == Status.IN_PROGRESS
     assert len(sandbox.get("/_sandbox/slack/messages").json()) == 1
+
+
+def test_reconciliation_answers_an_alert_whose_webhook_was_dropped(sandbox: httpx.Client) -> None:
+    from prefect.deployments import run_deployment
+
+    from riposte.settings import RECONCILE_DEPLOYMENT
+
+    (answered,) = _alerts(sandbox, 1, "reconcile-seen")
+    first = run_deployment(
+        "respond_to_alert/respond",
+        parameters={"alert_id": answered["id"]},
+        timeout=0,
+        as_subflow=False,
+    )
+    _wait_final(first.id)  # type: ignore[union-attr]
+    (dropped,) = _alerts(sandbox, 1, "reconcile-dropped")  # never pushed, never polled
+
+    def reconcile() -> list[dict[str, Any]]:
+        run = run_deployment(
+            RECONCILE_DEPLOYMENT,
+            parameters={"sources": ["graph"]},
+            timeout=0,
+            as_subflow=False,
+        )
+        done = _wait_final(run.id)  # type: ignore[union-attr]
+        assert done.state is not None and done.state.is_completed(), done.state
+        summaries: list[dict[str, Any]] = [
+            s.model_dump()
+            for s in done.state.result()  # type: ignore[union-attr]
+        ]
+        return summaries
+
+    (summary,) = reconcile()
+    assert summary["unanswered"] == [dropped["id"]]
+    (response,) = wait_until(lambda: _responses_for([dropped["id"]]), what="the response run")
+    done = _wait_final(response.id)
+    assert done.state is not None and done.state.is_completed()
+    _assert_answered_once(sandbox, [answered["id"], dropped["id"]])
+    (again,) = reconcile()
+    assert again["unanswered"] == []

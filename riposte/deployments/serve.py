@@ -1,4 +1,4 @@
-"""The deployments (respond, respond-batch, poll), run in-process by the responder.
+"""The deployments (respond, respond-batch, poll, reconcile), run in-process by the responder.
 
 Production may run the same deployments on a `process` work pool instead (`prefect.yaml`).
 """
@@ -14,6 +14,7 @@ from prefect.deployments.runner import EntrypointType, RunnerDeployment
 
 from riposte.deployments.responder import Responder, serve_forever
 from riposte.flows.poll import poll_alerts
+from riposte.flows.reconcile import reconcile_alerts
 from riposte.flows.respond import respond_batch, respond_to_alert
 from riposte.settings import Settings, get_settings
 
@@ -42,7 +43,17 @@ def deployments(settings: Settings) -> list[tuple[RunnerDeployment, Flow[Any, An
         description="Start a response for every alert updated since the watermark.",
         entrypoint_type=EntrypointType.MODULE_PATH,
     )
+    reconcile = reconcile_alerts.to_deployment(
+        name="reconcile",
+        tags=["riposte"],
+        interval=timedelta(seconds=settings.reconcile_interval_seconds),
+        concurrency_limit=1,
+        paused=settings.poll_paused,
+        description="Start a response for recent alerts that no run has handled.",
+        entrypoint_type=EntrypointType.MODULE_PATH,
+    )
     return [
+        (cast(RunnerDeployment, reconcile), reconcile_alerts),
         (cast(RunnerDeployment, respond), respond_to_alert),
         (cast(RunnerDeployment, batch), respond_batch),
         (cast(RunnerDeployment, poll), poll_alerts),

@@ -139,3 +139,33 @@ def tag_current_run(tags: list[str]) -> None:
         merged = sorted(set(current.tags) | set(tags))
         if merged != sorted(current.tags):
             client.update_flow_run(run_id, tags=merged)
+
+
+@task
+def answered_alerts(source: str, alert_ids: list[str]) -> set[str]:
+    """The alerts among ``alert_ids`` that some run has started to answer: a `respond_to_alert`
+    run named after the alert, or a batch whose task runs are named after it."""
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterName,
+        TaskRunFilter,
+        TaskRunFilterName,
+    )
+
+    seen: set[str] = set()
+    with get_client(sync_client=True) as client:
+        for start in range(0, len(alert_ids), 200):
+            chunk = alert_ids[start : start + 200]
+            names = {f"{source}-{alert_id}": alert_id for alert_id in chunk}
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=list(names))),
+                limit=len(chunk) * 4,
+            )
+            seen.update(names[r.name] for r in runs if r.name in names)
+            fetches = {f"fetch {name}": alert_id for name, alert_id in names.items()}
+            task_runs = client.read_task_runs(
+                task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=list(fetches))),
+                limit=len(chunk) * 4,
+            )
+            seen.update(fetches[t.name] for t in task_runs if t.name in fetches)
+    return seen
