@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck check clean
+.PHONY: run test bench lint typecheck check clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Riposte needs Python 3.11 or newer")'
@@ -19,9 +19,12 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
+
 lint: $(STAMP)
-	$(BIN)/ruff check riposte tests
-	$(BIN)/ruff format --check riposte tests
+	$(BIN)/ruff check riposte tests bench
+	$(BIN)/ruff format --check riposte tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -17,6 +17,18 @@ from tests.conftest import INTAKE_TOKEN
 from tests.servers import free_port, serve_in_thread
 
 AUTH = {"Authorization": f"Bearer {INTAKE_TOKEN}"}
+# Generous: the machine may be busy (CI runs everything on two cores).
+TIMEOUT = 60.0
+
+
+def _post(url: str, **kwargs: Any) -> httpx.Response:
+    kwargs.setdefault("timeout", TIMEOUT)
+    return httpx.post(url, **kwargs)
+
+
+def _get(url: str, **kwargs: Any) -> httpx.Response:
+    kwargs.setdefault("timeout", TIMEOUT)
+    return httpx.get(url, **kwargs)
 
 
 def _alert() -> dict[str, Any]:
@@ -29,18 +41,18 @@ def test_missing_or_wrong_token_gets_401_and_nothing_else(intake_url: str) -> No
         {"Authorization": "Bearer nope"},
         {"Authorization": f"Basic {INTAKE_TOKEN}"},
     ):
-        r = httpx.post(f"{intake_url}/alerts/graph", json=_alert(), headers=headers)
+        r = _post(f"{intake_url}/alerts/graph", json=_alert(), headers=headers)
         assert r.status_code == 401
         assert r.json() == {"detail": "unauthorized"}
 
 
 def test_unknown_source_is_404(intake_url: str) -> None:
-    r = httpx.post(f"{intake_url}/alerts/carrier-pigeon", json=_alert(), headers=AUTH)
+    r = _post(f"{intake_url}/alerts/carrier-pigeon", json=_alert(), headers=AUTH)
     assert r.status_code == 404 and "carrier-pigeon" in r.json()["detail"]
 
 
 def test_wrong_content_type_is_415(intake_url: str) -> None:
-    r = httpx.post(
+    r = _post(
         f"{intake_url}/alerts/graph",
         content=json.dumps(_alert()),
         headers={**AUTH, "Content-Type": "text/plain"},
@@ -49,7 +61,7 @@ def test_wrong_content_type_is_415(intake_url: str) -> None:
 
 
 def test_malformed_json_is_400(intake_url: str) -> None:
-    r = httpx.post(
+    r = _post(
         f"{intake_url}/alerts/graph",
         content=b'{"id": "x",',
         headers={**AUTH, "Content-Type": "application/json"},
@@ -60,21 +72,21 @@ def test_malformed_json_is_400(intake_url: str) -> None:
 def test_body_over_one_mebibyte_is_413(intake_url: str) -> None:
     big = _alert()
     big["description"] = "x" * (1024 * 1024)
-    r = httpx.post(f"{intake_url}/alerts/graph", json=big, headers=AUTH)
+    r = _post(f"{intake_url}/alerts/graph", json=big, headers=AUTH)
     assert r.status_code == 413
 
 
 def test_payload_that_is_not_an_alert_is_422_naming_the_field(intake_url: str) -> None:
     broken = _alert()
     del broken["id"]
-    r = httpx.post(f"{intake_url}/alerts/graph", json={"value": [_alert(), broken]}, headers=AUTH)
+    r = _post(f"{intake_url}/alerts/graph", json={"value": [_alert(), broken]}, headers=AUTH)
     assert r.status_code == 422
     assert "[1]" in r.json()["detail"] and "id" in r.json()["detail"]
 
 
 def test_deeply_nested_json_is_refused_without_a_500(intake_url: str) -> None:
     body = "[" * 100_000 + "]" * 100_000
-    r = httpx.post(
+    r = _post(
         f"{intake_url}/alerts/graph",
         content=body.encode(),
         headers={**AUTH, "Content-Type": "application/json"},
@@ -91,12 +103,10 @@ def intake_without_prefect() -> Iterator[str]:
 
 
 def test_prefect_unreachable_gives_503_with_retry_after(intake_without_prefect: str) -> None:
-    r = httpx.post(
-        f"{intake_without_prefect}/alerts/graph", json=_alert(), headers=AUTH, timeout=60
-    )
+    r = _post(f"{intake_without_prefect}/alerts/graph", json=_alert(), headers=AUTH, timeout=60)
     assert r.status_code == 503
     assert int(r.headers["Retry-After"]) > 0
-    health = httpx.get(f"{intake_without_prefect}/health", timeout=60)
+    health = _get(f"{intake_without_prefect}/health", timeout=60)
     assert health.status_code == 503 and health.json()["prefect"] == "unreachable"
 
 
@@ -106,7 +116,7 @@ def test_intake_refuses_to_start_without_a_token() -> None:
 
 
 def test_openapi_document_lists_the_alert_route(intake_url: str) -> None:
-    doc = httpx.get(f"{intake_url}/openapi.json").json()
+    doc = _get(f"{intake_url}/openapi.json").json()
     assert "/alerts/{source}" in doc["paths"]
 
 
@@ -130,7 +140,7 @@ def test_signed_request_is_accepted_with_either_rotation_key(
         alert["id"] = f"signed-{key[:6]}"
         sandbox.post("/_sandbox/graph/alerts", json=[alert]).raise_for_status()
         body = json.dumps(alert).encode()
-        r = httpx.post(f"{intake_url}/alerts/graph", content=body, headers=_signed(body, [key]))
+        r = _post(f"{intake_url}/alerts/graph", content=body, headers=_signed(body, [key]))
         assert r.status_code == 202, r.text
         assert r.json()["accepted"][0]["id"] == alert["id"]
 
@@ -141,17 +151,17 @@ def test_tampered_or_stale_signature_gets_401(intake_url: str) -> None:
     from tests.conftest import INTAKE_HMAC_KEYS
 
     body = json.dumps(_alert()).encode()
-    tampered = httpx.post(
+    tampered = _post(
         f"{intake_url}/alerts/graph",
         content=body.replace(b"high", b"low"),
         headers=_signed(body, INTAKE_HMAC_KEYS),
     )
-    stale = httpx.post(
+    stale = _post(
         f"{intake_url}/alerts/graph",
         content=body,
         headers=_signed(body, INTAKE_HMAC_KEYS, timestamp=int(time.time()) - 600),
     )
-    wrong_key = httpx.post(
+    wrong_key = _post(
         f"{intake_url}/alerts/graph", content=body, headers=_signed(body, ["not-a-key"])
     )
     for r in (tampered, stale, wrong_key):

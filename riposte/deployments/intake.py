@@ -32,7 +32,7 @@ from riposte.alerts.response import AlertRef, ref_for
 from riposte.alerts.sources import SOURCES, iter_alert_payloads, parser_for
 from riposte.deployments.signing import SIGNATURE_HEADER, verify
 from riposte.settings import Settings, get_settings
-from riposte.tasks.runs import SINGLE_RUN_LIMIT, RunRequest, plan_runs
+from riposte.tasks.runs import RunRequest, plan_runs
 
 logger = logging.getLogger("riposte.intake")
 
@@ -162,18 +162,23 @@ class Batcher:
     BUSY_WINDOW = 1.0
     BUSY_ALERTS = 10
     BUSY_SECONDS = 2.0
+    # More alerts than this in one calm window already make a batch.
+    CALM_SINGLE_LIMIT = 4
 
     def __init__(self, starter: RunStarter) -> None:
         self.starter = starter
         self._pending: list[tuple[list[AlertRef], asyncio.Future[dict[str, str]]]] = []
         self._flush: asyncio.Task[None] | None = None
         self._recent: deque[float] = deque()
+        self._creating = 0
 
     def _busy(self, now: float, count: int) -> bool:
         self._recent.extend([now] * count)
         while self._recent and self._recent[0] < now - self.BUSY_SECONDS:
             self._recent.popleft()
-        return len(self._recent) > self.BUSY_ALERTS
+        # Alerts arriving while earlier runs are still being created: senders are outpacing
+        # Prefect, so gather them into batches.
+        return len(self._recent) > self.BUSY_ALERTS or self._creating > 0
 
     async def submit(self, refs: list[AlertRef]) -> dict[str, str]:
         """Wait until ``refs`` are in runs; return alert key -> flow run id."""
@@ -190,21 +195,28 @@ class Batcher:
         await asyncio.sleep(window)
         pending, self._pending, self._flush = self._pending, [], None
         refs = [ref for group, _ in pending for ref in group]
+        run_of: dict[str, str] = {}
+        failure: BaseException | None = None
+        self._creating += 1
         try:
-            run_of: dict[str, str] = {}
-            for run_request in plan_runs(refs, single_limit=0 if busy else SINGLE_RUN_LIMIT):
+            for run_request in plan_runs(refs, single_limit=0 if busy else self.CALM_SINGLE_LIMIT):
                 run_id = await self.starter.create(run_request)
                 for key in _keys_of(run_request):
                     run_of[key] = run_id
-        except Exception as exc:
-            failure = exc if isinstance(exc, PrefectUnavailable) else PrefectUnavailable(str(exc))
+        except PrefectUnavailable as exc:
+            failure = exc
+        except BaseException as exc:
+            failure = PrefectUnavailable(f"cannot start runs ({type(exc).__name__})")
+            raise
+        finally:
+            self._creating -= 1
+            # Whatever happened, no request may wait forever for this batch.
             for _, future in pending:
                 if not future.done():
-                    future.set_exception(failure)
-            return
-        for _, future in pending:
-            if not future.done():
-                future.set_result(run_of)
+                    if failure is None:
+                        future.set_result(run_of)
+                    else:
+                        future.set_exception(failure)
 
 
 def _keys_of(run_request: RunRequest) -> list[str]:
