@@ -256,8 +256,8 @@ def main() -> int:
 
     settings = get_settings()
     stack = LocalStack(settings, say=lambda text: print(text, file=sys.stderr))
-    stack.start()
     try:
+        stack.start()
         token = stack.intake_token()
         sandbox = Sandbox(settings.sandbox_url)
         print(f"single alerts: sending {args.single} one at a time ...", file=sys.stderr)
