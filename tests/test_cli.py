@@ -246,3 +246,12 @@ def test_normalize_broken_defender_alert_exits_2_with_one_line_naming_the_field(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and str(bad) in lines[0] and expected in lines[0], lines
     assert "Traceback" not in result.stderr
+
+
+def test_normalize_survives_a_lone_surrogate_in_a_field(tmp_path: Path) -> None:
+    alert = json.loads((FIXTURES / "defender_for_apis_alert.json").read_text())
+    text = json.dumps(alert).replace('"title": "', '"title": "\\ud800 ', 1)
+    (tmp_path / "odd.json").write_text(text)
+    result = riposte("normalize", str(tmp_path / "odd.json"))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["title"].startswith("\ud800")

@@ -221,3 +221,35 @@ def test_riposte_send_signs_and_posts_a_file(intake_url: str, sandbox, tmp_path)
         env=dict(os.environ),
     )
     assert refused.returncode == 1 and "401" in refused.stderr
+
+
+@pytest.mark.usefixtures("served_flows")
+def test_alert_refused_while_prefect_is_down_is_accepted_and_answered_once_it_is_back(
+    prefect_server: str, sandbox: httpx.Client
+) -> None:
+    from urllib.parse import urlparse
+
+    from tests.conftest import wait_until
+    from tests.servers import tcp_forward
+
+    port = free_port()
+    app = create_app(
+        Settings(intake_tokens=INTAKE_TOKEN), prefect_api_url=f"http://127.0.0.1:{port}/api"
+    )
+    alert = _alert()
+    alert["id"] = f"prefect-down-{free_port()}"
+    sandbox.post("/_sandbox/graph/alerts", json=[alert]).raise_for_status()
+    with serve_in_thread(app) as url:
+        down = _post(f"{url}/alerts/graph", json=alert, headers=AUTH)
+        assert down.status_code == 503 and down.headers["Retry-After"]
+        # Prefect comes back (here: becomes reachable on the address the intake uses); the
+        # sender retries as told, and the alert is accepted and answered.
+        with tcp_forward(port, urlparse(prefect_server).port or 0):
+            back = _post(f"{url}/alerts/graph", json=alert, headers=AUTH)
+            assert back.status_code == 202, back.text
+
+            def ticketed() -> bool:
+                incidents = sandbox.get("/_sandbox/servicenow/incidents").json()
+                return any(alert["id"] in i["record"]["correlation_id"] for i in incidents)
+
+            wait_until(ticketed, timeout=90, what="the ticket of the accepted alert")

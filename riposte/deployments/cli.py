@@ -64,7 +64,7 @@ def cmd_normalize(args: argparse.Namespace) -> int:
                         alert = parse_alert(payload, args.source)
                     except AlertParseError as exc:
                         raise exc.located(f"alert [{index}]") from None
-                    out.append(json.dumps(alert.summary(), ensure_ascii=False, sort_keys=True))
+                    out.append(json.dumps(alert.summary(), sort_keys=True))
         except AlertParseError as exc:
             print(f"riposte normalize: {path}: {exc}", file=sys.stderr)
             return 2
