@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -20,7 +21,15 @@ from uuid import UUID
 
 from prefect import Flow
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.responses import FlowRunResponse
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterDeploymentId,
+    FlowRunFilterNextScheduledStartTime,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.client.schemas.sorting import FlowRunSort
 from prefect.deployments.runner import RunnerDeployment
 from prefect.flow_engine import run_flow
 from prefect.states import Pending
@@ -29,6 +38,8 @@ logger = logging.getLogger("riposte.responder")
 
 
 class Responder:
+    READY_SECONDS = 10.0
+
     def __init__(
         self,
         deployments: list[tuple[RunnerDeployment, Flow[Any, Any]]],
@@ -42,6 +53,7 @@ class Responder:
         self._flows: dict[UUID, Flow[Any, Any]] = {}
         self._running: dict[UUID, Future[None]] = {}
         self._stop = threading.Event()
+        self._ready_at = -self.READY_SECONDS
 
     def register(self) -> list[UUID]:
         for deployment, flow in self.deployments:
@@ -66,16 +78,7 @@ class Responder:
                 self._running = {k: f for k, f in self._running.items() if not f.done()}
                 free = self.limit - len(self._running)
                 if free > 0:
-                    try:
-                        runs = client.get_scheduled_flow_runs_for_deployments(
-                            deployment_ids=list(self._flows),
-                            scheduled_before=datetime.now(UTC) + timedelta(seconds=0.1),
-                            limit=free,
-                        )
-                    except Exception as exc:  # the server restarting: keep trying
-                        logger.warning("Cannot read scheduled runs: %s", type(exc).__name__)
-                        runs = []
-                    for run in runs:
+                    for run in self._scheduled(client, free):
                         if run.id in self._running or not self._claim(client, run):
                             continue
                         logger.info("Running %s (%s)", run.name, run.id)
@@ -83,7 +86,39 @@ class Responder:
                 self._stop.wait(self.poll_seconds)
             logger.info("Stopping: waiting for %d running flow runs", len(self._running))
 
-    def _claim(self, client: Any, run: FlowRunResponse) -> bool:
+    def _scheduled(self, client: Any, limit: int) -> list[FlowRun]:
+        """Runs of our deployments that are due, oldest first.
+
+        A plain filtered read: Prefect's runner endpoint also schedules a "deployments ready"
+        job on the server at every call, too much at several polls a second, so it is called
+        only every `READY_SECONDS` to keep the deployments shown as Ready.
+        """
+        now = datetime.now(UTC)
+        try:
+            if time.monotonic() - self._ready_at >= self.READY_SECONDS:
+                client.get_scheduled_flow_runs_for_deployments(
+                    deployment_ids=list(self._flows), scheduled_before=now, limit=1
+                )
+                self._ready_at = time.monotonic()
+            runs: list[FlowRun] = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    deployment_id=FlowRunFilterDeploymentId(any_=list(self._flows)),
+                    state=FlowRunFilterState(
+                        type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])
+                    ),
+                    next_scheduled_start_time=FlowRunFilterNextScheduledStartTime(
+                        before_=now + timedelta(seconds=0.1)
+                    ),
+                ),
+                sort=FlowRunSort.NEXT_SCHEDULED_START_TIME_ASC,
+                limit=limit,
+            )
+        except Exception as exc:  # the server restarting: keep trying
+            logger.warning("Cannot read scheduled runs: %s", type(exc).__name__)
+            return []
+        return runs
+
+    def _claim(self, client: Any, run: FlowRun) -> bool:
         try:
             result = client.set_flow_run_state(run.id, Pending())
         except Exception as exc:
@@ -95,7 +130,7 @@ class Responder:
             return False
         return True
 
-    def _execute(self, run: FlowRunResponse) -> None:
+    def _execute(self, run: FlowRun) -> None:
         assert run.deployment_id is not None
         flow = self._flows[run.deployment_id]
         try:
