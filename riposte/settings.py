@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 RESPOND_DEPLOYMENT = "respond_to_alert/respond"
 BATCH_DEPLOYMENT = "respond_batch/respond-batch"
 POLL_DEPLOYMENT = "poll_alerts/poll"
+DIGEST_DEPLOYMENT = "post_digests/digest"
 RECONCILE_DEPLOYMENT = "reconcile_alerts/reconcile"
 
 
@@ -58,6 +59,20 @@ class Settings(BaseSettings):
     )
     templates_dir: Path | None = Field(
         None, description="Folder of custom message templates that policies may name"
+    )
+    servicenow_block: str = Field(
+        "servicenow-credentials/riposte-servicenow",
+        description="Block that files tickets of policies saying `ticket: {system: servicenow}`",
+    )
+    jira_block: str = Field(
+        "jira-credentials/riposte-jira",
+        description="Block that files tickets of policies saying `ticket: {system: jira}`",
+    )
+    digest_interval_seconds: int = Field(
+        300, ge=10, description="How often the digest flow looks for periods that closed"
+    )
+    digest_paused: bool = Field(
+        False, description="Serve the digest deployment with its schedule paused"
     )
 
     @property

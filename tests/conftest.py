@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -36,8 +36,27 @@ os.environ.update(
         "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
         "RIPOSTE_POLL_PAUSED": "true",
         "RIPOSTE_POLL_SOURCES": "graph,defender_endpoint,cloud_apps,defender_cloud",
+        # The responder reads its settings once, at start: the policy file's path is fixed for
+        # the session, and tests that need another policy rewrite the file (`use_policy`).
+        "RIPOSTE_POLICY_FILE": str(_STATE / "policy.yaml"),
+        "RIPOSTE_DIGEST_PAUSED": "true",
     }
 )
+
+# The session's policy: every alert gets its own ticket and a message on both channels, which is
+# what the playbook tests check. Policy tests swap in their own and put this one back.
+SESSION_POLICY = """\
+version: 1
+description: Test session policy, one ticket and one message per channel per alert
+defaults:
+  ticket: {system: servicenow}
+  channels: [slack-incoming-webhook/riposte-slack, teams-workflow-webhook/riposte-teams]
+rules: []
+fallback:
+  playbook: ticket_and_notify
+"""
+POLICY_FILE = _STATE / "policy.yaml"
+POLICY_FILE.write_text(SESSION_POLICY)
 
 from riposte.sandbox.app import create_app as create_sandbox  # noqa: E402
 from riposte.sandbox.config import SandboxConfig  # noqa: E402
@@ -150,6 +169,7 @@ def served_flows(stack_blocks: list[str]) -> Iterator[None]:
 
             from riposte.settings import (
                 BATCH_DEPLOYMENT,
+                DIGEST_DEPLOYMENT,
                 POLL_DEPLOYMENT,
                 RECONCILE_DEPLOYMENT,
                 RESPOND_DEPLOYMENT,
@@ -165,6 +185,7 @@ def served_flows(stack_blocks: list[str]) -> Iterator[None]:
                             BATCH_DEPLOYMENT,
                             POLL_DEPLOYMENT,
                             RECONCILE_DEPLOYMENT,
+                            DIGEST_DEPLOYMENT,
                         ):
                             client.read_deployment_by_name(name)
                     except ObjectNotFound:
@@ -179,6 +200,20 @@ def served_flows(stack_blocks: list[str]) -> Iterator[None]:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+@pytest.fixture
+def use_policy() -> Iterator[Callable[[str], None]]:
+    """Write a policy to the session's policy file (the responder reads it at every run); the
+    session policy is put back afterwards."""
+
+    def write(text: str) -> None:
+        POLICY_FILE.write_text(text)
+
+    try:
+        yield write
+    finally:
+        POLICY_FILE.write_text(SESSION_POLICY)
 
 
 INTAKE_TOKEN = secrets.token_urlsafe(24)

@@ -543,6 +543,8 @@ def test_store_without_a_path_uses_the_shipped_default_policy() -> None:
 def test_policy_file_and_templates_dir_come_from_settings(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The test session sets a policy file for the responder; the default is none.
+    monkeypatch.delenv("RIPOSTE_POLICY_FILE", raising=False)
     assert Settings().policy_file is None
     monkeypatch.setenv("RIPOSTE_POLICY_FILE", str(tmp_path / "p.yaml"))
     monkeypatch.setenv("RIPOSTE_TEMPLATES_DIR", str(tmp_path))

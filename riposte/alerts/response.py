@@ -17,7 +17,7 @@ class Priority(StrEnum):
 
 
 class Route(BaseModel):
-    """The decision `classify` takes: what the playbook does for this alert, and why."""
+    """What a policy action asks of the ticket and the messages, and why (templates see it)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -37,6 +37,13 @@ class TicketDraft(BaseModel):
     description: str
     priority: Priority
     source_label: str
+    queue: str | None = Field(None, description="ServiceNow assignment group; None: the block's")
+    project: str | None = Field(None, description="Jira project key; None: the block's")
+    group_key: str | None = Field(
+        None,
+        description="Key shared by the tickets of a throttled group or an incident: the prefix "
+        "of the ServiceNow correlation id, an extra Jira label",
+    )
 
 
 class Ticket(BaseModel):

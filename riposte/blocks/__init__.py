@@ -3,6 +3,7 @@
 `prefect block register -m riposte.blocks` (or `riposte blocks register`) registers them all.
 """
 
+import threading
 from typing import TypeVar
 
 from prefect.blocks.core import Block
@@ -11,6 +12,7 @@ from riposte.blocks.chat import ChatWebhook, SlackIncomingWebhook, TeamsWorkflow
 from riposte.blocks.defender import DefenderCredentials
 from riposte.blocks.email import EmailSmtp as EmailSmtp
 from riposte.blocks.jira import JiraCredentials
+from riposte.blocks.policy import LastGoodPolicy
 from riposte.blocks.servicenow import ServiceNowCredentials
 from riposte.blocks.ticketing import TicketingCredentials
 
@@ -19,11 +21,14 @@ B = TypeVar("B", bound=Block)
 __all__ = [
     "ChatWebhook",
     "DefenderCredentials",
+    "EmailSmtp",
     "JiraCredentials",
+    "LastGoodPolicy",
     "ServiceNowCredentials",
     "SlackIncomingWebhook",
     "TeamsWorkflowWebhook",
     "TicketingCredentials",
+    "BlockCache",
     "load_block",
 ]
 
@@ -38,3 +43,26 @@ def load_block(kind: type[B], name: str) -> B:
     if not isinstance(loaded, kind):
         raise TypeError(f"block {name!r} is a {type(loaded).__name__}, not a {kind.__name__}")
     return loaded
+
+
+class BlockCache:
+    """Blocks loaded once for the duration of one flow run, shared by its threads.
+
+    A batch answers a hundred alerts with the same few blocks; loading them once per run instead
+    of once per alert saves an API read each, which under a burst is most of an alert's time.
+    A rotated credential applies from the next run.
+    """
+
+    def __init__(self) -> None:
+        self._loaded: dict[tuple[type[Block], str], Block] = {}
+        self._lock = threading.Lock()
+
+    def load(self, kind: type[B], name: str) -> B:
+        with self._lock:
+            found = self._loaded.get((kind, name))
+        if isinstance(found, kind):
+            return found
+        loaded = load_block(kind, name)  # two threads may both load: harmless, same value
+        with self._lock:
+            self._loaded[(kind, name)] = loaded
+        return loaded

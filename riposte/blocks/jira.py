@@ -11,7 +11,13 @@ from riposte.alerts.adf import to_adf
 from riposte.alerts.response import Priority, Ticket, TicketDraft
 from riposte.blocks._http import build_http_client, send
 from riposte.blocks._pool import pooled
-from riposte.blocks.ticketing import TicketingClient, TicketingCredentials
+from riposte.blocks.ticketing import (
+    GROUP_LOOKUP_LIMIT,
+    GroupedTicket,
+    TicketingClient,
+    TicketingCredentials,
+    in_group,
+)
 
 SYSTEM = "Jira"
 
@@ -75,28 +81,55 @@ class JiraClient(TicketingClient):
             created=created,
         )
 
-    def find(self, correlation_key: str) -> Ticket | None:
-        jql = f'project = "{self.creds.project_key}" AND labels = "{correlation_key}"'
+    def _project(self, project: str | None) -> str:
+        return project or self.creds.project_key
+
+    def _search(self, jql: str, action: str, limit: int) -> list[dict[str, Any]]:
         response = send(
             self._http,
             SYSTEM,
-            "issue search",
+            action,
             "GET",
             "/rest/api/3/search/jql",
-            params={"jql": jql, "fields": "labels,status", "maxResults": "10"},
+            params={"jql": jql, "fields": "labels,status", "maxResults": str(limit)},
         )
-        for issue in response.json().get("issues", []):
+        issues = response.json().get("issues", [])
+        return [i for i in issues if isinstance(i, dict)]
+
+    def find(self, correlation_key: str, *, project: str | None = None) -> Ticket | None:
+        jql = f'project = "{self._project(project)}" AND labels = "{correlation_key}"'
+        for issue in self._search(jql, "issue search", 10):
             labels = (issue.get("fields") or {}).get("labels") or []
             if correlation_key in labels:
                 return self._ticket(issue, created=False)
         return None
 
+    def group(self, group_key: str, *, project: str | None = None) -> list[GroupedTicket]:
+        """Issues labelled with the group key; each also carries its own correlation key."""
+        jql = (
+            f'project = "{self._project(project)}" AND labels = "{group_key}" ORDER BY created DESC'
+        )
+        found = []
+        for issue in self._search(jql, "issue group search", GROUP_LOOKUP_LIMIT):
+            labels = [str(label) for label in (issue.get("fields") or {}).get("labels") or []]
+            if group_key not in labels:
+                continue
+            # The longest label of the group is the ticket's own key (a slot key under it).
+            keys = sorted((label for label in labels if in_group(label, group_key)), key=len)
+            found.append(
+                GroupedTicket(ticket=self._ticket(issue, created=False), correlation_key=keys[-1])
+            )
+        return found
+
     def create(self, draft: TicketDraft) -> Ticket:
+        labels = [draft.correlation_key]
+        if draft.group_key and draft.group_key != draft.correlation_key:
+            labels.append(draft.group_key)
         fields: dict[str, Any] = {
-            "project": {"key": self.creds.project_key},
+            "project": {"key": self._project(draft.project)},
             "summary": draft.summary,
             "issuetype": {"name": self.creds.issue_type},
-            "labels": [draft.correlation_key, "riposte"],
+            "labels": [*labels, "riposte"],
             "priority": {"name": _PRIORITY_NAMES[draft.priority]},
             "description": to_adf(draft.description),
         }
@@ -119,3 +152,34 @@ class JiraClient(TicketingClient):
             f"/rest/api/3/issue/{ticket.key}/comment",
             json={"body": to_adf(text)},
         )
+
+    def notes(self, ticket: Ticket) -> list[str]:
+        """The text of every comment, page by page (Jira returns 50 by default)."""
+        texts: list[str] = []
+        while True:
+            response = send(
+                self._http,
+                SYSTEM,
+                f"comments of {ticket.key}",
+                "GET",
+                f"/rest/api/3/issue/{ticket.key}/comment",
+                params={"startAt": str(len(texts)), "maxResults": "100", "orderBy": "created"},
+            )
+            body = response.json()
+            page = body.get("comments") or []
+            texts.extend(adf_text(c.get("body")) for c in page if isinstance(c, dict))
+            if not page or len(texts) >= int(body.get("total") or 0):
+                return texts
+
+
+def adf_text(node: Any) -> str:
+    """The text of an Atlassian Document Format node, paragraphs on their own lines."""
+    if not isinstance(node, dict):
+        return ""
+    if node.get("type") == "text":
+        return str(node.get("text") or "")
+    if node.get("type") == "hardBreak":
+        return "\n"
+    parts = [adf_text(child) for child in node.get("content") or []]
+    separator = "\n" if node.get("type") in ("doc", "bulletList", "orderedList") else ""
+    return separator.join(parts)

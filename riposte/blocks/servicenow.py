@@ -10,7 +10,13 @@ from pydantic import Field, SecretStr
 from riposte.alerts.response import Priority, Ticket, TicketDraft
 from riposte.blocks._http import build_http_client, send
 from riposte.blocks._pool import pooled
-from riposte.blocks.ticketing import TicketingClient, TicketingCredentials
+from riposte.blocks.ticketing import (
+    GROUP_LOOKUP_LIMIT,
+    GroupedTicket,
+    TicketingClient,
+    TicketingCredentials,
+    in_group,
+)
 
 SYSTEM = "ServiceNow"
 
@@ -52,6 +58,7 @@ class ServiceNowClient(TicketingClient):
     """Incidents through the Table API, keyed by ``correlation_id``."""
 
     TABLE = "/api/now/table/incident"
+    JOURNAL = "/api/now/table/sys_journal_field"
 
     def __init__(self, creds: ServiceNowCredentials) -> None:
         self.creds = creds
@@ -73,7 +80,7 @@ class ServiceNowClient(TicketingClient):
             created=created,
         )
 
-    def find(self, correlation_key: str) -> Ticket | None:
+    def find(self, correlation_key: str, *, project: str | None = None) -> Ticket | None:
         response = send(
             self._http,
             SYSTEM,
@@ -93,6 +100,29 @@ class ServiceNowClient(TicketingClient):
                 return self._ticket(record, created=False)
         return None
 
+    def group(self, group_key: str, *, project: str | None = None) -> list[GroupedTicket]:
+        """Incidents whose correlation id is the group key or starts with it (throttle slots)."""
+        response = send(
+            self._http,
+            SYSTEM,
+            "incident group lookup",
+            "GET",
+            self.TABLE,
+            params={
+                "sysparm_query": f"correlation_idSTARTSWITH{group_key}^ORDERBYDESCsys_created_on",
+                "sysparm_fields": "sys_id,number,correlation_id",
+                "sysparm_limit": str(GROUP_LOOKUP_LIMIT),
+            },
+        )
+        found = []
+        for record in response.json().get("result", []):
+            key = str(record.get("correlation_id") or "")
+            if in_group(key, group_key):
+                found.append(
+                    GroupedTicket(ticket=self._ticket(record, created=False), correlation_key=key)
+                )
+        return found
+
     def create(self, draft: TicketDraft) -> Ticket:
         impact, urgency = _IMPACT_URGENCY[draft.priority]
         fields: dict[str, str] = {
@@ -104,8 +134,10 @@ class ServiceNowClient(TicketingClient):
             "correlation_id": draft.correlation_key,
             "correlation_display": draft.source_label,
         }
-        if self.creds.assignment_group:
-            fields["assignment_group"] = self.creds.assignment_group
+        # The policy's queue, else the block's: ServiceNow resolves a group name or a sys_id.
+        group = draft.queue or self.creds.assignment_group
+        if group:
+            fields["assignment_group"] = group
         response = send(self._http, SYSTEM, "incident creation", "POST", self.TABLE, json=fields)
         return self._ticket(response.json()["result"], created=True)
 
@@ -118,3 +150,24 @@ class ServiceNowClient(TicketingClient):
             f"{self.TABLE}/{ticket.id}",
             json={"work_notes": text},
         )
+
+    def notes(self, ticket: Ticket) -> list[str]:
+        """Work notes, read from the journal table (the incident's field always reads empty)."""
+        response = send(
+            self._http,
+            SYSTEM,
+            f"work notes of {ticket.key}",
+            "GET",
+            self.JOURNAL,
+            params={
+                "sysparm_query": f"element_id={ticket.id}^element=work_notes^ORDERBYsys_created_on",
+                "sysparm_fields": "element_id,element,value",
+                "sysparm_limit": "10000",
+            },
+        )
+        # The same defence as for lookups: a dropped query term must not mix other tickets in.
+        return [
+            str(record.get("value") or "")
+            for record in response.json().get("result", [])
+            if record.get("element_id") == ticket.id and record.get("element") == "work_notes"
+        ]

@@ -2,19 +2,46 @@
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 
 from prefect.blocks.core import Block
+from pydantic import BaseModel, ConfigDict
 
 from riposte.alerts.response import Ticket, TicketDraft
+
+# How many tickets of one group a lookup returns (newest first): more than a throttle may open in
+# one window (at most 100), and older ones never decide anything.
+GROUP_LOOKUP_LIMIT = 100
+
+# A throttled group's tickets are keyed `<group key>-<window slot, 14 digits>-<n>`.
+_SLOT_SUFFIX = re.compile(r"^-\d{14}-\d{1,3}$")
+
+
+def in_group(correlation_key: str, group_key: str) -> bool:
+    """Whether a ticket keyed ``correlation_key`` belongs to the group ``group_key``: the
+    incident's own key, or a throttle slot's key under it (never a longer group's key)."""
+    if correlation_key == group_key:
+        return True
+    rest = correlation_key.removeprefix(group_key)
+    return rest != correlation_key and _SLOT_SUFFIX.match(rest) is not None
+
+
+class GroupedTicket(BaseModel):
+    """A ticket found under a group key, with the correlation key it carries."""
+
+    model_config = ConfigDict(frozen=True)
+
+    ticket: Ticket
+    correlation_key: str
 
 
 class TicketingClient(ABC):
     """Tickets keyed by the alert's correlation key, kept in the ticketing system itself."""
 
     @abstractmethod
-    def find(self, correlation_key: str) -> Ticket | None:
-        """The ticket carrying exactly this correlation key, if any."""
+    def find(self, correlation_key: str, *, project: str | None = None) -> Ticket | None:
+        """The ticket carrying exactly this correlation key, if any (``project``: Jira only)."""
 
     @abstractmethod
     def create(self, draft: TicketDraft) -> Ticket: ...
@@ -22,13 +49,22 @@ class TicketingClient(ABC):
     @abstractmethod
     def add_note(self, ticket: Ticket, text: str) -> None: ...
 
+    @abstractmethod
+    def notes(self, ticket: Ticket) -> list[str]:
+        """The text of the ticket's notes (ServiceNow work notes, Jira comments), oldest first,
+        so that a note is added only if it is not there yet."""
+
+    @abstractmethod
+    def group(self, group_key: str, *, project: str | None = None) -> list[GroupedTicket]:
+        """The tickets opened under ``group_key`` (see `in_group`), newest first."""
+
     def find_or_create(self, draft: TicketDraft) -> Ticket:
         """The ticket for this correlation key, created only if none exists yet.
 
         The key lives in the external system, so a crash between a create and the commit of the
         task's result is healed by the next attempt finding the ticket.
         """
-        return self.find(draft.correlation_key) or self.create(draft)
+        return self.find(draft.correlation_key, project=draft.project) or self.create(draft)
 
 
 class TicketingCredentials(Block, ABC):

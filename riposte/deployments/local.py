@@ -7,7 +7,9 @@ from pydantic import SecretStr
 
 from riposte.blocks import (
     DefenderCredentials,
+    EmailSmtp,
     JiraCredentials,
+    LastGoodPolicy,
     ServiceNowCredentials,
     SlackIncomingWebhook,
     TeamsWorkflowWebhook,
@@ -20,6 +22,8 @@ BLOCK_TYPES: tuple[type[Block], ...] = (
     JiraCredentials,
     SlackIncomingWebhook,
     TeamsWorkflowWebhook,
+    EmailSmtp,
+    LastGoodPolicy,
 )
 
 

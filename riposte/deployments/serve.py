@@ -13,6 +13,7 @@ from prefect import Flow
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 
 from riposte.deployments.responder import Responder, serve_forever
+from riposte.flows.digest import post_digests
 from riposte.flows.poll import poll_alerts
 from riposte.flows.reconcile import reconcile_alerts
 from riposte.flows.respond import respond_batch, respond_to_alert
@@ -52,7 +53,18 @@ def deployments(settings: Settings) -> list[tuple[RunnerDeployment, Flow[Any, An
         description="Start a response for recent alerts that no run has handled.",
         entrypoint_type=EntrypointType.MODULE_PATH,
     )
+    digest = post_digests.to_deployment(
+        name="digest",
+        tags=["riposte"],
+        interval=timedelta(seconds=settings.digest_interval_seconds),
+        # A second run at the same time would find every post Cached: it only costs calls.
+        concurrency_limit=1,
+        paused=settings.digest_paused,
+        description="Post one summary message per channel for every digest period that closed.",
+        entrypoint_type=EntrypointType.MODULE_PATH,
+    )
     return [
+        (cast(RunnerDeployment, digest), post_digests),
         (cast(RunnerDeployment, reconcile), reconcile_alerts),
         (cast(RunnerDeployment, respond), respond_to_alert),
         (cast(RunnerDeployment, batch), respond_batch),

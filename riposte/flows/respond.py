@@ -1,15 +1,19 @@
-"""Playbooks that answer alerts: `respond_to_alert` (one alert) and `respond_batch` (many).
+"""The flows that answer alerts: `respond_to_alert` (one alert) and `respond_batch` (many).
 
-Both run the same per-alert response, the `respond` task: fetch, classify, ticket (find-or-create),
-notify, update the alert. Calm traffic gets one `respond_to_alert` run per alert; a burst gets
-batches, where each alert is a task run named after it, because a flow run per alert costs the
-Prefect server about six times more than a task run (see the README's figures).
+Both run the same per-alert response, `answer`: fetch the alert, `decide` with the policy in
+force (throttles, incident grouping, suppression), then carry out each outcome with its
+playbook's steps (`riposte.flows.playbooks`): a ticket and messages, a note on an open ticket, a
+digest entry, a close at the source, or nothing but a record. Calm traffic gets one
+`respond_to_alert` run per alert; a burst gets batches, where each alert's steps are task runs
+named after it, because a flow run per alert costs the Prefect server about six times more than
+a task run (see the README's figures).
 """
 
 from __future__ import annotations
 
 import contextvars
 import re
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 from prefect import flow, get_run_logger
@@ -17,34 +21,22 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from pydantic import BaseModel
 
 from riposte.alerts.model import Alert
-from riposte.alerts.response import AlertRef, Delivery, Route, Ticket, ref_for
-from riposte.blocks import (
-    ChatWebhook,
-    DefenderCredentials,
-    TicketingCredentials,
-    load_block,
+from riposte.alerts.policy_store import PolicySnapshot
+from riposte.alerts.response import AlertRef, Delivery, Ticket, ref_for
+from riposte.blocks import BlockCache, DefenderCredentials
+from riposte.flows.playbooks import (
+    DEFAULT_DEFENDER,
+    ActionResult,
+    NotificationsFailed,
+    Plan,
+    Response,
+    carry_out,
 )
-from riposte.tasks.alerts import AlertUpdate, classify, fetch_alert, update_alert
-from riposte.tasks.notify import notify
+from riposte.tasks.alerts import AlertUpdate, fetch_alert
+from riposte.tasks.policy import Verdict, current_policy, decide
 from riposte.tasks.runs import response_tags, tag_current_run
-from riposte.tasks.tickets import create_ticket
 
-DEFAULT_DEFENDER = "riposte-defender"
-DEFAULT_TICKETING = "servicenow-credentials/riposte-servicenow"
-DEFAULT_CHANNELS = ("slack-incoming-webhook/riposte-slack", "teams-workflow-webhook/riposte-teams")
 BATCH_CONCURRENCY = 16
-
-
-class NotificationsFailed(RuntimeError):
-    """Some chat messages were not sent; the rest of the response was done."""
-
-
-class Plan(BaseModel):
-    """Where a response goes: block names only, never secrets."""
-
-    defender_block: str = DEFAULT_DEFENDER
-    ticketing_block: str = DEFAULT_TICKETING
-    channel_blocks: list[str] = list(DEFAULT_CHANNELS)
 
 
 class ResponseSummary(BaseModel):
@@ -53,43 +45,65 @@ class ResponseSummary(BaseModel):
     severity: str
     title: str
     portal_url: str | None
-    route: Route
-    ticket: Ticket | None
-    deliveries: list[Delivery]
-    alert_update: AlertUpdate
+    policy: str
+    policy_sha256: str
+    policy_fallback: bool
+    matched_rules: list[str]
+    actions: list[ActionResult]
+
+    @property
+    def tickets(self) -> list[Ticket]:
+        return [a.ticket for a in self.actions if a.ticket is not None]
+
+    @property
+    def ticket(self) -> Ticket | None:
+        return next(iter(self.tickets), None)
+
+    @property
+    def deliveries(self) -> list[Delivery]:
+        return [d for a in self.actions for d in a.deliveries]
+
+    @property
+    def alert_update(self) -> AlertUpdate | None:
+        return next((a.alert_update for a in self.actions if a.alert_update), None)
+
+    @property
+    def dispositions(self) -> list[str]:
+        return [a.disposition for a in self.actions]
 
 
-def answer(ref: AlertRef, plan: Plan) -> ResponseSummary:
+def answer(
+    ref: AlertRef,
+    plan: Plan,
+    snapshot: PolicySnapshot | None = None,
+    blocks: BlockCache | None = None,
+) -> ResponseSummary:
     """The response to one alert revision, as task runs named after the alert.
 
-    Every step that writes is find-or-create in the external system and keyed by the alert
-    (not by the run), under a lock: a Retry, a re-run or a duplicate delivery running at the
-    same moment finds the step done and gets it back Cached instead of doing it twice.
+    ``snapshot`` is the policy to answer with and ``blocks`` the blocks already loaded (a batch
+    reads both once); without them, they are read now. Every step that writes is find-or-create
+    in the external system and keyed by the alert, or by the ticket the alert goes to (not by
+    the run), under a lock: a Retry, a re-run or a duplicate delivery running at the same moment
+    finds the step done and gets it back Cached instead of doing it twice.
     """
     logger = get_run_logger()
-    defender = load_block(DefenderCredentials, plan.defender_block)
-    alert: Alert = fetch_alert(defender, ref.source, ref.alert_id)
-    route: Route = classify(alert)
-    logger.info("Alert %s (%s): %s", alert.id, alert.severity, route.reason)
-
-    ticket: Ticket | None = None
-    if route.open_ticket:
-        ticket = create_ticket(load_block(TicketingCredentials, plan.ticketing_block), alert, route)
-
-    deliveries: list[Delivery] = []
-    failures: list[str] = []
-    if route.notify:
-        for slug in plan.channel_blocks:
-            state = notify(load_block(ChatWebhook, slug), alert, ticket, return_state=True)
-            if state.is_completed():
-                deliveries.append(state.result())
-            else:
-                reason = _reason(state)
-                deliveries.append(Delivery(channel=slug, delivered=False, detail=reason))
-                failures.append(f"{slug}: {reason}")
-
-    # The alert is updated even if a chat failed: the ticket exists and analysts should see it.
-    update: AlertUpdate = update_alert(defender, alert, ticket)
+    response = Response(plan, blocks)
+    alert: Alert = fetch_alert(response.defender, ref.source, ref.alert_id)
+    if snapshot is None:
+        snapshot = current_policy(logger)
+    verdict: Verdict = decide(alert, snapshot, plan.ticketing_block, response.blocks)
+    results: list[ActionResult] = []
+    for action, outcome in zip(verdict.actions, verdict.outcomes, strict=True):
+        logger.info(
+            "Alert %s (%s): rule %s, %s: %s",
+            alert.id,
+            alert.severity,
+            outcome.rule,
+            outcome.disposition,
+            outcome.reason,
+        )
+        results.append(carry_out(response, alert, action, outcome, verdict.tickets))
+    failures = [f for r in results for f in r.failures]
     if failures:
         raise NotificationsFailed("messages not sent: " + "; ".join(failures))
     return ResponseSummary(
@@ -98,10 +112,11 @@ def answer(ref: AlertRef, plan: Plan) -> ResponseSummary:
         severity=str(alert.severity),
         title=alert.title,
         portal_url=alert.portal_url,
-        route=route,
-        ticket=ticket,
-        deliveries=deliveries,
-        alert_update=update,
+        policy=verdict.policy_origin,
+        policy_sha256=verdict.policy_sha256,
+        policy_fallback=verdict.policy_fallback,
+        matched_rules=list(verdict.matched_rules),
+        actions=results,
     )
 
 
@@ -116,28 +131,36 @@ def respond_to_alert(
     source: str = "graph",
     revision: str = "",
     defender_block: str = DEFAULT_DEFENDER,
-    ticketing_block: str = DEFAULT_TICKETING,
-    channel_blocks: list[str] = list(DEFAULT_CHANNELS),  # noqa: B006 - Prefect copies parameters
+    ticketing_block: str | None = None,
+    channel_blocks: list[str] | None = None,
 ) -> ResponseSummary:
-    """Answer one Defender alert: find-or-create its ticket, notify, mark it in progress.
+    """Answer one Defender alert as the policy says: a ticket and messages, a note on an open
+    ticket, a digest entry, a close at the source, or nothing but a record.
 
-    Parameters name blocks (never secrets): `ticketing_block` and `channel_blocks` are
-    `block-type-slug/block-name` so that ServiceNow or Jira, Slack or Teams can be chosen per run.
-    Without `revision`, the alert is read first to learn it. Running this again for an alert that
-    was answered does nothing new; for one whose response failed, it finishes what is missing.
+    Parameters name blocks (never secrets). ``ticketing_block`` and ``channel_blocks``
+    (`block-type-slug/block-name`) default to what the policy names; given, they override it
+    for this run. Without `revision`, the alert is read first to learn it. Running this again
+    for an alert that was answered does nothing new; for one whose response failed, it
+    finishes what is missing.
     """
-    plan = Plan(
-        defender_block=defender_block,
-        ticketing_block=ticketing_block,
-        channel_blocks=channel_blocks,
-    )
+    plan = _plan(defender_block, ticketing_block, channel_blocks)
     ref = AlertRef(source=source, alert_id=alert_id, revision=revision)
+    blocks = BlockCache()
     if not ref.revision:
-        alert = fetch_alert(load_block(DefenderCredentials, defender_block), source, alert_id)
+        alert = fetch_alert(blocks.load(DefenderCredentials, defender_block), source, alert_id)
         ref = ref_for(alert)
         tag_current_run(response_tags(alert))
-    summary = answer(ref, plan)
-    tag_current_run(["riposte", f"source:{summary.source}", f"severity:{summary.severity}"])
+    summary = answer(ref, plan, blocks=blocks)
+    # Tags make the UI's run list filterable by what the policy did.
+    tag_current_run(
+        [
+            "riposte",
+            f"source:{summary.source}",
+            f"severity:{summary.severity}",
+            *(f"rule:{a.rule}" for a in summary.actions),
+            *(f"disposition:{a.disposition}" for a in summary.actions),
+        ]
+    )
     create_markdown_artifact(
         markdown=_report(summary),
         key=_artifact_key(summary),
@@ -149,6 +172,7 @@ def respond_to_alert(
 class BatchSummary(BaseModel):
     answered: int
     failed: list[str]
+    dispositions: dict[str, int] = {}
 
 
 @flow(
@@ -162,34 +186,38 @@ def respond_batch(
     first_alert: str = "",
     size: int = 0,
     defender_block: str = DEFAULT_DEFENDER,
-    ticketing_block: str = DEFAULT_TICKETING,
-    channel_blocks: list[str] = list(DEFAULT_CHANNELS),  # noqa: B006 - Prefect copies parameters
+    ticketing_block: str | None = None,
+    channel_blocks: list[str] | None = None,
 ) -> BatchSummary:
-    """Answer a burst of alerts in one run, several at a time. Each alert's steps are task runs
-    named after it (`ticket graph-<id>`...), so it is found in the UI by the alert's id. A Retry
-    answers only what failed; the rest comes back Cached."""
-    plan = Plan(
-        defender_block=defender_block,
-        ticketing_block=ticketing_block,
-        channel_blocks=channel_blocks,
-    )
+    """Answer a burst of alerts in one run, several at a time, with the policy as it is when
+    the batch starts. Each alert's steps are task runs named after it (`ticket graph-<id>`...),
+    so it is found in the UI by the alert's id. A Retry answers only what failed; the rest comes
+    back Cached."""
+    plan = _plan(defender_block, ticketing_block, channel_blocks)
     logger = get_run_logger()
+    snapshot = current_policy(logger)
+    blocks = BlockCache()
     with ThreadPoolExecutor(BATCH_CONCURRENCY, thread_name_prefix="alert") as pool:
         # Each thread needs the flow run's context for its task runs to belong to this run.
         futures = [
-            (ref, pool.submit(contextvars.copy_context().run, answer, ref, plan)) for ref in alerts
+            (ref, pool.submit(contextvars.copy_context().run, answer, ref, plan, snapshot, blocks))
+            for ref in alerts
         ]
         rows: list[dict[str, str]] = []
         failed: list[str] = []
+        dispositions: Counter[str] = Counter()
         for ref, future in futures:
             try:
-                rows.append(_row(future.result()))
+                summary = future.result()
             except Exception as exc:
                 logger.error("Response to %s-%s failed: %s", ref.source, ref.alert_id, exc)
                 failed.append(ref.alert_id)
                 rows.append(
                     {"alert": f"{ref.source}-{ref.alert_id}", "result": f"FAILED: {exc}"[:300]}
                 )
+                continue
+            rows.append(_row(summary))
+            dispositions.update(summary.dispositions)
     create_table_artifact(
         table=rows, key="response-batch", description=f"Responses to {len(alerts)} alerts"
     )
@@ -197,24 +225,32 @@ def respond_batch(
         raise RuntimeError(
             f"{len(failed)} of {len(alerts)} responses failed: {', '.join(failed[:20])}"
         )
-    return BatchSummary(answered=len(alerts), failed=failed)
+    return BatchSummary(answered=len(alerts), failed=failed, dispositions=dict(dispositions))
+
+
+def _plan(
+    defender_block: str, ticketing_block: str | None, channel_blocks: list[str] | None
+) -> Plan:
+    return Plan(
+        defender_block=defender_block,
+        ticketing_block=ticketing_block,
+        channel_blocks=tuple(channel_blocks) if channel_blocks is not None else None,
+    )
 
 
 def _row(summary: ResponseSummary) -> dict[str, str]:
-    ticket = summary.ticket
+    tickets = ", ".join(dict.fromkeys(f"{t.system} {t.key}" for t in summary.tickets))
+    update = summary.alert_update
     return {
         "alert": f"{summary.source}-{summary.alert_id}",
         "severity": summary.severity,
-        "ticket": f"{ticket.system} {ticket.key}" if ticket else "none",
+        "rule": ", ".join(a.rule for a in summary.actions),
+        "disposition": ", ".join(summary.dispositions),
+        "ticket": tickets or "none",
         "messages": ", ".join(d.channel for d in summary.deliveries if d.delivered) or "none",
-        "alert status": summary.alert_update.status,
+        "alert status": update.status if update else "unchanged",
         "result": "answered",
     }
-
-
-def _reason(state: object) -> str:
-    message = getattr(state, "message", None) or "failed"
-    return str(message)[:300]
 
 
 def _artifact_key(summary: ResponseSummary) -> str:
@@ -223,33 +259,48 @@ def _artifact_key(summary: ResponseSummary) -> str:
     return slug[:120]
 
 
+def _action_lines(action: ActionResult) -> list[str]:
+    lines = [f"| rule | `{action.rule}`: {action.playbook}, {action.disposition} |"]
+    lines.append(f"| why | {action.reason} |")
+    ticket = action.ticket
+    if ticket is not None:
+        if action.alert_number is not None:
+            verb = f"added as alert {action.alert_number} to"
+        else:
+            verb = "created" if action.ticket_created else "found existing"
+        lines.append(f"| ticket | {verb} {ticket.system} [{ticket.key}]({ticket.url}) |")
+    for d in action.deliveries:
+        result = "sent" if d.delivered else f"NOT sent: {d.detail}"
+        lines.append(f"| message {d.channel} | {result} |")
+    if action.digest:
+        lines.append(f"| digest | recorded in `{action.digest}` |")
+    if action.closed:
+        lines.append(f"| closed at the source | {action.closed} |")
+    if action.containment:
+        lines.append(f"| containment | {action.containment} |")
+    upd = action.alert_update
+    if upd is not None:
+        status = f"set to {upd.status}" if upd.status_changed else f"left as {upd.status}"
+        lines.append(f"| alert status | {status} |")
+        comment = "added" if upd.comment_added else "already present / none"
+        lines.append(f"| alert comment | {comment} |")
+    return lines
+
+
 def _report(summary: ResponseSummary) -> str:
+    fallback = " (the last good copy: the policy file is broken)" if summary.policy_fallback else ""
     lines = [
         f"# Response to {summary.source} alert `{summary.alert_id}`",
         "",
-        f"**{summary.title}** ({summary.severity}); route: {summary.route.reason}, "
-        f"priority {summary.route.priority}.",
+        f"**{summary.title}** ({summary.severity}).",
+        "",
+        f"Policy: {summary.policy}{fallback}, sha256 `{summary.policy_sha256[:12]}`.",
         "",
         "| step | result |",
         "|---|---|",
     ]
-    ticket = summary.ticket
-    if ticket:
-        verb = "created" if ticket.created else "found existing"
-        lines.append(f"| ticket | {verb} {ticket.system} [{ticket.key}]({ticket.url}) |")
-    else:
-        lines.append("| ticket | none (route opens no ticket) |")
-    for d in summary.deliveries:
-        result = "sent" if d.delivered else f"NOT sent: {d.detail}"
-        lines.append(f"| message {d.channel} | {result} |")
-    if not summary.route.notify:
-        lines.append("| messages | none (route sends no message) |")
-    upd = summary.alert_update
-    status = f"set to {upd.status}" if upd.status_changed else f"left as {upd.status}"
-    lines.append(f"| alert status | {status} |")
-    lines.append(
-        f"| alert comment | {'added' if upd.comment_added else 'already present / none'} |"
-    )
+    for action in summary.actions:
+        lines.extend(_action_lines(action))
     if summary.portal_url:
         lines += ["", f"[Open the alert in Defender]({summary.portal_url})"]
     return "\n".join(lines)

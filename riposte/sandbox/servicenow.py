@@ -1,7 +1,9 @@
-"""ServiceNow Table API for the incident table: string-typed records, journals, lax queries."""
+"""ServiceNow Table API for the incident table and its journal (read-only): string-typed records,
+lax queries."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import uuid
@@ -17,6 +19,7 @@ from riposte.sandbox.state import Reject, SandboxState, get_state
 from riposte.sandbox.web import InvalidBody, base_url, basic_credentials, json_body, same
 
 TABLE = "incident"
+JOURNAL_TABLE = "sys_journal_field"
 DEFAULT_LIMIT = 10000
 INTEGRATION_USER = "integration"  # sys_created_by: never the configured user name
 JOURNAL_FIELDS = ("work_notes", "comments")
@@ -367,6 +370,44 @@ async def delete_incident(sys_id: str, request: Request) -> Response:
     del state.servicenow.records[sys_id]
     state.servicenow.journals.pop(sys_id, None)
     return Response(status_code=204)
+
+
+def _journal_records(state: SandboxState) -> list[dict[str, str]]:
+    """Every journal entry as a `sys_journal_field` record (the table the activity stream reads)."""
+    records = []
+    for element_id, entries in state.servicenow.journals.items():
+        for index, entry in enumerate(entries):
+            records.append(
+                {
+                    "sys_id": hashlib.sha256(f"{element_id}|{index}".encode()).hexdigest()[:32],
+                    "element_id": element_id,
+                    "name": TABLE,
+                    **entry,
+                }
+            )
+    return records
+
+
+@router.get(f"/{JOURNAL_TABLE}")
+async def query_journal(request: Request) -> JSONResponse:
+    """Journal entries (work notes, comments), queried like any table; read-only, as the
+    integration user's ACL allows."""
+    records = _journal_records(get_state(request))
+    known = {"sys_id", "element_id", "name", "element", "value", "sys_created_on", "sys_created_by"}
+    groups, order = parse_query(request.query_params.get("sysparm_query", ""), known)
+    matching = [
+        r for r in records if all(any(c.test(r.get(c.field, "")) for c in g) for g in groups)
+    ]
+    for field, descending in reversed(order):
+        matching.sort(key=_by(field), reverse=descending)
+    limit = _int_param(request, "sysparm_limit", DEFAULT_LIMIT)
+    offset = _int_param(request, "sysparm_offset", 0)
+    fields = _fields_param(request)
+    page = [
+        {k: v for k, v in r.items() if not fields or k in fields}
+        for r in matching[offset : offset + limit]
+    ]
+    return JSONResponse({"result": page}, headers={"X-Total-Count": str(len(matching))})
 
 
 @router.api_route("/{table}", methods=["GET", "POST"])

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,14 @@ LOCK_WAIT_SECONDS = 900.0
 
 class ExpiringFileSystemLockManager(FileSystemLockManager):
     """Prefect's file lock manager with a hold timeout on every lock a transaction takes."""
+
+    def _get_lock_info(self, key: str, use_cache: bool = True) -> Any:
+        try:
+            return super()._get_lock_info(key, use_cache)
+        except ValueError:
+            # The holder created the file and has not written it yet (Prefect touches, then
+            # writes): the lock is taken. Without this, a contender reading the empty file fails.
+            return {"holder": "", "expiration": None, "path": self._lock_path_for_key(key)}
 
     def acquire_lock(
         self,
@@ -65,6 +75,20 @@ def lock_manager() -> LockManager:
     """File locks under the stack's home: shared by every process on this machine. Several
     machines need a shared lock manager (prefect-redis's RedisLockManager)."""
     return ExpiringFileSystemLockManager(Path(get_settings().home).resolve() / "locks")
+
+
+@contextmanager
+def exclusive(key: str, wait_seconds: float = LOCK_WAIT_SECONDS) -> Iterator[None]:
+    """Hold the lock named ``key`` (the same lock manager as the task transactions) for a
+    read-then-write that two workers must not interleave, such as numbering a ticket's notes."""
+    manager = lock_manager()
+    holder = uuid.uuid4().hex
+    if not manager.acquire_lock(key, holder, wait_seconds, LOCK_HOLD_SECONDS):
+        raise TimeoutError(f"lock {key} still held after {wait_seconds:.0f}s")
+    try:
+        yield
+    finally:
+        manager.release_lock(key, holder)
 
 
 def cache_key(*parts: str) -> str:

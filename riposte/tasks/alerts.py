@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from prefect import task
 from prefect.context import TaskRunContext
 from pydantic import BaseModel, ConfigDict
 
 from riposte.alerts.messages import alert_comment
 from riposte.alerts.model import Alert
-from riposte.alerts.response import Route, Ticket, response_revision
-from riposte.alerts.routing import route_by_severity
+from riposte.alerts.response import Ticket, response_revision
 from riposte.alerts.sources import parse_alert
 from riposte.blocks.defender import DefenderCredentials
 from riposte.tasks._cache import cache_key
 from riposte.tasks._common import external_call
+
+
+class AlertClosure(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    classification: str
+    reason: str
+    status: str
 
 
 class AlertUpdate(BaseModel):
@@ -37,18 +43,6 @@ def fetch_alert(defender: DefenderCredentials, source: str, alert_id: str) -> Al
     """
     payload = defender.source_client(source).get(alert_id)
     return parse_alert(payload, source)
-
-
-@task(persist_result=True, task_run_name="classify {alert.source}-{alert.id}")
-def classify(alert: Alert) -> Route:
-    """Decide what the playbook does for this alert (severity-based for now).
-
-    Example:
-        ```python
-        route = classify(alert)
-        ```
-    """
-    return route_by_severity(alert)
 
 
 def _update_key(context: TaskRunContext, params: dict[str, Any]) -> str:
@@ -83,3 +77,29 @@ def update_alert(defender: DefenderCredentials, alert: Alert, ticket: Ticket | N
         comment_added=comment_added,
         status=str(after.status),
     )
+
+
+def _close_key(context: TaskRunContext, params: dict[str, Any]) -> str:
+    alert: Alert = params["alert"]
+    return cache_key("close", alert.correlation_key, response_revision(alert))
+
+
+@external_call(_close_key, name="close {alert.source}-{alert.id}")
+def close_alert(
+    defender: DefenderCredentials,
+    alert: Alert,
+    classification: Literal["benign", "false_positive"],
+    reason: str,
+) -> AlertClosure:
+    """Resolve the alert at its source as benign or a false positive, recording ``reason``
+    where the API keeps one (every source's close is safe to repeat).
+
+    Example:
+        ```python
+        close_alert(defender, alert, "benign", "Defender for Cloud sample alert")
+        ```
+    """
+    client = defender.source_client(alert.source)
+    client.close(alert.id, classification, reason)
+    after = parse_alert(client.get(alert.id), alert.source)
+    return AlertClosure(classification=classification, reason=reason, status=str(after.status))

@@ -1,36 +1,79 @@
-"""Chat notifications (Slack, Teams) that link the ticket."""
+"""Notifications that link the ticket: Slack, Teams (chat webhooks) and email (SMTP)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from prefect.blocks.core import Block
 from prefect.context import TaskRunContext
 
-from riposte.alerts.messages import CHAT_RENDERERS
+from riposte.alerts.messages import MessageRenderer
 from riposte.alerts.model import Alert
+from riposte.alerts.policy import Templates
 from riposte.alerts.response import Delivery, Ticket, response_revision
-from riposte.blocks.chat import ChatWebhook
+from riposte.blocks import load_block
+from riposte.blocks.chat import ChatWebhook, SlackIncomingWebhook, TeamsWorkflowWebhook
+from riposte.blocks.email import EmailSmtp
+from riposte.settings import get_settings
 from riposte.tasks._cache import cache_key
 from riposte.tasks._common import external_call
 from riposte.tasks.tickets import block_identity
 
+Channel = ChatWebhook | EmailSmtp
+_CHANNEL_TYPES: tuple[type[Block], ...] = (SlackIncomingWebhook, TeamsWorkflowWebhook, EmailSmtp)
+
+
+def load_channel(name: str) -> Channel:
+    """A notification block: ``block-type-slug/name``, or a bare name tried as Slack, Teams
+    and email in turn."""
+    if "/" in name:
+        block = load_block(Block, name)
+        if not isinstance(block, ChatWebhook | EmailSmtp):
+            raise TypeError(f"block {name!r} is a {type(block).__name__}, not a channel")
+        return block
+    for kind in _CHANNEL_TYPES:
+        try:
+            found = kind.load(name)
+        except ValueError:
+            continue
+        if isinstance(found, ChatWebhook | EmailSmtp):
+            return found
+    raise ValueError(f"no Slack, Teams or email block named {name!r}")
+
+
+def channel_label(channel: Channel) -> str:
+    return f"{channel.kind}:#{channel.channel}" if channel.kind != "email" else channel.channel
+
 
 def _notify_key(context: TaskRunContext, params: dict[str, Any]) -> str:
     alert: Alert = params["alert"]
-    return cache_key(
-        "notify", alert.correlation_key, response_revision(alert), block_identity(params["channel"])
-    )
+    # Keyed by what the message is about (the ticket's correlation key): the alerts that share
+    # a throttled ticket share one message per channel.
+    subject = params.get("subject") or alert.correlation_key
+    return cache_key("notify", subject, response_revision(alert), block_identity(params["channel"]))
 
 
 @external_call(_notify_key, name="notify {alert.source}-{alert.id} {channel.kind}")
-def notify(channel: ChatWebhook, alert: Alert, ticket: Ticket | None) -> Delivery:
-    """Post the alert, with its ticket link, to one chat channel.
+def notify(
+    channel: Channel,
+    alert: Alert,
+    ticket: Ticket | None,
+    templates: Templates | None = None,
+    subject: str | None = None,
+) -> Delivery:
+    """Post the alert, with its ticket link, to one channel, with the rule's templates.
 
     Example:
         ```python
         notify(SlackIncomingWebhook.load("riposte-slack"), alert, ticket)
         ```
     """
-    message = CHAT_RENDERERS[channel.kind](alert, ticket)
-    channel.get_client().post(message)
-    return Delivery(channel=f"{channel.kind}:#{channel.channel}", delivered=True)
+    renderer = MessageRenderer(templates, get_settings().templates_dir)
+    if isinstance(channel, EmailSmtp):
+        # The same Message-ID on a repeat, so that a mail client shows one message.
+        key = subject or alert.correlation_key
+        message_id = f"<{key}.{response_revision(alert)}@riposte>"
+        channel.get_client().send(renderer.email(alert, ticket), message_id=message_id)
+    else:
+        channel.get_client().post(renderer.chat(channel.kind, alert, ticket))
+    return Delivery(channel=channel_label(channel), delivered=True)

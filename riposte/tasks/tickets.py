@@ -1,4 +1,5 @@
-"""Find-or-create of the alert's ticket in ServiceNow or Jira."""
+"""Tickets in ServiceNow or Jira: find-or-create one on a correlation key, or add an alert to one
+as a numbered note, each exactly once."""
 
 from __future__ import annotations
 
@@ -6,31 +7,132 @@ from typing import Any
 
 from prefect.blocks.core import Block
 from prefect.context import TaskRunContext
+from pydantic import BaseModel, ConfigDict
 
-from riposte.alerts.messages import ticket_draft
+from riposte.alerts.matching import PlannedAction
+from riposte.alerts.messages import MessageRenderer
 from riposte.alerts.model import Alert
-from riposte.alerts.response import Route, Ticket
+from riposte.alerts.policy import Templates
+from riposte.alerts.response import Ticket
 from riposte.blocks.ticketing import TicketingCredentials
-from riposte.tasks._cache import cache_key
+from riposte.settings import get_settings
+from riposte.tasks._cache import cache_key, exclusive
 from riposte.tasks._common import external_call
+from riposte.tasks.policy import ticket_place, ticket_system
+
+# Appended to every note Riposte adds to a ticket, on a line of its own, whatever the template
+# says: it is how a repeated step finds its note, and how notes are counted.
+NOTE_MARKER = "Riposte alert key:"
 
 
 def block_identity(block: Block) -> str:
     return f"{block.get_block_type_slug()}/{block._block_document_name or 'unsaved'}"
 
 
+def note_marker(alert: Alert) -> str:
+    return f"{NOTE_MARKER} {alert.correlation_key}"
+
+
+class OpenedTicket(BaseModel):
+    """The ticket an alert's response found or created, and which alert's response did it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    ticket: Ticket
+    correlation_key: str
+    opened_by: str
+    """Correlation key of the alert whose response opened it; empty when it was found already
+    there under a group key (so some other alert opened it)."""
+
+
+class TicketComment(BaseModel):
+    """An alert added to an existing ticket as a note: the n-th alert on that ticket."""
+
+    model_config = ConfigDict(frozen=True)
+
+    ticket: Ticket
+    alert_number: int
+    added: bool
+    """False when the note was already there (a repeated step)."""
+
+
 def _ticket_key(context: TaskRunContext, params: dict[str, Any]) -> str:
-    alert: Alert = params["alert"]
-    return cache_key("ticket", alert.correlation_key, block_identity(params["ticketing"]))
+    # Keyed by the ticket, not the alert: every alert whose decision names this ticket key takes
+    # turns on one lock, so two workers deciding at once share one ticket.
+    return cache_key("ticket", params["correlation_key"], block_identity(params["ticketing"]))
 
 
 @external_call(_ticket_key, name="ticket {alert.source}-{alert.id}")
-def create_ticket(ticketing: TicketingCredentials, alert: Alert, route: Route) -> Ticket:
-    """The alert's ticket: found by the alert's correlation key, created only if absent.
+def open_ticket(
+    ticketing: TicketingCredentials,
+    alert: Alert,
+    action: PlannedAction,
+    correlation_key: str,
+    group_key: str | None = None,
+) -> OpenedTicket:
+    """The ticket keyed ``correlation_key``: found, or created from the action's templates with
+    its priority and queue (ServiceNow) or project (Jira).
 
     Example:
         ```python
-        ticket = create_ticket(ServiceNowCredentials.load("riposte-servicenow"), alert, route)
+        opened = open_ticket(ticketing, alert, action, outcome.ticket_correlation_key)
         ```
     """
-    return ticketing.get_client().find_or_create(ticket_draft(alert, route))
+    system = ticket_system(ticketing)
+    renderer = MessageRenderer(action.templates, get_settings().templates_dir)
+    draft = renderer.ticket_draft(
+        alert, action.route(), system=system, correlation_key=correlation_key
+    ).model_copy(update={**ticket_place(action.ticket, ticketing), "group_key": group_key})
+    ticket = ticketing.get_client().find_or_create(draft)
+    own = ticket.created or correlation_key == alert.correlation_key
+    return OpenedTicket(
+        ticket=ticket,
+        correlation_key=correlation_key,
+        opened_by=alert.correlation_key if own else "",
+    )
+
+
+def _comment_key(context: TaskRunContext, params: dict[str, Any]) -> str:
+    alert: Alert = params["alert"]
+    ticket: Ticket = params["ticket"]
+    return cache_key(
+        "comment", alert.correlation_key, ticket.key, block_identity(params["ticketing"])
+    )
+
+
+@external_call(_comment_key, name="comment {alert.source}-{alert.id}")
+def comment_on_ticket(
+    ticketing: TicketingCredentials,
+    alert: Alert,
+    ticket: Ticket,
+    reason: str,
+    templates: Templates | None = None,
+) -> TicketComment:
+    """Add ``alert`` to an open ticket as a note saying it is the n-th alert there, once.
+
+    The notes are read and numbered under a lock on the ticket, so that concurrent alerts get
+    consecutive numbers; a note already carrying this alert's key is not written again.
+
+    Example:
+        ```python
+        comment_on_ticket(ticketing, alert, ticket, "throttled: 1 ticket already opened")
+        ```
+    """
+    client = ticketing.get_client()
+    marker = note_marker(alert)
+    with exclusive(cache_key("notes", block_identity(ticketing), ticket.key)):
+        ours = [n for n in client.notes(ticket) if NOTE_MARKER in n]
+        for index, note in enumerate(ours):
+            if marker in (line.strip() for line in note.splitlines()):
+                return TicketComment(ticket=ticket, alert_number=index + 2, added=False)
+        # The alert that opened the ticket is alert 1; each note adds one.
+        number = len(ours) + 2
+        text = MessageRenderer(templates, get_settings().templates_dir).ticket_note(
+            alert,
+            system=ticket_system(ticketing),
+            ticket_key=ticket.key,
+            alert_number=number,
+            reason=reason,
+        )
+        client.add_note(ticket, f"{text}\n\n{marker}")
+    return TicketComment(ticket=ticket, alert_number=number, added=True)

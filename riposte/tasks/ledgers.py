@@ -1,0 +1,125 @@
+"""Where throttles, incident grouping and suppression windows read their state: the ticketing
+system itself and Prefect Variables, never the memory of a process.
+
+- `TicketLedger` answers the throttle and grouping questions from the tickets that exist: a
+  group's tickets carry its key (ServiceNow: as the prefix of the correlation id; Jira: as a
+  label), and a throttled ticket's key names its window slot and its number in the slot
+  (`<group>-<slot>-<n>`). Two workers that decide at the same moment compute the same key, and
+  find-or-create makes them share one ticket.
+- `VariableSuppressions` keeps, per suppression key, the time of the last response in a Prefect
+  Variable (a timestamp is far below the 5000 characters a Variable holds).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import VariableCreate, VariableUpdate
+from prefect.exceptions import ObjectAlreadyExists
+from prefect.variables import Variable
+
+from riposte.alerts.response import Ticket
+from riposte.alerts.throttle import OpenTicket
+from riposte.blocks.ticketing import GroupedTicket, TicketingClient
+
+
+def slot_of(correlation_key: str, group_key: str) -> tuple[datetime, int] | None:
+    """The window slot and number a throttled ticket's key names, or None (an incident key)."""
+    rest = correlation_key.removeprefix(group_key + "-")
+    slot, _, number = rest.partition("-")
+    try:
+        return datetime.strptime(slot, "%Y%m%d%H%M%S").replace(tzinfo=UTC), int(number)
+    except ValueError:
+        return None
+
+
+class TicketLedger:
+    """`ThrottleLedger` over a ticketing client; one lookup per group per decision."""
+
+    def __init__(self, client: TicketingClient, project: str | None = None) -> None:
+        self.client = client
+        self.project = project
+        self._groups: dict[str, list[GroupedTicket]] = {}
+
+    def _group(self, key: str) -> list[GroupedTicket]:
+        if key not in self._groups:
+            found = self.client.group(key, project=self.project)
+            # Latest first by the slot and number in the key, not by creation time: the order
+            # is then the same for every worker, whatever the clocks.
+            epoch = datetime.min.replace(tzinfo=UTC)
+            found.sort(key=lambda g: slot_of(g.correlation_key, key) or (epoch, 0), reverse=True)
+            self._groups[key] = found
+        return self._groups[key]
+
+    def count_since(self, key: str, since: datetime) -> int:
+        count = 0
+        for grouped in self._group(key):
+            slot = slot_of(grouped.correlation_key, key)
+            if slot is None or slot[0] >= since:
+                count += 1
+        return count
+
+    def open_ticket_for(self, key: str) -> OpenTicket | None:
+        tickets = self._group(key)
+        if not tickets:
+            return None
+        # How many alerts it holds is counted when the comment is written (under a lock), not
+        # here: a decision does not read every note of a busy ticket.
+        return OpenTicket(key=tickets[0].ticket.key, correlation_key=tickets[0].correlation_key)
+
+    def ticket(self, correlation_key: str) -> Ticket | None:
+        """The full ticket (id and link) behind a key this ledger returned."""
+        for tickets in self._groups.values():
+            for grouped in tickets:
+                if grouped.correlation_key == correlation_key:
+                    return grouped.ticket
+        return None
+
+
+class NoTickets:
+    """The ledger of an action that opens no ticket, or is not throttled or grouped."""
+
+    def count_since(self, key: str, since: datetime) -> int:
+        return 0
+
+    def open_ticket_for(self, key: str) -> OpenTicket | None:
+        return None
+
+
+class VariableSuppressions:
+    """`SuppressionLedger` over Prefect Variables named after the suppression key."""
+
+    def last_response(self, key: str) -> datetime | None:
+        value = Variable.get(key, default=None)
+        return datetime.fromisoformat(value) if isinstance(value, str) else None
+
+
+class NoSuppressions:
+    def last_response(self, key: str) -> datetime | None:
+        return None
+
+
+def record_response_time(key: str, at: datetime) -> datetime:
+    """Keep the latest response time under ``key``; returns what the Variable holds after.
+
+    Never moves the time back, and two workers recording at once converge: the create that
+    loses the race reads again and updates only if its time is later.
+    """
+    with get_client(sync_client=True) as client:
+        for _ in range(5):
+            current = client.read_variable_by_name(key)
+            if current is None:
+                try:
+                    client.create_variable(
+                        VariableCreate(name=key, value=at.isoformat(), tags=["riposte"])
+                    )
+                except ObjectAlreadyExists:
+                    continue
+                return at
+            held = datetime.fromisoformat(str(current.value))
+            if held >= at:
+                return held
+            client.update_variable(VariableUpdate(name=key, value=at.isoformat()))
+            return at
+    raise RuntimeError(f"could not record the response time under {key}")
