@@ -13,6 +13,11 @@ from pydantic import ValidationError
 
 from riposte.alerts.errors import AlertParseError
 from riposte.alerts.model import Alert, Entity, EntityType, Severity, Status
+from riposte.alerts.sources._common import get as _get
+from riposte.alerts.sources._common import has as _has
+from riposte.alerts.sources._common import join_path as _join_path
+from riposte.alerts.sources._common import plain as _plain
+from riposte.alerts.sources._common import scalar_text as _scalar_text
 from riposte.alerts.timestamps import parse_timestamp
 
 SOURCE = "graph"
@@ -137,35 +142,6 @@ def parse(payload: Mapping[str, Any]) -> Alert:
 # --- field readers ---------------------------------------------------------------------------
 
 
-def _get(mapping: Mapping[Any, Any], key: str) -> Any:
-    """``mapping[key]`` with the key matched case-insensitively; None when absent."""
-    if key in mapping:
-        return mapping[key]
-    folded = key.casefold()
-    for candidate, value in mapping.items():
-        if isinstance(candidate, str) and candidate.casefold() == folded:
-            return value
-    return None
-
-
-def _has(mapping: Mapping[Any, Any], key: str) -> bool:
-    folded = key.casefold()
-    return any(isinstance(k, str) and k.casefold() == folded for k in mapping)
-
-
-def _scalar_text(value: Any) -> str | None:
-    """A string, or a number rendered as one; None for anything else or for blank text."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, str):
-        return value if value.strip() else None
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float) and math.isfinite(value):
-        return str(int(value)) if value.is_integer() else str(value)
-    return None
-
-
 def _optional_text(payload: Mapping[str, Any], key: str, *, strict: bool = False) -> str | None:
     """An optional string field; numbers are accepted unless ``strict``, objects never are."""
     value = _get(payload, key)
@@ -231,15 +207,6 @@ def _mitre_techniques(payload: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(techniques))
 
 
-def _plain(value: Any) -> Any:
-    """A copy made of dicts and lists only, so `raw` never shares or wraps the caller's objects."""
-    if isinstance(value, Mapping):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
-    return value
-
-
 # --- entities --------------------------------------------------------------------------------
 
 _Attributes = dict[str, str]
@@ -276,16 +243,6 @@ def _first(*sources: Mapping[str, Any], key: str) -> Any:
         if _scalar_text(value) is not None:
             return value
     return None
-
-
-def _join_path(directory: Any, name: Any) -> str | None:
-    folder, file_name = _scalar_text(directory), _scalar_text(name)
-    if folder is None or file_name is None:
-        return folder or file_name
-    if folder.rstrip("\\/").lower().endswith(file_name.lower()):
-        return folder
-    separator = "/" if "/" in folder and "\\" not in folder else "\\"
-    return folder.rstrip("\\/") + separator + file_name
 
 
 def _account_value(account: Mapping[str, Any], *flat: Mapping[str, Any]) -> str | None:
