@@ -146,8 +146,10 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     stack = LocalStack(settings)
-    # `kill` and service managers send SIGTERM: stop the children as Ctrl-C would.
+    # `kill` and service managers send SIGTERM: stop the children as Ctrl-C would. SIGINT is
+    # set too, since a shell starting us in the background leaves it ignored.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         stack.start()
         samples = None if args.no_samples else stack.load_samples()

@@ -275,11 +275,12 @@ class LocalStack:
         return {"loaded": loaded, "pushed": pushed}
 
     def stop(self) -> None:
+        """Stop the parts in the reverse order of their start, each before the next, so that
+        the intake and the responder can still report to Prefect while they finish."""
         for process in reversed(self.processes):
             if process.popen.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.popen.pid, signal.SIGTERM)
-        for process in reversed(self.processes):
             try:
                 process.popen.wait(timeout=15)
             except subprocess.TimeoutExpired:
