@@ -25,6 +25,7 @@ from riposte.blocks.alert_sources import AlertSourceClient, GraphAlertSource
 from riposte.blocks.cloud_apps import CloudAppsClient, LegacyTokenAuth
 from riposte.blocks.defender_cloud import DefenderCloudClient
 from riposte.blocks.defender_endpoint import DefenderEndpointClient
+from riposte.blocks.entra import EntraUsersClient
 from riposte.blocks.errors import ServiceAuthError
 
 T = TypeVar("T")
@@ -110,6 +111,10 @@ class DefenderCredentials(Block):
         """The pooled Defender for Endpoint client for these credentials."""
         return self._clients().endpoint()
 
+    def users_client(self) -> EntraUsersClient:
+        """The pooled Entra ID users client (Graph ``/users``) for these credentials."""
+        return self._clients().users()
+
     def cloud_apps_client(self) -> CloudAppsClient:
         """The pooled Defender for Cloud Apps client; needs ``cloud_apps_base_url``."""
         return self._clients().cloud_apps()
@@ -184,6 +189,15 @@ class DefenderClients:
                 creds.endpoint_base_url,
                 self.auth(creds.endpoint_scope),
                 timeout=creds.timeout_seconds,
+            ),
+        )
+
+    def users(self) -> EntraUsersClient:
+        creds = self._creds
+        return self._get(
+            "users",
+            lambda: EntraUsersClient(
+                creds.graph_base_url, self.auth(creds.graph_scope), timeout=creds.timeout_seconds
             ),
         )
 

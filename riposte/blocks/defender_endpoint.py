@@ -1,4 +1,5 @@
-"""Microsoft Defender for Endpoint alerts API client: list since a watermark, get, update, comment.
+"""Microsoft Defender for Endpoint API client: alerts (list since a watermark, get, update,
+comment) and response actions (isolate, release, machine actions, indicators).
 
 Get it from the credentials block: ``DefenderCredentials.load(name).endpoint_client()``.
 """
@@ -13,7 +14,7 @@ from urllib.parse import quote
 import httpx
 
 from riposte.alerts.timestamps import parse_timestamp
-from riposte.blocks._http import build_http_client, send
+from riposte.blocks._http import IDEMPOTENT, build_http_client, send
 from riposte.blocks.alert_sources import DEFENDER_ENDPOINT, Verdict, comments_contain
 
 ENDPOINT = "Microsoft Defender for Endpoint"
@@ -51,6 +52,9 @@ class DefenderEndpointClient:
 
     source = DEFENDER_ENDPOINT
     ALERTS = "/api/alerts"
+    MACHINES = "/api/machines"
+    MACHINE_ACTIONS = "/api/machineactions"
+    INDICATORS = "/api/indicators"
 
     def __init__(self, base_url: str, auth: httpx.Auth, *, timeout: float) -> None:
         self._http = build_http_client(ENDPOINT, base_url.rstrip("/"), timeout=timeout, auth=auth)
@@ -141,3 +145,138 @@ class DefenderEndpointClient:
             changes["comment"] = reason
         if changes:
             self.update_alert(alert_id, **changes)
+
+    # --- response actions: isolation, indicators ------------------------------------------
+
+    def _machine_path(self, machine_id: str, action: str) -> str:
+        return f"{self.MACHINES}/{quote(machine_id, safe='')}/{action}"
+
+    def isolate(
+        self, machine_id: str, comment: str, isolation_type: str = "Full"
+    ) -> dict[str, Any]:
+        """Ask for the machine's isolation (``Full``, ``Selective`` or ``UnManagedDevice``);
+        returns the MachineAction, Pending. Sent once: a retried POST could isolate twice."""
+        body: dict[str, Any] = self._call(
+            f"isolate machine {machine_id}",
+            "POST",
+            self._machine_path(machine_id, "isolate"),
+            json={"Comment": comment, "IsolationType": isolation_type},
+        )
+        return body
+
+    def release(self, machine_id: str, comment: str) -> dict[str, Any]:
+        """Ask for the machine's release from isolation; returns the MachineAction, Pending."""
+        body: dict[str, Any] = self._call(
+            f"release machine {machine_id}",
+            "POST",
+            self._machine_path(machine_id, "unisolate"),
+            json={"Comment": comment},
+        )
+        return body
+
+    def machine_action(self, action_id: str) -> dict[str, Any]:
+        body: dict[str, Any] = self._call(
+            f"get machine action {action_id}",
+            "GET",
+            f"{self.MACHINE_ACTIONS}/{quote(action_id, safe='')}",
+        )
+        return body
+
+    def machine_actions(
+        self, machine_id: str, *, action_type: str | None = None, page_size: int = 1000
+    ) -> list[dict[str, Any]]:
+        """The machine's actions (of ``action_type`` only, when given), newest first."""
+        clauses = [f"machineId eq {odata_string(machine_id)}"]
+        if action_type is not None:
+            clauses.append(f"type eq {odata_string(action_type)}")
+        found = self._list(
+            f"list machine actions of {machine_id}",
+            self.MACHINE_ACTIONS,
+            " and ".join(clauses),
+            page_size,
+        )
+        return sorted(found, key=_created, reverse=True)
+
+    def submit_indicator(
+        self,
+        value: str,
+        indicator_type: str,
+        action: str,
+        title: str,
+        description: str,
+        *,
+        severity: str | None = None,
+        expiration: str | None = None,
+        generate_alert: bool | None = None,
+        recommended_actions: str | None = None,
+    ) -> dict[str, Any]:
+        """Submit or update the indicator of ``indicator_type`` (``IpAddress``, ``Url``,
+        ``DomainName``, ``FileSha1``, ``FileSha256``...) and ``value``: the API keeps one per
+        type and value, so repeating the call updates it. Returns the indicator."""
+        payload: dict[str, Any] = {
+            "indicatorValue": value,
+            "indicatorType": indicator_type,
+            "action": action,
+            "title": title,
+            "description": description,
+        }
+        optional = {
+            "severity": severity,
+            "expirationTime": expiration,
+            "generateAlert": generate_alert,
+            "recommendedActions": recommended_actions,
+        }
+        payload.update({k: v for k, v in optional.items() if v is not None})
+        body: dict[str, Any] = self._call(
+            f"submit {indicator_type} indicator {value}",
+            "POST",
+            self.INDICATORS,
+            json=payload,
+            # An upsert: repeating it after a timeout cannot make a second indicator.
+            extensions={IDEMPOTENT: True},
+        )
+        return body
+
+    def find_indicator(self, value: str, indicator_type: str) -> dict[str, Any] | None:
+        """The indicator of this type and value, or None."""
+        found = self._list(
+            f"find {indicator_type} indicator {value}",
+            self.INDICATORS,
+            f"indicatorValue eq {odata_string(value)} and indicatorType eq"
+            f" {odata_string(indicator_type)}",
+            MAX_PAGE,
+        )
+        wanted = value.casefold()
+        return next(
+            (
+                i
+                for i in found
+                if str(i.get("indicatorValue", "")).casefold() == wanted
+                and i.get("indicatorType") == indicator_type
+            ),
+            None,
+        )
+
+    def _list(
+        self, action: str, path: str, odata_filter: str, page_size: int
+    ) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        skip = 0
+        while True:
+            params: dict[str, str | int] = {"$filter": odata_filter, "$top": page_size}
+            if skip:
+                params["$skip"] = skip
+            page = self._call(action, "GET", path, params=params).get("value", [])
+            items.extend(page)
+            if len(page) < page_size:
+                return items
+            skip += len(page)
+
+
+def odata_string(value: str) -> str:
+    """``value`` as an OData string literal (quotes doubled)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _created(action: dict[str, Any]) -> datetime:
+    return parse_timestamp(action.get("creationDateTimeUtc")) or _OLDEST

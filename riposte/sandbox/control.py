@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from riposte.sandbox import cloud_apps, defender_cloud, defender_endpoint, jira, servicenow
+from riposte.sandbox import cloud_apps, defender_cloud, defender_endpoint, graph, jira, servicenow
 from riposte.sandbox.clock import utcnow
 from riposte.sandbox.graph import load_alerts
 from riposte.sandbox.samples import sample_alerts_by_source, sample_graph_alerts
@@ -229,3 +229,8 @@ async def clear_requests(request: Request) -> dict[str, str]:
     state = get_state(request)
     state.requests = type(state.requests)()
     return {"status": "cleared"}
+
+
+# Containment: MDE machines, machine-action outcomes and indicators; Entra ID users.
+router.include_router(defender_endpoint.control_router)
+router.include_router(graph.control_router)

@@ -58,13 +58,49 @@ class IdentityState:
 @dataclass
 class GraphState:
     alerts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Entra ID users by lower-cased object id: added by control, or found in alerts' evidence.
+    users: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class MachineActionProgress:
+    """How far a machine action is: it ends after ``polls_to_complete`` reads, in ``outcome``."""
+
+    outcome: str = "Succeeded"
+    polls: int = 0
+
+
+@dataclass
+class MachineActionFailure:
+    """Makes the next matching machine actions end in ``status`` (Failed, TimeOut, Cancelled)."""
+
+    status: str
+    machine_id: str | None = None
+    action_type: str | None = None
+    remaining: int | None = 1  # None: until cleared
+
+    def applies_to(self, machine_id: str, action_type: str) -> bool:
+        return (
+            (self.machine_id is None or self.machine_id.lower() == machine_id.lower())
+            and (self.action_type is None or self.action_type == action_type)
+            and (self.remaining is None or self.remaining > 0)
+        )
 
 
 @dataclass
 class EndpointState:
-    """Defender for Endpoint alerts by id."""
+    """Defender for Endpoint alerts by id; machines, machine actions and indicators."""
 
     alerts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Machines by lower-cased id: added by control, or found in the alerts.
+    machines: dict[str, dict[str, Any]] = field(default_factory=dict)
+    machine_actions: dict[str, dict[str, Any]] = field(default_factory=dict)  # by id
+    action_progress: dict[str, MachineActionProgress] = field(default_factory=dict)
+    action_failures: list[MachineActionFailure] = field(default_factory=list)
+    polls_to_complete: int = 2
+    isolated: dict[str, str] = field(default_factory=dict)  # machine id -> isolation scope
+    indicators: dict[str, dict[str, Any]] = field(default_factory=dict)  # by id
+    next_indicator_id: int = 1001
 
 
 @dataclass
