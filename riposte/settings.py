@@ -15,6 +15,8 @@ BATCH_DEPLOYMENT = "respond_batch/respond-batch"
 POLL_DEPLOYMENT = "poll_alerts/poll"
 DIGEST_DEPLOYMENT = "post_digests/digest"
 RECONCILE_DEPLOYMENT = "reconcile_alerts/reconcile"
+CONTAIN_DEPLOYMENT = "contain_alert/contain"
+APPROVAL_SWEEP_DEPLOYMENT = "expire_approvals/approval-sweep"
 
 
 class Settings(BaseSettings):
@@ -38,6 +40,24 @@ class Settings(BaseSettings):
         "[...]}; read at start and every minute, so a rotation needs no restart",
     )
     respond_deployment: str = RESPOND_DEPLOYMENT
+
+    approval_keys: str = Field(
+        "",
+        description="Comma-separated keys (32+ bytes) that sign approval links; the first signs, "
+        "all verify. Empty: the Prefect Secret block `approval_secret_block`",
+    )
+    approval_secret_block: str = Field(
+        "riposte-approval-key",
+        description="Prefect Secret block holding the approval link keys (comma-separated)",
+    )
+    public_url: str | None = Field(
+        None,
+        description="Address approvers reach the intake at, for approval links; "
+        "None: the intake's local address",
+    )
+    approval_sweep_seconds: int = Field(
+        30, ge=5, description="How often pending approvals are checked for their timeout"
+    )
 
     poll_interval_seconds: int = Field(15, ge=1)
     reconcile_interval_seconds: int = Field(600, ge=10)
@@ -75,6 +95,43 @@ class Settings(BaseSettings):
         False, description="Serve the digest deployment with its schedule paused"
     )
 
+    # Beyond one machine: what every worker must share (see the README's Production section).
+    result_storage_block: str | None = Field(
+        None,
+        description="Prefect filesystem block (`local-file-system/<name>`, "
+        "`remote-file-system/<name>`...) where the flows persist results and step records; "
+        "None: Prefect's default, PREFECT_RESULTS_LOCAL_STORAGE_PATH (one machine only)",
+    )
+    lock_manager: str = Field(
+        "file",
+        description="`file`: file locks under RIPOSTE_HOME/locks (one machine); "
+        "`redis://[user:password@]host:port/db` (or rediss://): prefect-redis's "
+        "RedisLockManager, shared by several machines (pip install prefect-redis)",
+    )
+    lock_hold_seconds: float = Field(
+        900.0,
+        ge=10,
+        description="A lock whose holder died lapses after this long; longer than any step",
+    )
+    lost_run_seconds: int = Field(
+        90,
+        ge=30,
+        description="A run of the work pool silent this long (no heartbeat, or Pending without "
+        "starting) is marked Crashed and run again; at least 3 x the runs' "
+        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY (prefect.yaml sets 30)",
+    )
+
+    # Request budgets of the Prefect rate limits (riposte.limits), read when setup creates them:
+    # "30/min", "1/s", "100/min,1500/h" (a bare number is per minute); None: the vendor's limit.
+    rate_graph: str | None = Field(None, description="Graph security budget (150/min)")
+    rate_mde: str | None = Field(None, description="Defender for Endpoint (100/min,1500/h)")
+    rate_mdca: str | None = Field(None, description="Defender for Cloud Apps budget (30/min)")
+    rate_arm: str | None = Field(None, description="Defender for Cloud, ARM budget (1200/h)")
+    rate_servicenow: str | None = Field(None, description="ServiceNow budget (300/min)")
+    rate_jira: str | None = Field(None, description="Jira budget (300/min)")
+    rate_slack: str | None = Field(None, description="Slack webhook budget (1/s)")
+    rate_teams: str | None = Field(None, description="Teams Workflows webhook budget (60/min)")
+
     @property
     def poll_source_list(self) -> list[str]:
         return [s.strip() for s in self.poll_sources.split(",") if s.strip()]
@@ -90,6 +147,10 @@ class Settings(BaseSettings):
     @property
     def intake_url(self) -> str:
         return f"http://{self.host}:{self.intake_port}"
+
+    @property
+    def approval_base_url(self) -> str:
+        return (self.public_url or self.intake_url).rstrip("/")
 
     @property
     def sandbox_url(self) -> str:

@@ -25,6 +25,7 @@ _STATE = Path(os.environ.get("RIPOSTE_TEST_STATE") or tempfile.mkdtemp(prefix="r
 _STATE.mkdir(parents=True, exist_ok=True)
 _PREFECT_PORT = free_port()
 PREFECT_API_URL = f"http://127.0.0.1:{_PREFECT_PORT}/api"
+_INTAKE_PORT = free_port()
 os.environ.update(
     {
         "PREFECT_HOME": str(_STATE / "prefect"),
@@ -40,6 +41,10 @@ os.environ.update(
         # the session, and tests that need another policy rewrite the file (`use_policy`).
         "RIPOSTE_POLICY_FILE": str(_STATE / "policy.yaml"),
         "RIPOSTE_DIGEST_PAUSED": "true",
+        # The approval tests run the timeout sweep themselves, when they mean to.
+        "RIPOSTE_APPROVAL_SWEEP_SECONDS": "3600",
+        # Approval links point at the session's intake (`intake_url`).
+        "RIPOSTE_PUBLIC_URL": f"http://127.0.0.1:{_INTAKE_PORT}",
     }
 )
 
@@ -231,5 +236,5 @@ def intake_url(prefect_server: str) -> Iterator[str]:
             intake_hmac_keys=",".join(INTAKE_HMAC_KEYS),
         )
     )
-    with serve_in_thread(app) as url:
+    with serve_in_thread(app, port=_INTAKE_PORT) as url:
         yield url

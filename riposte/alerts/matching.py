@@ -12,17 +12,23 @@ import fnmatch
 import ipaddress
 import re
 from collections.abc import Iterable
+from datetime import timedelta
 from functools import lru_cache
 
 from pydantic import BaseModel, ConfigDict
 
+from riposte.alerts.containment import ActionKind
 from riposte.alerts.model import Alert, Entity, EntityType, Severity
 from riposte.alerts.policy import (
+    DEFAULT_APPROVAL_TIMEOUT,
     Allow,
+    Approver,
     Close,
+    Containment,
     Defaults,
     Digest,
     Match,
+    OnTimeout,
     Playbook,
     Policy,
     Rule,
@@ -58,6 +64,27 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True)
 
 
+class ContainmentPlan(_Frozen):
+    """The containment an escalation asks for, with the defaults filled in."""
+
+    actions: tuple[ActionKind, ...]
+    approvers: tuple[Approver, ...]
+    timeout: timedelta
+    on_timeout: OnTimeout
+    timeout_channels: tuple[str, ...]
+    automatic: bool
+
+    def describe(self) -> str:
+        what = ", ".join(str(a).replace("_", " ") for a in self.actions)
+        if self.automatic:
+            return f"contain at once, without approval: {what}"
+        names = ", ".join(a.name for a in self.approvers)
+        return (
+            f"ask {names} to approve: {what}; if nobody answers within "
+            f"{format_duration(self.timeout)}: {self.on_timeout}"
+        )
+
+
 class PlannedAction(_Frozen):
     """What one matching rule (or the fallback) asks for, with the defaults filled in."""
 
@@ -69,6 +96,7 @@ class PlannedAction(_Frozen):
     channels: tuple[str, ...]
     templates: Templates
     containment_requires_approval: bool
+    containment: ContainmentPlan | None = None
     close: Close | None
     throttle: Throttle | None
     group_by_incident: bool
@@ -135,8 +163,10 @@ class PlannedAction(_Frozen):
             steps.append(f"{verb} {', '.join(self.channels)} with the ticket link")
         steps.append("mark the alert in progress in Defender with a comment linking the ticket")
         if self.playbook == Playbook.ESCALATE:
-            approval = "needs" if self.containment_requires_approval else "does not need"
-            steps.append(f"containment {approval} an analyst's approval")
+            if self.containment is not None:
+                steps.append(self.containment.describe())
+            else:
+                steps.append("no containment (the rule names no containment actions)")
         return steps
 
 
@@ -433,6 +463,21 @@ def _plan(
         channels = ()
     templates = (params.templates or Templates()).merged_over(defaults.templates)
     approval = params.containment_requires_approval
+    requires_approval = approval if approval is not None else defaults.containment_requires_approval
+    containment = None
+    if playbook == Playbook.ESCALATE:
+        merged = (params.containment or Containment()).merged_over(defaults.containment)
+        if merged.actions:
+            automatic = merged.automatic if merged.automatic is not None else not requires_approval
+            containment = ContainmentPlan(
+                actions=merged.actions,
+                approvers=merged.approvers or (),
+                timeout=merged.timeout or DEFAULT_APPROVAL_TIMEOUT,
+                on_timeout=merged.on_timeout or "reject",
+                timeout_channels=merged.timeout_channels or (),
+                automatic=automatic,
+            )
+            requires_approval = not automatic
     return PlannedAction(
         rule=rule.name if rule is not None else FALLBACK_RULE,
         rule_index=index,
@@ -441,9 +486,8 @@ def _plan(
         ticket=(params.ticket or defaults.ticket) if playbook.opens_ticket else None,
         channels=channels,
         templates=templates,
-        containment_requires_approval=(
-            approval if approval is not None else defaults.containment_requires_approval
-        ),
+        containment_requires_approval=requires_approval,
+        containment=containment,
         close=params.close,
         throttle=params.throttle,
         group_by_incident=bool(params.group_by_incident),

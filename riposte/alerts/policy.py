@@ -33,9 +33,11 @@ from pydantic import (
     PlainSerializer,
     PrivateAttr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
+from riposte.alerts.containment import ActionKind
 from riposte.alerts.model import EntityType, Severity
 from riposte.alerts.response import Priority
 
@@ -410,6 +412,66 @@ class Templates(_Strict):
         return {kind: name for kind, name in self.model_dump(exclude_none=True).items()}
 
 
+_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+class Approver(_Strict):
+    """A person who may approve or reject containment, and where their own links are sent.
+
+    Every approver gets links of their own (signed for them alone): a link forwarded to someone
+    else still records the approver it was made for, so send links to personal channels.
+    """
+
+    name: str = Field(
+        min_length=3, max_length=200, description="Who, as the audit records it (email or UPN)"
+    )
+    channels: BlockRefs = Field(description="Chat or email blocks that carry this person's links")
+    email: str | None = Field(
+        None, description="Address for email blocks (default: `name`, when it is an address)"
+    )
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str | None) -> str | None:
+        if value is not None and not _EMAIL_RE.match(value):
+            raise ValueError(f"{value!r} is not an email address")
+        return value
+
+    @property
+    def address(self) -> str | None:
+        if self.email:
+            return self.email
+        return self.name if _EMAIL_RE.match(self.name) else None
+
+
+OnTimeout = Literal["reject", "approve"]
+
+
+class Containment(_Strict):
+    """What `escalate` may contain, and who must say yes first.
+
+    Nothing runs without an approver's yes unless ``automatic: true`` says so. When nobody
+    answers within ``timeout``, ``on_timeout`` decides (reject by default) and the
+    ``timeout_channels`` are told.
+    """
+
+    actions: Annotated[tuple[ActionKind, ...], BeforeValidator(_one_or_many)] | None = None
+    approvers: tuple[Approver, ...] | None = None
+    timeout: Duration | None = None
+    on_timeout: OnTimeout | None = None
+    timeout_channels: BlockRefs | None = None
+    automatic: bool | None = None
+
+    def merged_over(self, base: Containment | None) -> Containment:
+        if base is None:
+            return self
+        ours = {k: v for k, v in self if v is not None}
+        return base.model_copy(update=ours)
+
+
+DEFAULT_APPROVAL_TIMEOUT = timedelta(hours=1)
+
+
 class _Parameters(_Strict):
     """What a playbook needs; a rule or the fallback leaves out what the defaults give."""
 
@@ -419,7 +481,10 @@ class _Parameters(_Strict):
     )
     channels: BlockRefs | None = Field(None, description="Chat or email blocks to notify")
     templates: Templates | None = None
-    containment_requires_approval: bool | None = None
+    containment_requires_approval: bool | None = Field(
+        None, description="false: containment runs without approval (same as containment.automatic)"
+    )
+    containment: Containment | None = None
     close: Close | None = None
     throttle: Throttle | None = None
     group_by_incident: bool | None = None
@@ -455,6 +520,9 @@ class Defaults(_Strict):
     )
     templates: Templates | None = None
     containment_requires_approval: bool = True
+    containment: Containment | None = Field(
+        None, description="Approvers, timeout and default outcome every escalation inherits"
+    )
     digest: Digest | None = None
 
 
@@ -541,6 +609,19 @@ def _parameter_problems(
         yield (*loc, "digest"), "only the digest playbook uses `digest`"
     if playbook.opens_ticket and params.ticket is None and defaults.ticket is None:
         yield loc, f"the {playbook} playbook needs `ticket: {{system, ...}}` here or in defaults"
+    if params.containment is not None and playbook != Playbook.ESCALATE:
+        yield (*loc, "containment"), "only the escalate playbook contains; remove `containment`"
+    if playbook == Playbook.ESCALATE:
+        merged = (params.containment or Containment()).merged_over(defaults.containment)
+        automatic = merged.automatic or params.containment_requires_approval is False
+        if merged.actions and not automatic and not merged.approvers:
+            yield (
+                (*loc, "containment"),
+                (
+                    "containment actions need `approvers` (here or in defaults.containment), "
+                    "or `automatic: true` to run without approval"
+                ),
+            )
     if not playbook.opens_ticket:
         for name in ("throttle", "group_by_incident", "ticket"):
             if getattr(params, name) not in (None, False):

@@ -30,6 +30,7 @@ from riposte.alerts.errors import AlertParseError
 from riposte.alerts.model import Alert, Status
 from riposte.alerts.response import AlertRef, ref_for
 from riposte.alerts.sources import SOURCES, iter_alert_payloads, parser_for
+from riposte.deployments.approvals import approval_router
 from riposte.deployments.signing import SIGNATURE_HEADER, verify
 from riposte.settings import Settings, get_settings
 from riposte.tasks.runs import RunRequest, plan_runs
@@ -250,6 +251,8 @@ def create_app(settings: Settings | None = None, prefect_api_url: str | None = N
         description="Receives Microsoft Defender alerts and starts one response run per alert.",
         lifespan=lifespan,
     )
+
+    app.include_router(approval_router(settings))
 
     @app.get("/health")
     async def health(request: Request) -> JSONResponse:

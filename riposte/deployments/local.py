@@ -14,6 +14,7 @@ from riposte.blocks import (
     SlackIncomingWebhook,
     TeamsWorkflowWebhook,
 )
+from riposte.blocks.approval import ensure_approval_key
 from riposte.sandbox.config import SandboxConfig
 
 BLOCK_TYPES: tuple[type[Block], ...] = (
@@ -86,4 +87,6 @@ def save_sandbox_blocks(sandbox_url: str, config: SandboxConfig | None = None) -
     for name, block in sandbox_blocks(sandbox_url, config).items():
         block.save(name, overwrite=True)
         names.append(f"{block.get_block_type_slug()}/{name}")
+    # The key that signs approval links: made once, never replaced (sent links keep working).
+    ensure_approval_key()
     return names

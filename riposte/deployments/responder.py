@@ -31,6 +31,7 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.deployments.runner import RunnerDeployment
+from prefect.exceptions import Pause
 from prefect.flow_engine import run_flow
 from prefect.states import Pending
 
@@ -137,6 +138,9 @@ class Responder:
             with get_client(sync_client=True) as client:
                 current = client.read_flow_run(run.id)
             run_flow(flow, flow_run=current, parameters=current.parameters, return_type="state")
+        except Pause:
+            # Suspended for input (an approval): Prefect reschedules it when it is resumed.
+            logger.info("Flow run %s is suspended until it is resumed", run.id)
         except BaseException:  # the run's own state records the failure; keep serving
             logger.exception("Flow run %s ended with an error", run.id)
 

@@ -1,4 +1,5 @@
-"""The deployments (respond, respond-batch, poll, reconcile), run in-process by the responder.
+"""The deployments (respond, respond-batch, poll, reconcile, digest, contain, approval-sweep),
+run in-process by the responder.
 
 Production may run the same deployments on a `process` work pool instead (`prefect.yaml`).
 """
@@ -13,6 +14,7 @@ from prefect import Flow
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 
 from riposte.deployments.responder import Responder, serve_forever
+from riposte.flows.contain import contain_alert, expire_approvals
 from riposte.flows.digest import post_digests
 from riposte.flows.poll import poll_alerts
 from riposte.flows.reconcile import reconcile_alerts
@@ -63,7 +65,25 @@ def deployments(settings: Settings) -> list[tuple[RunnerDeployment, Flow[Any, An
         description="Post one summary message per channel for every digest period that closed.",
         entrypoint_type=EntrypointType.MODULE_PATH,
     )
+    contain = contain_alert.to_deployment(
+        name="contain",
+        tags=["riposte", "containment"],
+        description="Ask the policy's approvers, wait for their decision (suspended: no process "
+        "waits), then contain. Started by the escalate playbook; resume it from the approval "
+        "links or the Prefect UI form.",
+        entrypoint_type=EntrypointType.MODULE_PATH,
+    )
+    sweep = expire_approvals.to_deployment(
+        name="approval-sweep",
+        tags=["riposte", "containment"],
+        interval=timedelta(seconds=settings.approval_sweep_seconds),
+        concurrency_limit=1,
+        description="Apply the policy's default outcome to approvals nobody answered in time.",
+        entrypoint_type=EntrypointType.MODULE_PATH,
+    )
     return [
+        (cast(RunnerDeployment, contain), contain_alert),
+        (cast(RunnerDeployment, sweep), expire_approvals),
         (cast(RunnerDeployment, digest), post_digests),
         (cast(RunnerDeployment, reconcile), reconcile_alerts),
         (cast(RunnerDeployment, respond), respond_to_alert),

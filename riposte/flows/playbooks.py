@@ -17,13 +17,16 @@ from typing import Literal
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, ConfigDict
 
+from riposte.alerts.approval import ApproverRef, ContainmentRequest
+from riposte.alerts.containment import ContainmentPlanError, plan_actions
 from riposte.alerts.matching import PlannedAction, evaluate
 from riposte.alerts.model import Alert
 from riposte.alerts.policy import Close, Fallback, Playbook, Policy
-from riposte.alerts.response import Delivery, Ticket
+from riposte.alerts.response import Delivery, Ticket, ref_for
 from riposte.alerts.throttle import Disposition, Outcome, gate
 from riposte.blocks import BlockCache, DefenderCredentials, TicketingCredentials
 from riposte.tasks.alerts import AlertUpdate, close_alert, fetch_alert, update_alert
+from riposte.tasks.approvals import start_containment
 from riposte.tasks.digests import add_to_digest
 from riposte.tasks.ledgers import NoSuppressions, NoTickets
 from riposte.tasks.notify import load_channel, notify
@@ -190,12 +193,45 @@ def run_ticket_and_notify(
     return result
 
 
-def request_containment(alert: Alert, action: PlannedAction, ticket: Ticket | None) -> str:
-    """The seam where approval and containment will go (their own issue): an analyst approves
-    through a `pause_flow_run` form when the rule requires it, then the containment tasks run.
-    Today it only says what would happen."""
-    approval = "after an analyst's approval" if action.containment_requires_approval else "at once"
-    return f"not available yet: containment would run {approval}"
+def request_containment(
+    response: Response, alert: Alert, action: PlannedAction, ticket: Ticket | None
+) -> str:
+    """Start the `contain_alert` run of the rule's containment (one per ticket and set of
+    actions): it asks the approvers, waits, and contains only on a yes (or when the policy says
+    automatic). Returns what happened, for the run report."""
+    plan = action.containment
+    if plan is None:
+        return "none (the rule names no containment actions)"
+    try:
+        actions = plan_actions(
+            alert, plan.actions, comment=f"Riposte {alert.correlation_key} rule {action.rule}"
+        )
+    except ContainmentPlanError as exc:
+        return f"not possible: {exc}"
+    if not actions:
+        return "nothing to contain: the alert names no target for " + ", ".join(plan.actions)
+    request = ContainmentRequest(
+        alert=ref_for(alert),
+        alert_title=alert.title,
+        severity=str(alert.severity),
+        rule=action.rule,
+        actions=tuple(actions),
+        approvers=tuple(
+            ApproverRef(name=a.name, channels=a.channels, address=a.address) for a in plan.approvers
+        ),
+        timeout_seconds=int(plan.timeout.total_seconds()),
+        on_timeout=plan.on_timeout,
+        timeout_channels=plan.timeout_channels,
+        automatic=plan.automatic,
+        defender_block=response.plan.defender_block,
+        ticketing_block=ticketing_block_name(action.ticket, response.plan.ticketing_block),
+        ticket=ticket,
+    )
+    run_id = start_containment(request)
+    if plan.automatic:
+        return f"started without approval (policy says automatic): run {run_id}"
+    names = ", ".join(a.name for a in plan.approvers)
+    return f"awaiting approval from {names}: run {run_id}"
 
 
 def run_escalate(
@@ -208,7 +244,7 @@ def run_escalate(
     """`ticket_and_notify` at high priority, paging the on-call channels as well (the policy
     adds them to the action's channels), then the containment seam."""
     result = run_ticket_and_notify(response, alert, action, outcome, open_tickets)
-    result.containment = request_containment(alert, action, result.ticket)
+    result.containment = request_containment(response, alert, action, result.ticket)
     return result
 
 
