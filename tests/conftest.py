@@ -45,6 +45,12 @@ os.environ.update(
         "RIPOSTE_APPROVAL_SWEEP_SECONDS": "3600",
         # Approval links point at the session's intake (`intake_url`).
         "RIPOSTE_PUBLIC_URL": f"http://127.0.0.1:{_INTAKE_PORT}",
+        # The per-API rate limits (riposte.limits) wide open: strict acquisition then costs one
+        # Prefect call per request and never a wait. test_rate_limits tightens one at a time.
+        **{
+            f"RIPOSTE_RATE_{api}": "100000/s"
+            for api in ("GRAPH", "MDE", "MDCA", "ARM", "SERVICENOW", "JIRA", "SLACK", "TEAMS")
+        },
     }
 )
 
@@ -111,6 +117,9 @@ def prefect_server() -> Iterator[str]:
                     return False
 
             wait_until(healthy, timeout=120, interval=0.5, what="the Prefect server")
+            from riposte.limits import ensure_rate_limits
+
+            ensure_rate_limits()  # as setup does: clients acquire them strictly inside runs
             yield PREFECT_API_URL
         finally:
             proc.terminate()

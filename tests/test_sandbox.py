@@ -1072,7 +1072,7 @@ def test_faults_are_listed_with_remaining_uses_and_cleared(sb: Sandbox) -> None:
     "spec",
     [
         {"service": "graph"},
-        {"service": "mdca", "status": 500},
+        {"service": "nope", "status": 500},
         {"service": "graph", "status": 99},
         {"service": "graph", "status": 500, "times": 0},
     ],

@@ -11,6 +11,8 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
+from prefect.exceptions import MissingContextError
+from prefect.logging import get_run_logger
 
 from riposte.blocks.errors import (
     ExternalServiceError,
@@ -19,6 +21,7 @@ from riposte.blocks.errors import (
     ServiceRejectedError,
     ServiceUnavailableError,
 )
+from riposte.limits import acquire_request_slot, in_prefect_run, limit_for_system
 
 logger = logging.getLogger("riposte.http")
 # httpx logs every request with its full URL at INFO; webhook URLs are secrets.
@@ -30,6 +33,18 @@ logging.getLogger("httpcore").setLevel(logging.WARNING)
 # retried create after a timeout could make a second ticket; the tasks do find-or-create instead.
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "PATCH"})
 IDEMPOTENT = "riposte_idempotent"
+# A wait for a request slot at least this long is worth a line in the run's log.
+SLOW_SLOT_SECONDS = 1.0
+
+
+def run_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    """The logger of the current flow or task run, so that waits show in the Prefect UI; the
+    module logger outside a run. A plain logger's records never reach the run's log: Prefect
+    ships only its run loggers (and PREFECT_LOGGING_EXTRA_LOGGERS, which warns outside a run)."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logger
 
 
 @dataclass(frozen=True)
@@ -45,6 +60,10 @@ class RetryPolicy:
         return delay * (1 + random.uniform(-self.jitter, self.jitter))
 
     def retry_after(self, response: httpx.Response, attempt: int) -> float:
+        return self.throttle_wait(response, attempt)[0]
+
+    def throttle_wait(self, response: httpx.Response, attempt: int) -> tuple[float, str]:
+        """How long to wait after a throttling answer, and why, for the run's log."""
         header = response.headers.get("Retry-After")
         if header is not None:
             try:
@@ -53,14 +72,19 @@ class RetryPolicy:
                 try:
                     seconds = parsedate_to_datetime(header).timestamp() - time.time()
                 except (TypeError, ValueError):
-                    seconds = self.backoff(attempt)
-            return max(0.0, min(self.retry_after_cap, seconds))
+                    return self.backoff(attempt), f"unreadable Retry-After {header[:40]!r}"
+            if seconds > self.retry_after_cap:
+                return self.retry_after_cap, f"Retry-After {header}, capped"
+            return max(0.0, seconds), f"Retry-After {header}"
         # Some APIs (Defender for Cloud Apps) throttle without saying how long: back off ourselves.
-        return max(2.0, self.backoff(attempt))
+        return max(2.0, self.backoff(attempt)), "no Retry-After, backing off"
 
 
 class ResilientTransport(httpx.BaseTransport):
-    """Retries what is safe to retry, honouring Retry-After (capped), with backoff and jitter."""
+    """Retries what is safe to retry, honouring Retry-After (capped), with backoff and jitter.
+
+    Every wait is logged, to the run's log inside a flow or task run (see `run_logger`).
+    """
 
     def __init__(
         self,
@@ -85,39 +109,72 @@ class ResilientTransport(httpx.BaseTransport):
                 if last:
                     raise
                 delay = self.policy.backoff(attempt)
-                logger.warning("%s unreachable; retrying in %.1fs", self.system, delay)
+                self._log_wait(request, attempt, delay, "was unreachable")
             except httpx.TimeoutException:
                 if last or not idempotent:
                     raise
                 delay = self.policy.backoff(attempt)
-                logger.warning("%s timed out; retrying in %.1fs", self.system, delay)
+                self._log_wait(request, attempt, delay, "timed out")
             else:
-                if response.status_code == 429 or (
-                    response.status_code == 503 and "Retry-After" in response.headers
-                ):
+                code = response.status_code
+                if code == 429 or (code == 503 and "Retry-After" in response.headers):
                     if last:
                         return response
-                    delay = self.policy.retry_after(response, attempt)
-                    logger.warning(
-                        "%s throttled the request (HTTP %s); waiting %.1fs as asked",
-                        self.system,
-                        response.status_code,
-                        delay,
+                    delay, why = self.policy.throttle_wait(response, attempt)
+                    self._log_wait(
+                        request, attempt, delay, f"throttled the request (HTTP {code}, {why})"
                     )
-                elif response.status_code >= 500 and idempotent and not last:
+                elif code >= 500 and idempotent and not last:
                     delay = self.policy.backoff(attempt)
-                    logger.warning(
-                        "%s answered HTTP %s; retrying in %.1fs",
-                        self.system,
-                        response.status_code,
-                        delay,
-                    )
+                    self._log_wait(request, attempt, delay, f"answered HTTP {code}")
                 else:
                     return response
                 response.read()
                 response.close()
             self.sleep(delay)
             attempt += 1
+
+    def _log_wait(self, request: httpx.Request, attempt: int, delay: float, what: str) -> None:
+        # Method only, never the URL: a webhook's URL is its secret.
+        run_logger().warning(
+            "%s %s; waiting %.1fs before attempt %d of %d (%s request)",
+            self.system,
+            what,
+            delay,
+            attempt + 2,
+            self.policy.attempts,
+            request.method,
+        )
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class RateLimitedTransport(httpx.BaseTransport):
+    """Takes one slot of the API's Prefect rate limit (`riposte.limits`) before each request.
+
+    Only inside a flow or task run: outside one there is no Prefect budget to share. Placed
+    under `ResilientTransport`, so that every retry is counted as the request it is.
+    """
+
+    def __init__(self, system: str, inner: httpx.BaseTransport | None = None) -> None:
+        self.system = system
+        self.limit = limit_for_system(system)
+        self.inner = inner or httpx.HTTPTransport()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if self.limit is not None and in_prefect_run():
+            started = time.monotonic()
+            acquire_request_slot(self.limit)
+            waited = time.monotonic() - started
+            if waited >= SLOW_SLOT_SECONDS:
+                run_logger().info(
+                    "%s: waited %.1fs for a request slot of the rate limit %s",
+                    self.system,
+                    waited,
+                    self.limit,
+                )
+        return self.inner.handle_request(request)
 
     def close(self) -> None:
         self.inner.close()
@@ -132,13 +189,14 @@ def build_http_client(
     headers: dict[str, str] | None = None,
     policy: RetryPolicy | None = None,
 ) -> httpx.Client:
-    """One pooled client for one block: every call has a timeout and goes through the retries."""
+    """One pooled client for one block: every call has a timeout, goes through the retries, and
+    inside a run takes a slot of the API's rate limit per request sent."""
     return httpx.Client(
         base_url=base_url,
         auth=auth,
         headers={"Accept": "application/json", **(headers or {})},
         timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
-        transport=ResilientTransport(system, policy),
+        transport=ResilientTransport(system, policy, RateLimitedTransport(system)),
         follow_redirects=False,
     )
 
@@ -159,6 +217,8 @@ def describe_body(response: httpx.Response, limit: int = 300) -> str:
         if isinstance(err, str):
             desc = data.get("error_description")
             return (f"{err}: {desc}" if desc else err)[:limit]
+        if isinstance(data.get("detail"), str):  # Defender for Cloud Apps (Django REST)
+            return str(data["detail"])[:limit]
         messages = data.get("errorMessages")
         errors = data.get("errors")
         if messages or errors:

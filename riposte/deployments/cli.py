@@ -13,6 +13,8 @@ from typing import Any
 
 from riposte.alerts.errors import AlertParseError
 
+_UNREADABLE = "JSON nested too deeply or a number too long"
+
 
 def _read_documents(path: Path) -> Iterator[Any]:
     """The JSON documents of a file: one JSON value, or NDJSON (one per line)."""
@@ -40,8 +42,12 @@ def _read_documents(path: Path) -> Iterator[Any]:
                 yield json.loads(line)
             except json.JSONDecodeError as exc:
                 raise AlertParseError(f"line {number} is not JSON ({exc.msg})") from None
+            except (RecursionError, ValueError):
+                raise AlertParseError(f"line {number}: {_UNREADABLE}") from None
     except RecursionError:
         raise AlertParseError("JSON nested too deeply") from None
+    except ValueError:  # an integer over Python's 4300-digit limit
+        raise AlertParseError(_UNREADABLE) from None
 
 
 def cmd_normalize(args: argparse.Namespace) -> int:
@@ -168,9 +174,14 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_blocks_register(args: argparse.Namespace) -> int:
     from riposte.deployments.local import register_block_types
+    from riposte.limits import ensure_rate_limits, rate_budgets
 
     for slug in register_block_types():
         print(f"registered block type {slug}")
+    budgets = rate_budgets()
+    changes = ensure_rate_limits(budgets=budgets)
+    for budget in budgets:
+        print(f"rate limit {budget.describe()} ({changes[budget.name]})")
     return 0
 
 
@@ -219,7 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     blocks = sub.add_parser("blocks", help="Prefect blocks")
     blocks_sub = blocks.add_subparsers(dest="blocks_command", required=True)
-    reg = blocks_sub.add_parser("register", help="register Riposte's block types with Prefect")
+    reg = blocks_sub.add_parser(
+        "register", help="register Riposte's block types and create its per-API rate limits"
+    )
     reg.set_defaults(func=cmd_blocks_register)
 
     sub.add_parser("serve", help="serve the deployments (respond, poll)").set_defaults(

@@ -15,6 +15,7 @@ from riposte.blocks import (
     TeamsWorkflowWebhook,
 )
 from riposte.blocks.approval import ensure_approval_key
+from riposte.limits import ensure_rate_limits
 from riposte.sandbox.config import SandboxConfig
 
 BLOCK_TYPES: tuple[type[Block], ...] = (
@@ -89,4 +90,6 @@ def save_sandbox_blocks(sandbox_url: str, config: SandboxConfig | None = None) -
         names.append(f"{block.get_block_type_slug()}/{name}")
     # The key that signs approval links: made once, never replaced (sent links keep working).
     ensure_approval_key()
+    # The per-API rate limits the clients acquire strictly inside runs.
+    ensure_rate_limits()
     return names

@@ -1,0 +1,384 @@
+"""Per-API request budgets, kept in Prefect as global concurrency limits used as rate limits.
+
+Every external API Riposte calls has a budget (Defender for Cloud Apps allows 30 requests a
+minute per tenant, Graph security 150, ...). Two workers that each stayed under it on their own
+would together exceed it, so the budget lives in Prefect, where every process shares it: one
+global concurrency limit with slot decay per API, named ``riposte-api-<api>``
+(``riposte-api-mdca``). Setup creates them (`ensure_rate_limits`, called by
+``riposte blocks register`` and by the local stack); the HTTP clients take one slot per
+outgoing request, retries included, strictly (`acquire_request_slot`: the same
+``/v2/concurrency_limits/increment`` call as Prefect's ``rate_limit(..., strict=True)``, with
+the server's transient SQLite 503s retried in milliseconds instead of seconds), so a missing
+limit fails the call loudly instead of silently letting it through.
+
+Only calls made inside a Prefect flow or task run are counted. Outside a run (the CLI, the
+intake, unit tests of a client) there is no Prefect budget: nothing is acquired, and the only
+protection is the client's own handling of 429 and Retry-After.
+
+Each budget can be overridden with ``RIPOSTE_RATE_<API>`` (``RIPOSTE_RATE_MDCA=60/min``), read
+when the limits are created: a count per ``s``, ``min`` or ``h``, several windows joined by
+commas (``100/min,1500/h``); a bare number is per minute.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import math
+import random
+import re
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import ClassVar, Literal
+
+import httpx
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.actions import (
+    GlobalConcurrencyLimitCreate,
+    GlobalConcurrencyLimitUpdate,
+)
+from prefect.context import FlowRunContext, TaskRunContext
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_KEY, PREFECT_API_URL
+
+from riposte.settings import Settings, get_settings
+
+LIMIT_PREFIX = "riposte-api-"
+# Share of the smallest window's budget that may go out at once, as a burst; the rest is the
+# steady rate. A bigger burst would leave less for the steady rate, see `RateBudget`.
+BURST_SHARE = 0.1
+
+Change = Literal["created", "updated", "unchanged"]
+
+
+@dataclass(frozen=True)
+class Window:
+    """At most ``requests`` in any ``seconds``-long window, as the vendor counts them."""
+
+    requests: int
+    seconds: float
+
+    def __post_init__(self) -> None:
+        if self.requests < 1 or self.seconds <= 0:
+            raise ValueError(f"a rate window needs requests >= 1 and seconds > 0, not {self}")
+
+    def __str__(self) -> str:
+        unit = {1.0: "s", 60.0: "min", 3600.0: "h"}.get(float(self.seconds))
+        return f"{self.requests}/{unit}" if unit else f"{self.requests}/{self.seconds:g}s"
+
+
+@dataclass(frozen=True)
+class RateBudget:
+    """The request budget of one API and the Prefect limit that enforces it.
+
+    A Prefect limit with slot decay is a token bucket: ``limit`` slots, each request takes one,
+    and taken slots come back at ``slot_decay_per_second``. So at most ``limit`` requests go out
+    at once (the burst) and ``slot_decay_per_second`` a second after that (the steady rate), and
+    any window of ``W`` seconds admits at most ``limit + slot_decay_per_second * W`` requests.
+
+    "N per minute" is therefore NOT ``limit=N, slot_decay_per_second=N/60``: a full bucket of N
+    plus a minute of refill would let 2N through in one minute. Instead the burst is a tenth of
+    the budget (at least one) and the steady rate is what remains: ``limit = max(1, N // 10)``,
+    ``slot_decay_per_second = (N - limit) / 60``, so that ``limit + rate * 60 <= N`` holds for
+    every window the vendor counts (Defender for Endpoint counts a minute and an hour: the
+    smaller steady rate wins). For 30 a minute: 3 at once, then 0.45 a second (27 a minute).
+    A budget of one request per window gets one slot that comes back after the window.
+
+    Prefect applies the decay in whole slots from the limit's last update, and a refused
+    acquisition counts as an update, so under contention the measured rate is below the
+    configured one (about 60-80 % in our measurements): the budget is never exceeded, only
+    under-used.
+    """
+
+    api: str
+    system: str  # the client's name for the system (`ExternalServiceError.system`)
+    windows: tuple[Window, ...]
+    source: str  # where the numbers come from
+
+    def __post_init__(self) -> None:
+        if not self.windows:
+            raise ValueError(f"the {self.api} budget has no window")
+
+    @property
+    def name(self) -> str:
+        return limit_name(self.api)
+
+    @property
+    def limit(self) -> int:
+        smallest = min(w.requests for w in self.windows)
+        return max(1, math.floor(smallest * BURST_SHARE))
+
+    @property
+    def slot_decay_per_second(self) -> float:
+        burst = self.limit
+        return min(max(w.requests - burst, 1) / w.seconds for w in self.windows)
+
+    def describe(self) -> str:
+        windows = ",".join(str(w) for w in self.windows)
+        return (
+            f"{self.name}: {windows} -> {self.limit} at once, then"
+            f" {self.slot_decay_per_second:.3g}/s"
+        )
+
+
+def limit_name(api: str) -> str:
+    return f"{LIMIT_PREFIX}{api}"
+
+
+# The vendors' documented limits, from shared/reference/external-apis.md unless marked as an
+# assumption. Requests to the token endpoint (Microsoft identity platform) are not budgeted:
+# a token is fetched once an hour per process.
+VENDOR_BUDGETS: tuple[RateBudget, ...] = (
+    RateBudget(
+        "graph",
+        "Microsoft Graph",
+        (Window(150, 60),),
+        "Graph throttling limits: security alert operations, 150 requests per minute per app"
+        " per tenant",
+    ),
+    RateBudget(
+        "mde",
+        "Microsoft Defender for Endpoint",
+        (Window(100, 60), Window(1500, 3600)),
+        "Defender for Endpoint API: 100 calls per minute and 1,500 per hour per API",
+    ),
+    RateBudget(
+        "mdca",
+        "Microsoft Defender for Cloud Apps",
+        (Window(30, 60),),
+        "Defender for Cloud Apps API: 30 requests per minute per tenant",
+    ),
+    RateBudget(
+        "arm",
+        "Microsoft Defender for Cloud",
+        (Window(1200, 3600),),
+        "Azure Resource Manager: 12,000 reads and 1,200 writes per hour per subscription and"
+        " principal (documented per-subscription limits); assumption: reads are counted against"
+        " the write budget, the stricter of the two, as one limit serves both",
+    ),
+    RateBudget(
+        "servicenow",
+        "ServiceNow",
+        (Window(300, 60),),
+        "assumption: ServiceNow has no fixed rate, an instance's administrators add REST rate"
+        " limit rules per user; 300 requests per minute, set RIPOSTE_RATE_SERVICENOW to the"
+        " instance's rule",
+    ),
+    RateBudget(
+        "jira",
+        "Jira",
+        (Window(300, 60),),
+        "assumption: Jira Cloud limits are cost-based and not published as fixed numbers (429"
+        " with Retry-After when exceeded); 300 requests per minute, set RIPOSTE_RATE_JIRA to"
+        " what the site allows",
+    ),
+    RateBudget(
+        "slack",
+        "Slack",
+        (Window(1, 1),),
+        "Slack incoming webhooks: 1 message per second (short bursts tolerated)",
+    ),
+    RateBudget(
+        "teams",
+        "Microsoft Teams",
+        (Window(60, 60),),
+        "assumption: Microsoft publishes no rate for Workflows webhooks (the retired connector"
+        " webhooks throttled above 4 per second); one message per second on average, as Slack",
+    ),
+)
+
+_LIMIT_BY_SYSTEM = {budget.system: budget.name for budget in VENDOR_BUDGETS}
+
+
+def limit_for_system(system: str) -> str | None:
+    """The limit name of the API a client calls, or None for a system without a budget."""
+    return _LIMIT_BY_SYSTEM.get(system)
+
+
+_RATE_RE = re.compile(
+    r"^\s*(?P<n>\d+)\s*(?:/\s*(?P<unit>s|sec|second|m|min|minute|h|hr|hour))?\s*$",
+    re.IGNORECASE,
+)
+_UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_rate(text: str) -> tuple[Window, ...]:
+    """``"30/min"``, ``"1/s"``, ``"100/min,1500/h"``; a bare number is per minute."""
+    windows = []
+    for part in text.split(","):
+        match = _RATE_RE.match(part)
+        if match is None:
+            raise ValueError(
+                f"rate {text!r}: expected a count per s, min or h, such as '30/min' or"
+                " '100/min,1500/h'"
+            )
+        unit = (match["unit"] or "min")[0].lower()
+        windows.append(Window(int(match["n"]), _UNIT_SECONDS[unit]))
+    return tuple(windows)
+
+
+def rate_budgets(settings: Settings | None = None) -> tuple[RateBudget, ...]:
+    """The vendors' budgets with the ``RIPOSTE_RATE_<API>`` overrides applied."""
+    settings = settings or get_settings()
+    budgets = []
+    for budget in VENDOR_BUDGETS:
+        override = getattr(settings, f"rate_{budget.api}", None)
+        if override:
+            variable = f"RIPOSTE_RATE_{budget.api.upper()}"
+            try:
+                windows = parse_rate(override)
+            except ValueError as exc:
+                raise ValueError(f"{variable}: {exc}") from None
+            budget = replace(budget, windows=windows, source=f"{variable}={override}")
+        budgets.append(budget)
+    return tuple(budgets)
+
+
+def ensure_rate_limits(
+    client: SyncPrefectClient | None = None, budgets: Iterable[RateBudget] | None = None
+) -> dict[str, Change]:
+    """Create or update one Prefect rate limit per API budget; safe to run again at any time.
+
+    A limit already right is left alone (its taken slots too); one that differs gets the
+    budget's size and decay; one switched off in Prefect stays off. Returns what happened to
+    each, by limit name.
+    """
+    wanted = list(rate_budgets() if budgets is None else budgets)
+    if client is None:
+        with get_client(sync_client=True) as own:
+            return _ensure(own, wanted)
+    return _ensure(client, wanted)
+
+
+def _ensure(client: SyncPrefectClient, budgets: Sequence[RateBudget]) -> dict[str, Change]:
+    changes: dict[str, Change] = {}
+    for budget in budgets:
+        try:
+            current = client.read_global_concurrency_limit_by_name(budget.name)
+        except ObjectNotFound:
+            try:
+                client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(
+                        name=budget.name,
+                        limit=budget.limit,
+                        slot_decay_per_second=budget.slot_decay_per_second,
+                        active=True,
+                    )
+                )
+                changes[budget.name] = "created"
+                continue
+            except ObjectAlreadyExists:  # another setup created it meanwhile: check it
+                current = client.read_global_concurrency_limit_by_name(budget.name)
+        if current.limit == budget.limit and math.isclose(
+            current.slot_decay_per_second, budget.slot_decay_per_second, rel_tol=1e-9
+        ):
+            changes[budget.name] = "unchanged"
+            continue
+        client.update_global_concurrency_limit(
+            budget.name,
+            GlobalConcurrencyLimitUpdate(
+                limit=budget.limit, slot_decay_per_second=budget.slot_decay_per_second
+            ),
+        )
+        changes[budget.name] = "updated"
+    return changes
+
+
+class RateLimitError(RuntimeError):
+    """A request slot could not be taken: the limit is missing (setup was not run) or Prefect
+    refused. Not a failure of the external system, so not an `ExternalServiceError`."""
+
+
+def in_prefect_run() -> bool:
+    """True inside a flow or task run, where requests count against the Prefect budgets."""
+    return FlowRunContext.get() is not None or TaskRunContext.get() is not None
+
+
+# How long a request may wait for its slot before the call fails (a budget of 30 a minute
+# behind a queue of callers can take minutes; an hour-long wait means something is wrong).
+SLOT_WAIT_SECONDS = 600.0
+# Prefect's server answers 503 when its SQLite database is busy; its own client then backs
+# off 2, 4, 8 s. A slot increment is small and the conflict passes in milliseconds, so it is
+# retried at once with a short jittered pause instead.
+_BUSY_PAUSE_SECONDS = (0.02, 0.25)
+
+
+class _SlotClient:
+    """One HTTP connection pool to the Prefect API per process, for slot increments only."""
+
+    _lock = threading.Lock()
+    _clients: ClassVar[dict[tuple[str, str], httpx.Client]] = {}
+
+    @classmethod
+    def get(cls) -> httpx.Client:
+        api = str(PREFECT_API_URL.value() or "").rstrip("/")
+        if not api:
+            raise RateLimitError("no Prefect API (PREFECT_API_URL) to take request slots from")
+        headers = {"Content-Type": "application/json"}
+        key = PREFECT_API_KEY.value()
+        auth = PREFECT_API_AUTH_STRING.value()
+        if key:
+            headers["Authorization"] = f"Bearer {_plain(key)}"
+        elif auth:
+            headers["Authorization"] = "Basic " + base64.b64encode(_plain(auth).encode()).decode()
+        identity = (api, hashlib.sha256(headers.get("Authorization", "").encode()).hexdigest())
+        with cls._lock:
+            client = cls._clients.get(identity)
+            if client is None:
+                client = httpx.Client(base_url=api, headers=headers, timeout=30.0)
+                cls._clients[identity] = client
+            return client
+
+
+def _plain(value: object) -> str:
+    getter = getattr(value, "get_secret_value", None)
+    return str(getter() if callable(getter) else value)
+
+
+def acquire_request_slot(name: str, wait_seconds: float = SLOT_WAIT_SECONDS) -> None:
+    """Take one slot of the rate limit ``name``, strictly: wait as long as the budget requires
+    (Prefect's 423 and its Retry-After), retry the server's transient 503s at once, and fail
+    with RateLimitError if the limit does not exist or no slot came within ``wait_seconds``."""
+    deadline = time.monotonic() + wait_seconds
+    body = {"names": [name], "slots": 1, "mode": "rate_limit"}
+    while True:
+        try:
+            response = _SlotClient.get().post("/v2/concurrency_limits/increment", json=body)
+        except httpx.HTTPError as exc:
+            response = None
+            failure = f"Prefect API unreachable ({type(exc).__name__})"
+        if response is not None:
+            if response.status_code == 200:
+                if not response.json():
+                    raise RateLimitError(
+                        f"the Prefect rate limit {name!r} does not exist. Setup creates the "
+                        "limits: run `riposte blocks register` (riposte.limits.ensure_rate_limits)"
+                    )
+                return
+            if response.status_code == 423:
+                pause = _retry_after(response, default=1.0)
+            elif response.status_code in (502, 503, 504):
+                pause = random.uniform(*_BUSY_PAUSE_SECONDS)
+            else:
+                raise RateLimitError(
+                    f"Prefect refused a slot of the rate limit {name!r}: HTTP "
+                    f"{response.status_code}"
+                )
+            failure = f"HTTP {response.status_code}"
+        else:
+            pause = random.uniform(*_BUSY_PAUSE_SECONDS) * 4
+        if time.monotonic() + pause > deadline:
+            raise RateLimitError(
+                f"no slot of the Prefect rate limit {name!r} within {wait_seconds:.0f}s "
+                f"(last answer: {failure})"
+            )
+        time.sleep(pause)
+
+
+def _retry_after(response: httpx.Response, default: float) -> float:
+    try:
+        return max(0.0, min(float(response.headers.get("Retry-After", default)), 60.0))
+    except ValueError:
+        return default
