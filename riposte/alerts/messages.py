@@ -11,7 +11,8 @@ Templates are untrusted input, whoever writes them:
 - it then runs in Jinja's immutable sandbox (no calls that modify objects, no unsafe attributes
   even when reached dynamically), with `StrictUndefined` so a misspelt variable fails the render
   instead of shipping an empty field, and with a cap on ``*`` and ``**`` so that a template
-  cannot build a gigabyte string;
+  cannot build a gigabyte string, and a budget of loop iterations and calls per render
+  (``MAX_STEPS``) so that nested loops or a recursive macro cannot run for hours;
 - HTML templates (``*.html.j2``) are autoescaped; Slack and Teams templates emit JSON through
   ``tojson``, so alert text cannot break out of a string.
 
@@ -28,7 +29,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextvars import ContextVar
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,7 @@ from jinja2 import (
     TemplateNotFound,
     TemplateSyntaxError,
     nodes,
+    pass_context,
     select_autoescape,
 )
 from jinja2.exceptions import SecurityError
@@ -97,6 +100,27 @@ _UNSAFE_NAMES = frozenset(
 # Big enough for any message, small enough that ``"x" * n`` cannot exhaust memory.
 MAX_SEQUENCE = 100_000
 MAX_EXPONENT = 64
+# Loop iterations plus calls one render may make: far more than any message needs, few enough
+# that ``range(100000)`` nested in itself, or a macro calling itself twice, stops within a second.
+MAX_STEPS = 250_000
+_steps_left: ContextVar[list[int] | None] = ContextVar("riposte_template_steps", default=None)
+
+
+def _spend() -> None:
+    left = _steps_left.get()
+    if left is None:
+        return
+    left[0] -= 1
+    if left[0] < 0:
+        raise SecurityError(f"more than {MAX_STEPS} loop iterations and calls")
+
+
+@pass_context  # never folded at compile time: it counts at run time
+def _counted(context: Context, iterable: Iterable[Any]) -> Iterator[Any]:
+    """Every ``{% for %}`` iterates through this: each item spends one step."""
+    for item in iterable:
+        _spend()
+        yield item
 
 
 def _is_internal(name: str) -> bool:
@@ -134,10 +158,22 @@ def _refuse_internals(tree: nodes.Template, name: str | None) -> None:
 class _Sandbox(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset({"*", "**"})
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.filters["riposte_counted"] = _counted  # what `_parse` wraps every loop in
+
     def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
         tree = super()._parse(source, name, filename)
         _refuse_internals(tree, name)
+        for loop in list(tree.find_all(nodes.For)):
+            loop.iter = nodes.Filter(
+                loop.iter, "riposte_counted", [], [], None, None, lineno=loop.lineno
+            )
         return tree
+
+    def call(self, context: Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
+        _spend()  # a macro that calls itself twice would otherwise double its work each level
+        return super().call(context, obj, *args, **kwargs)
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         if operator == "**" and isinstance(right, int | float) and abs(right) > MAX_EXPONENT:
@@ -187,8 +223,11 @@ def _folder(templates_dir: Path | str | None) -> str | None:
 
 def render(template: str, templates_dir: Path | str | None = None, **context: Any) -> str:
     """Render ``template`` (built-in, or from ``templates_dir`` first) with ``context``."""
+    budget = _steps_left.set([MAX_STEPS])
     try:
         return _environment(_folder(templates_dir)).get_template(template).render(**context).strip()
+    except RecursionError:
+        raise UnsafeTemplateError(f"template {template}: nested too deeply") from None
     except _Refused as exc:
         raise UnsafeTemplateError(f"template {template}: {exc}") from None
     except SecurityError as exc:
@@ -205,12 +244,16 @@ def render(template: str, templates_dir: Path | str | None = None, **context: An
     except (ArithmeticError, TypeError, ValueError, LookupError) as exc:
         # Errors raised by the template's own expressions (1/0, int("x")), not by our code.
         raise TemplateRenderError(f"template {template}: {type(exc).__name__}: {exc}") from None
+    finally:
+        _steps_left.reset(budget)
 
 
 def check_template(template: str, templates_dir: Path | str | None = None) -> str | None:
     """Why ``template`` cannot be used (missing, broken, unsafe), or None if it compiles."""
     try:
         _environment(_folder(templates_dir)).get_template(template)
+    except RecursionError:
+        return "nested too deeply"
     except SecurityError as exc:
         return str(exc)
     except TemplateSyntaxError as exc:

@@ -185,6 +185,12 @@ def cmd_blocks_register(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from riposte.deployments.rollout import deploy
+
+    return deploy(Path(args.prefect_file), run_prefect_deploy=not args.no_prefect_deploy)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from riposte.deployments.serve import main as serve_main
 
@@ -234,6 +240,19 @@ def build_parser() -> argparse.ArgumentParser:
         "register", help="register Riposte's block types and create its per-API rate limits"
     )
     reg.set_defaults(func=cmd_blocks_register)
+
+    dep = sub.add_parser(
+        "deploy",
+        help="roll out to the `riposte` process work pool: the pool, rate limits, lost-run "
+        "automations, then `prefect deploy --all`",
+    )
+    dep.add_argument("--prefect-file", default="prefect.yaml", help="default: ./prefect.yaml")
+    dep.add_argument(
+        "--no-prefect-deploy",
+        action="store_true",
+        help="only the pool, limits and automations; run `prefect deploy` yourself",
+    )
+    dep.set_defaults(func=cmd_deploy)
 
     sub.add_parser("serve", help="serve the deployments (respond, poll)").set_defaults(
         func=cmd_serve

@@ -74,11 +74,23 @@ class SenderKeys:
         return matched
 
 
+_WARNED_OBJECT_BLOCKS: set[str] = set()
+
+
 async def _keys_from_block(name: str) -> SenderKeys:
     secret = cast(Secret[Any], await Secret.aload(name))
     value = secret.get()
     if isinstance(value, str):
         value = json.loads(value)
+    elif isinstance(value, dict) and name not in _WARNED_OBJECT_BLOCKS:
+        # Prefect hides a Secret's value from its API and UI only when it is one string: the
+        # keys of an object are shown in clear to anyone who can read blocks.
+        _WARNED_OBJECT_BLOCKS.add(name)
+        logger.warning(
+            "Secret block %r holds an object, which Prefect shows in clear in its API and UI: "
+            "save the keys as one JSON string instead",
+            name,
+        )
     if not isinstance(value, dict):
         raise ValueError(f"Secret block {name!r} must hold an object with tokens and hmac_keys")
     return SenderKeys(

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from riposte.alerts.errors import AlertParseError
 from riposte.alerts.model import Alert, Entity, EntityType, Severity, Status
 from riposte.alerts.sources._common import get as _get
+from riposte.alerts.sources._common import guarded as _guarded
 from riposte.alerts.sources._common import has as _has
 from riposte.alerts.sources._common import join_path as _join_path
 from riposte.alerts.sources._common import plain as _plain
@@ -93,6 +94,7 @@ def looks_like(payload: Mapping[str, Any]) -> bool:
     return False
 
 
+@_guarded
 def parse(payload: Mapping[str, Any]) -> Alert:
     """Turn one Graph alerts_v2 object into an `Alert`; raise `AlertParseError` if it cannot."""
     if not isinstance(payload, Mapping):
