@@ -190,6 +190,9 @@ VENDOR_BUDGETS: tuple[RateBudget, ...] = (
 )
 
 _LIMIT_BY_SYSTEM = {budget.system: budget.name for budget in VENDOR_BUDGETS}
+# Entra ID user operations (disable, revoke sessions) are Graph calls: they share its budget,
+# the conservative choice (Graph throttles the directory separately, and more generously).
+_LIMIT_BY_SYSTEM["Microsoft Entra ID"] = _LIMIT_BY_SYSTEM["Microsoft Graph"]
 
 
 def limit_for_system(system: str) -> str | None:
