@@ -4,21 +4,30 @@ searched for each of them and for its usual encodings.
 
 The secrets: the Defender client secret (and the legacy Cloud Apps token), the ServiceNow password,
 the Jira API token, the Slack webhook's secret path, the Teams workflow signature, the SMTP
-password, the intake's bearer tokens and HMAC keys (from settings and from a Secret block), and
-the access tokens the sandbox's Entra ID issued during the run.
+password, the intake's bearer tokens and HMAC keys (from settings and from a Secret block), the
+keys that sign approval links (the responder's from settings, the intake's from the Secret block
+`riposte-approval-key`; each signs with its own and verifies the other's), and the access tokens
+the sandbox's Entra ID issued during the run. The approval links themselves are bearer
+credentials for one decision: they belong in the chat and email messages that carry them to
+their approver, and nowhere else.
 
 The scenarios: an alert of every source pushed through the intake (bearer and signed) and
 answered with a ServiceNow ticket or a Jira issue, a Slack and a Teams message and an email; a run
 whose chat webhooks refuse the message; a run whose Defender write-back is rejected; that failed
-run retried; and the intake refusing bad requests.
+run retried; the intake refusing bad requests; and two escalations with containment behind
+approval (isolate a device, block an IP), whose approvers are reached by Slack and by email: one
+approved by its link (page, then post), the other rejected in the Prefect UI form, and the links
+of both posted again once decided.
 
 The places: every log of every flow and task run from the Prefect API; every flow run (name,
 parameters, tags, state and state history), task run (state and history), artifact, variable,
 deployment, block document (as Prefect shows it, secrets hidden) and event; every file of the
 result storage and of Riposte's home (base64 blobs decoded, so a pickled secret is seen); the
 responder's, the intake's and the Prefect server's log files; the answers of the intake; and what
-the external systems received (tickets, messages, mail). `test_the_search_finds_what_was_planted`
-shows the search is not blind: a canary planted on purpose in several of those places is found.
+the external systems received (tickets, messages, mail, each MIME part decoded).
+`test_the_search_finds_what_was_planted` shows the search is not blind: a canary planted on
+purpose in several of those places is found, and so is every approval link in the messages that
+carried it.
 """
 
 from __future__ import annotations
@@ -44,7 +53,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import quote, quote_plus
 from uuid import UUID
 
@@ -58,10 +67,13 @@ from cryptography.x509.oid import NameOID
 from prefect import flow
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.actions import ArtifactCreate, LogCreate
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 from prefect.client.schemas.objects import FlowRun
 from prefect.states import Cancelled
 from pydantic import SecretStr
 
+from riposte.alerts.approval import LinkClaims
+from riposte.blocks.approval import load_approval_keys
 from riposte.deployments.signing import SIGNATURE_HEADER, sign
 from riposte.deployments.stack import SANDBOX_PREFIX, _fresh_ids
 from riposte.sandbox.app import create_app as create_sandbox
@@ -87,6 +99,10 @@ RIPOSTE_HOME = Path(os.environ["RIPOSTE_HOME"])
 EMAIL_BLOCK = "riposte-canary-email"
 INTAKE_KEYS_BLOCK = "riposte-canary-intake-keys"
 SOURCES = ("graph", "defender_endpoint", "cloud_apps", "defender_cloud")
+SLACK = "slack-incoming-webhook/riposte-slack"
+TEAMS = "teams-workflow-webhook/riposte-teams"
+ALICE, BOB = "alice@contoso.com", "bob@contoso.com"  # approvers: by Slack, by email
+LINK = re.compile(r"https?://[^\s|<>\"']+/approvals/([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)")
 
 # --- canaries ------------------------------------------------------------------------------------
 
@@ -124,6 +140,7 @@ class Canary:
             "URL-encoded": quote(self.value, safe=""),
             "form-encoded": quote_plus(self.value),
             "JSON-escaped": json.dumps(self.value)[1:-1],
+            "hex": self.value.encode().hex(),
         }
         forms.update(zip(("base64", "base64url"), _b64(self.value), strict=True))
         if self.login is not None:
@@ -151,6 +168,8 @@ class Canaries:
     intake_hmac_key: Canary
     block_token: Canary
     block_hmac_key: Canary
+    approval_key: Canary
+    approval_block_key: Canary
 
     @classmethod
     def make(cls) -> Canaries:
@@ -170,6 +189,13 @@ class Canaries:
             intake_hmac_key=Canary.make("intake HMAC key", "cnry-intake-hmac-{}"),
             block_token=Canary.make("intake bearer token (Secret block)", "cnry-blk-token-{}"),
             block_hmac_key=Canary.make("intake HMAC key (Secret block)", "cnry-blk-hmac-{}"),
+            # 32 bytes at least; no comma (the separator of rotated keys).
+            approval_key=Canary.make(
+                "approval signing key (RIPOSTE_APPROVAL_KEYS)", "cnry+ApprovalEnv/{}=key"
+            ),
+            approval_block_key=Canary.make(
+                "approval signing key (Secret block)", "cnry+ApprovalBlk/{}=key"
+            ),
         )
 
     def all(self) -> list[Canary]:
@@ -196,6 +222,8 @@ class Canaries:
 class Place:
     label: str
     text: str
+    received: bool = False
+    """A message an approver received: the only place an approval link belongs."""
     lowered: str = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -273,7 +301,8 @@ def _events(since: datetime) -> list[dict[str, Any]]:
 
 
 def prefect_places(client: SyncPrefectClient, since: datetime) -> list[Place]:
-    """Everything the Prefect API holds about runs (secrets of blocks hidden, as the UI shows)."""
+    """Everything the Prefect API holds about runs (secrets of blocks hidden, as the UI shows)
+    and the inputs of the runs created ``since``."""
     places = []
     for log in _paged(client.read_logs):
         task = f", task run {log.task_run_id}" if log.task_run_id else ""
@@ -288,6 +317,10 @@ def prefect_places(client: SyncPrefectClient, since: datetime) -> list[Place]:
                 places.append(
                     Place(f"state history of flow run {run.name}", state.model_dump_json())
                 )
+            # What resumed a paused run: a decision and its proof, never the link's token.
+            for given in client.filter_flow_run_input(run.id, "", 100, set()):
+                label = f"input {given.key} of flow run {run.name}"
+                places.append(Place(label, given.model_dump_json()))
     for task_run in _paged(client.read_task_runs):
         places.append(Place(f"task run {task_run.name}", task_run.model_dump_json()))
         if task_run.created and task_run.created >= since:
@@ -349,17 +382,28 @@ def self_signed(folder: Path) -> Certificate:
 
 
 def _policy() -> str:
-    channels = (
-        "[slack-incoming-webhook/riposte-slack, teams-workflow-webhook/riposte-teams, "
-        f"email-smtp/{EMAIL_BLOCK}]"
-    )
+    channels = f"[{SLACK}, {TEAMS}, email-smtp/{EMAIL_BLOCK}]"
     return f"""\
 version: 1
-description: Canary policy, every channel and both ticketing systems
+description: Canary policy, every channel, both ticketing systems, containment behind approval
 defaults:
   ticket: {{system: servicenow}}
   channels: {channels}
+  containment:
+    approvers:
+      - {{name: {ALICE}, channels: [{SLACK}]}}
+      - {{name: {BOB}, channels: [email-smtp/{EMAIL_BLOCK}]}}
+    timeout: 10m
+    timeout_channels: [{TEAMS}]
 rules:
+  - name: canary-isolate
+    match: {{title_pattern: ^Canary isolate}}
+    playbook: escalate
+    containment: {{actions: [isolate_device]}}
+  - name: canary-block
+    match: {{title_pattern: ^Canary block}}
+    playbook: escalate
+    containment: {{actions: [block_ip]}}
   - name: cloud-apps-to-jira
     match: {{source: cloud_apps}}
     playbook: ticket_and_notify
@@ -420,9 +464,11 @@ class Stack:
         self.answers.append(response)
         return response
 
-    def alert(self, source: str, index: int = 0) -> dict[str, Any]:
-        """A fresh sample alert of ``source``, known to the sandbox."""
+    def alert(self, source: str, index: int = 0, title: str | None = None) -> dict[str, Any]:
+        """A fresh sample alert of ``source`` (titled ``title``), known to the sandbox."""
         payload = _fresh_ids(source, sample_alerts_by_source(datetime.now(UTC))[source][index])
+        if title is not None:
+            payload["title"] = title
         prefix = SANDBOX_PREFIX[source]
         self.sandbox.post(f"/_sandbox/{prefix}/alerts", json=[payload]).raise_for_status()
         return payload
@@ -438,12 +484,14 @@ def stack(
     """A sandbox that accepts only canaries, blocks holding them, an SMTP relay that wants the
     canary password over STARTTLS, and a responder and an intake of their own, logging to files.
 
-    The blocks keep the names the flows use: the session's are saved again afterwards.
+    The blocks keep the names the flows use: the session's are saved again afterwards (the
+    approval key block too, with the session's key).
     """
     from prefect.blocks.system import Secret
 
     from riposte.blocks import DefenderCredentials, EmailSmtp
     from riposte.deployments.local import sandbox_blocks, save_sandbox_blocks
+    from riposte.settings import get_settings
 
     canaries = Canaries.make()
     config = canaries.sandbox_config()
@@ -481,7 +529,15 @@ def stack(
             )
         )
         stack.callback(save_sandbox_blocks, sandbox_url, sandbox_config)  # the session's again
-        save_sandbox_blocks(url, config)
+        save_sandbox_blocks(url, config)  # makes the approval key block if there is none
+        approval_block = get_settings().approval_secret_block
+        session_key = cast(Secret[Any], Secret.load(approval_block)).get()
+        stack.callback(lambda: Secret(value=session_key).save(approval_block, overwrite=True))
+        # The responder signs links with the key of its settings, the intake with the block's
+        # (the first of each list); each verifies the other's (rotation).
+        approval_env = canaries.approval_key.value
+        approval_blk = canaries.approval_block_key.value
+        Secret(value=f"{approval_blk},{approval_env}").save(approval_block, overwrite=True)
         defender = sandbox_blocks(url, config)["riposte-defender"]
         assert isinstance(defender, DefenderCredentials)
         defender.cloud_apps_api_token = SecretStr(canaries.cloud_apps_token.value)
@@ -509,15 +565,21 @@ def stack(
         POLICY_FILE.write_text(_policy())
         stack.callback(POLICY_FILE.write_text, SESSION_POLICY)
 
+        intake_port = free_port()
+        intake_url = f"http://127.0.0.1:{intake_port}"
         # The responder at its most talkative: Prefect's DEBUG, and Riposte's own loggers sent
-        # to the runs' logs as well.
+        # to the runs' logs as well. Its approval links point at this module's intake.
         responder = _start(
             [sys.executable, "-m", "riposte.deployments.serve"],
             logs["responder"],
-            {"PREFECT_LOGGING_LEVEL": "DEBUG", "PREFECT_LOGGING_EXTRA_LOGGERS": "riposte"},
+            {
+                "PREFECT_LOGGING_LEVEL": "DEBUG",
+                "PREFECT_LOGGING_EXTRA_LOGGERS": "riposte",
+                "RIPOSTE_APPROVAL_KEYS": f"{approval_env},{approval_blk}",
+                "RIPOSTE_PUBLIC_URL": intake_url,
+            },
         )
         stack.callback(_stop, responder)
-        intake_port = free_port()
         intake = _start(
             [sys.executable, "-m", "riposte.deployments.intake"],
             logs["intake"],
@@ -528,10 +590,10 @@ def stack(
                 "RIPOSTE_INTAKE_TOKENS": canaries.intake_token.value,
                 "RIPOSTE_INTAKE_HMAC_KEYS": canaries.intake_hmac_key.value,
                 "RIPOSTE_INTAKE_SECRET_BLOCK": INTAKE_KEYS_BLOCK,
+                "RIPOSTE_APPROVAL_KEYS": "",  # the Secret block's keys
             },
         )
         stack.callback(_stop, intake)
-        intake_url = f"http://127.0.0.1:{intake_port}"
 
         def responder_ready() -> bool:
             if responder.poll() is not None:
@@ -647,6 +709,128 @@ def run_scenarios(stack: Stack) -> list[str]:
     return [*good, chat_failed, write_back_failed]
 
 
+@dataclass(frozen=True)
+class Link:
+    """An approval link an approver received: ``token`` decides ``claims.decision``."""
+
+    url: str
+    token: str
+    claims: LinkClaims
+    channel: str
+
+
+def approval_links(stack: Stack) -> list[Link]:
+    """Every approval link in what the sandbox's Slack and Teams and the SMTP relay received."""
+    texts = [
+        (kind, stack.sandbox.get(f"/_sandbox/{kind}/messages").text) for kind in ("slack", "teams")
+    ]
+    for _, message in stack.mailbox.messages:
+        for part in message.walk():
+            payload = part.get_payload(decode=True)
+            if isinstance(payload, bytes):
+                texts.append(("email", payload.decode("utf-8", "replace")))
+    keys = load_approval_keys()  # this process has no RIPOSTE_APPROVAL_KEYS: the block's
+    found: dict[str, Link] = {}
+    for channel, text in texts:
+        for match in LINK.finditer(text):
+            token = match.group(1)
+            claims = LinkClaims.model_validate(keys.open(token))
+            found.setdefault(token, Link(match.group(0), token, claims, channel))
+    return list(found.values())
+
+
+def _contain_run(alert: dict[str, Any], final: bool) -> FlowRun:
+    name = f"contain-graph-{alert['id']}"
+
+    def found() -> FlowRun | None:
+        with get_client(sync_client=True) as client:
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name]))
+            )
+        assert len(runs) <= 1, f"{len(runs)} containment runs for one request"
+        state = runs[0].state if runs else None
+        if state is None or not (state.is_final() if final else state.is_paused()):
+            return None
+        return runs[0]
+
+    what = f"{name} to {'end' if final else 'suspend'}"
+    run: FlowRun = wait_until(found, timeout=240, interval=0.5, what=what)
+    return run
+
+
+def _device_of(alert: dict[str, Any]) -> str:
+    ids = [e["mdeDeviceId"] for e in alert.get("evidence", []) if e.get("mdeDeviceId")]
+    assert ids, "the sample names no MDE device"
+    return str(ids[0])
+
+
+def run_containment(stack: Stack) -> tuple[list[str], list[Link]]:
+    """Two escalations with containment behind approval: the device isolation approved by
+    Alice's Slack link, the IP block rejected in the Prefect UI form; then every link posted
+    again. Return the runs' ids and the links the approvers received."""
+    device = stack.alert("graph", 0, title="Canary isolate: Suspicious PowerShell command line")
+    machine = _device_of(device)
+    stack.sandbox.post("/_sandbox/mde/machines", json={"id": machine}).raise_for_status()
+    # The isolation ends at the first poll (the flow polls every 5 s).
+    settings = {"polls_to_complete": 1}
+    stack.sandbox.post("/_sandbox/mde/machineactions/settings", json=settings).raise_for_status()
+    source_ip = stack.alert("graph", 1, title="Canary block: API Endpoint access from an IP")
+    responses = _run_ids(stack.push("graph", device, "block-hmac"))
+    responses += _run_ids(stack.push("graph", source_ip, "token"))
+    for run in _wait_final(responses):
+        assert run.state is not None and run.state.is_completed(), (run.name, run.state)
+    isolating, blocking = _contain_run(device, final=False), _contain_run(source_ip, final=False)
+
+    def every_link() -> list[Link] | None:
+        links = approval_links(stack)
+        return links if len(links) == 8 else None  # 2 requests, 2 approvers, 2 decisions
+
+    links: list[Link] = wait_until(every_link, timeout=60, what="eight approval links")
+    by = {(link.claims.run, link.claims.approver, link.claims.decision): link for link in links}
+    assert {(link.claims.approver, link.channel) for link in links} == {
+        (ALICE, "slack"),
+        (BOB, "email"),
+    }
+    assert {link.claims.run for link in links} == {isolating.id, blocking.id}
+
+    # Approved by link: the confirmation page (which changes nothing), then its button.
+    approve = by[(isolating.id, ALICE, "approve")]
+    page = httpx.get(approve.url, timeout=60)
+    assert page.status_code == 200 and "Approve containment?" in page.text, page.text
+    taken = httpx.post(approve.url, data={"reason": "canary: seen with the owner"}, timeout=60)
+    assert taken.status_code == 200 and "approved" in taken.text, taken.text
+    stack.answers += [page, taken]
+
+    # Rejected in the Prefect UI form: the typed fields, no proof.
+    with get_client(sync_client=True) as client:
+        client.resume_flow_run(
+            blocking.id,
+            run_input={
+                "decision": "reject",
+                "reason": "canary: a known scanner",
+                "approver": "carol",
+            },
+        )
+    # Every link, posted once both are decided (while the isolation runs): refused.
+    for link in links:
+        again = httpx.post(link.url, data={"reason": "canary: again"}, timeout=60)
+        assert again.status_code == 409, (link.claims, again.status_code, again.text)
+        stack.answers.append(again)
+
+    isolated, rejected = _contain_run(device, final=True), _contain_run(source_ip, final=True)
+    assert isolated.state is not None and isolated.state.is_completed(), isolated.state
+    assert f"approved by {ALICE} by signed link" in (isolated.state.message or "")
+    assert rejected.state is not None and rejected.state.is_completed(), rejected.state
+    message = rejected.state.message or ""
+    assert "rejected by carol (identity not proven) in the Prefect UI form" in message
+    actions = stack.sandbox.get("/_sandbox/mde/machineactions").json()
+    assert [(a["type"], a["machineId"], a["status"]) for a in actions] == [
+        ("Isolate", machine, "Succeeded")
+    ]
+    assert stack.sandbox.get("/_sandbox/mde/indicators").json() == []
+    return [*responses, str(isolating.id), str(blocking.id)], links
+
+
 # --- planting, gathering, searching --------------------------------------------------------------
 
 
@@ -704,13 +888,26 @@ def gather(stack: Stack, since: datetime) -> list[Place]:
     for answer in stack.answers:
         text = f"{answer.status_code} {dict(answer.headers)} {answer.text}"
         places.append(Place(f"intake answer {answer.status_code} to {answer.request.url}", text))
-    for what in ("servicenow/incidents", "jira/issues", "slack/messages", "teams/messages"):
+    for what in ("servicenow/incidents", "jira/issues"):
+        places.append(Place(f"sandbox {what}", stack.sandbox.get(f"/_sandbox/{what}").text))
+    for what in ("slack/messages", "teams/messages"):
+        text = stack.sandbox.get(f"/_sandbox/{what}").text
+        places.append(Place(f"sandbox {what}", text, received=True))
+    for what in ("mde/machineactions", "mde/indicators"):
         places.append(Place(f"sandbox {what}", stack.sandbox.get(f"/_sandbox/{what}").text))
     for source, prefix in SANDBOX_PREFIX.items():
         alerts = stack.sandbox.get(f"/_sandbox/{prefix}/alerts").text
         places.append(Place(f"sandbox {source} alerts", alerts))
     for _, message in stack.mailbox.messages:
-        places.append(Place(f"email {message['Subject']}", message.as_string()))
+        label = f"email {message['Subject']}"
+        places.append(Place(label, message.as_string(), received=True))
+        for part in message.walk():
+            if part.is_multipart():
+                continue
+            decoded = part.get_payload(decode=True)
+            if isinstance(decoded, bytes):
+                text = decoded.decode("utf-8", "replace")
+                places.append(Place(f"{label} ({part.get_content_type()})", text, received=True))
     return places
 
 
@@ -719,12 +916,23 @@ class Evidence:
     places: list[Place]
     canaries: list[Canary]
     planted: Canary
+    links: list[Canary]
+    """The approval links' tokens: searched everywhere but in the messages that carried them."""
+
+
+def link_canary(link: Link) -> Canary:
+    """A link's token as a canary; its signature is what makes it a credential."""
+    claims = link.claims
+    name = f"approval link token ({claims.approver} {claims.decision}s run {claims.run})"
+    return Canary(name, link.token, link.token.rsplit(".", 1)[1])
 
 
 @pytest.fixture(scope="module")
 def evidence(stack: Stack) -> Evidence:
     since = datetime.now(UTC)
     run_ids = run_scenarios(stack)
+    contain_ids, links = run_containment(stack)
+    run_ids += contain_ids
     planted = Canary.make("canary planted on purpose", "cnry-planted-{}", login="planted-user")
     plant(planted, run_ids[0])
     canaries = stack.canaries.all()
@@ -732,7 +940,7 @@ def evidence(stack: Stack) -> Evidence:
     for number, token in enumerate(list(stack.sandbox_state.identity.tokens), 1):
         canaries.append(Canary(f"Entra access token #{number}", token, token))
     assert len(canaries) > len(stack.canaries.all()), "no access token was issued"
-    return Evidence(gather(stack, since), canaries, planted)
+    return Evidence(gather(stack, since), canaries, planted, [link_canary(x) for x in links])
 
 
 @pytest.mark.timeout(1200)
@@ -748,6 +956,10 @@ def test_the_search_finds_what_was_planted(evidence: Evidence) -> None:
         assert f"in {place}" in found, f"the planted canary was not found in {place}:\n{found}"
     assert "(base64 of login:secret (basic auth)) in artifact" in found
     assert "(a base64 blob decoded)" in found  # the pickled one
+    # Every approval link is found where it belongs: in the message that carried it.
+    received = [p for p in evidence.places if p.received]
+    for link in evidence.links:
+        assert search(received, link), f"{link.name} not found in the messages"
 
 
 @pytest.mark.timeout(1200)
@@ -755,10 +967,15 @@ def test_no_secret_appears_anywhere(evidence: Evidence) -> None:
     kinds = Counter(p.label.split(" ")[0] for p in evidence.places)
     searched = {"log", "parameters", "state", "flow", "task", "artifact", "block", "deployment"}
     # (Riposte's home is searched too, but it is empty once every lock is released.)
-    searched |= {"event", "result", "responder", "intake", "Prefect", "sandbox", "email"}
+    searched |= {"event", "result", "responder", "intake", "Prefect", "sandbox", "email", "input"}
     assert searched <= set(kinds), f"nothing gathered from {searched - set(kinds)}"
     assert kinds["log"] >= 20 and kinds["task"] >= 20 and kinds["result"] >= 10, kinds
+    assert any(p.label.startswith("artifact containment-") for p in evidence.places)
     leaks = [leak for canary in evidence.canaries for leak in search(evidence.places, canary)]
+    # An approval link is a credential for one decision: only its approver's message holds it.
+    elsewhere = [p for p in evidence.places if not p.received]
+    assert len(evidence.links) == 8
+    leaks += [leak for link in evidence.links for leak in search(elsewhere, link)]
     assert not leaks, f"{len(leaks)} leak(s):\n" + "\n".join(leaks[:30])
 
 
