@@ -340,13 +340,56 @@ def _plain(value: object) -> str:
     return str(getter() if callable(getter) else value)
 
 
+# Slots are taken in lots only from generous limits (a burst of LOT_MIN_BURST or more), where
+# one Prefect write per request would cost more than the budget protects; a lot is spent on the
+# next requests within LOT_SECONDS and the rest dropped, so the budget is never exceeded (only
+# under-used). Vendor budgets are small (a burst of 1 to 15): their slots are taken one by one.
+LOT_MIN_BURST = 200
+LOT_MAX = 20
+LOT_SECONDS = 1.0
+
+
+class _Lots:
+    """Slots this process took ahead of use, per limit (a cache: losing it wastes budget)."""
+
+    lock = threading.Lock()
+    spare: ClassVar[dict[str, tuple[int, float]]] = {}
+    burst: ClassVar[dict[str, int]] = {}
+
+    @classmethod
+    def take_spare(cls, name: str) -> bool:
+        with cls.lock:
+            count, taken = cls.spare.get(name, (0, 0.0))
+            if count > 0 and time.monotonic() - taken < LOT_SECONDS:
+                cls.spare[name] = (count - 1, taken)
+                return True
+            cls.spare.pop(name, None)
+            return False
+
+    @classmethod
+    def size(cls, name: str) -> int:
+        burst = cls.burst.get(name, 0)
+        return min(LOT_MAX, burst // 10) if burst >= LOT_MIN_BURST else 1
+
+    @classmethod
+    def got(cls, name: str, slots: int, burst: int | None) -> None:
+        with cls.lock:
+            if burst is not None:
+                cls.burst[name] = burst
+            if slots > 1:
+                cls.spare[name] = (slots - 1, time.monotonic())
+
+
 def acquire_request_slot(name: str, wait_seconds: float = SLOT_WAIT_SECONDS) -> None:
     """Take one slot of the rate limit ``name``, strictly: wait as long as the budget requires
     (Prefect's 423 and its Retry-After), retry the server's transient 503s at once, and fail
     with RateLimitError if the limit does not exist or no slot came within ``wait_seconds``."""
+    if _Lots.take_spare(name):
+        return
+    slots = _Lots.size(name)
     deadline = time.monotonic() + wait_seconds
-    body = {"names": [name], "slots": 1, "mode": "rate_limit"}
     while True:
+        body = {"names": [name], "slots": slots, "mode": "rate_limit"}
         try:
             response = _SlotClient.get().post("/v2/concurrency_limits/increment", json=body)
         except httpx.HTTPError as exc:
@@ -354,14 +397,18 @@ def acquire_request_slot(name: str, wait_seconds: float = SLOT_WAIT_SECONDS) -> 
             failure = f"Prefect API unreachable ({type(exc).__name__})"
         if response is not None:
             if response.status_code == 200:
-                if not response.json():
+                limits = response.json()
+                if not limits:
                     raise RateLimitError(
                         f"the Prefect rate limit {name!r} does not exist. Setup creates the "
                         "limits: run `riposte blocks register` (riposte.limits.ensure_rate_limits)"
                     )
+                burst = limits[0].get("limit") if isinstance(limits[0], dict) else None
+                _Lots.got(name, slots, burst if isinstance(burst, int) else None)
                 return
             if response.status_code == 423:
                 pause = _retry_after(response, default=1.0)
+                slots = 1  # a busy limit: take what one request needs
             elif response.status_code in (502, 503, 504):
                 pause = random.uniform(*_BUSY_PAUSE_SECONDS)
             else:

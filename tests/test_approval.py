@@ -256,3 +256,33 @@ def test_unknown_actions_and_bad_addresses_are_refused() -> None:
                 "{name: alice, email: not-an-address, channels",
             )
         )
+
+
+def test_alerts_sharing_a_ticket_and_targets_make_one_request() -> None:
+    from riposte.alerts.containment import plan_actions
+    from riposte.alerts.response import Ticket, ref_for
+    from tests.alert_factory import entity
+
+    ticket = Ticket(system="servicenow", key="INC0010001", id="x", url="https://t", created=True)
+
+    def request_for(title: str, alert_id: str) -> ContainmentRequest:
+        alert = make_alert(
+            alert_id, title=title, severity="high", entities=(entity("ip", "203.0.113.9"),)
+        )
+        actions = plan_actions(alert, [ActionKind.BLOCK_IP], comment="Riposte, policy rule r")
+        return ContainmentRequest(
+            alert=ref_for(alert),
+            alert_title=alert.title,
+            severity="high",
+            rule="r",
+            actions=tuple(actions),
+            defender_block="riposte-defender",
+            ticket=ticket,
+        )
+
+    first = request_for("Access from a suspicious IP", "a1")
+    second = request_for("Access from a Tor exit node", "a2")
+    assert first.params != second.params  # the indicator titles differ
+    assert first.key == second.key  # one request: same ticket, same action on the same IP
+    other_ticket = second.model_copy(update={"ticket": ticket.model_copy(update={"key": "INC2"})})
+    assert other_ticket.key != first.key

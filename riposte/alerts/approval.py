@@ -237,10 +237,12 @@ class ContainmentRequest(BaseModel):
 
     @property
     def key(self) -> str:
-        """One request per ticket (or alert) and set of actions: the alerts that share a
-        throttled ticket and ask to block the same IP make one request, not hundreds."""
+        """One request per ticket (or alert) and set of actions on targets: the alerts that
+        share a throttled ticket and ask to block the same IP make one request, not hundreds
+        (whatever their titles and comments, which the parameters also carry)."""
         subject = f"{self.ticket.system}:{self.ticket.key}" if self.ticket else self.alert.key
-        return f"{subject}:{self.rule}:{self.params[:16]}"
+        what = params_hash([f"{a.kind}:{a.target}" for a in self.actions])
+        return f"{subject}:{self.rule}:{what[:16]}"
 
     def describe(self) -> str:
         return "; ".join(a.describe() for a in self.actions)

@@ -25,6 +25,7 @@ from riposte.alerts.policy import Close, Fallback, Playbook, Policy
 from riposte.alerts.response import Delivery, Ticket, ref_for
 from riposte.alerts.throttle import Disposition, Outcome, gate
 from riposte.blocks import BlockCache, DefenderCredentials, TicketingCredentials
+from riposte.settings import get_settings
 from riposte.tasks.alerts import AlertUpdate, close_alert, fetch_alert, update_alert
 from riposte.tasks.approvals import start_containment
 from riposte.tasks.digests import add_to_digest
@@ -203,9 +204,7 @@ def request_containment(
     if plan is None:
         return "none (the rule names no containment actions)"
     try:
-        actions = plan_actions(
-            alert, plan.actions, comment=f"Riposte {alert.correlation_key} rule {action.rule}"
-        )
+        actions = plan_actions(alert, plan.actions, comment=f"Riposte, policy rule {action.rule}")
     except ContainmentPlanError as exc:
         return f"not possible: {exc}"
     if not actions:
@@ -388,6 +387,7 @@ def _plan(
     name="ticket_and_notify",
     flow_run_name="ticket_and_notify-{source}-{alert_id}",
     persist_result=True,
+    result_storage=get_settings().result_storage_block,
 )
 def ticket_and_notify(
     alert_id: str,
@@ -402,7 +402,12 @@ def ticket_and_notify(
     return _run_alone(Playbook.TICKET_AND_NOTIFY, alert_id, source, plan)
 
 
-@flow(name="escalate", flow_run_name="escalate-{source}-{alert_id}", persist_result=True)
+@flow(
+    name="escalate",
+    flow_run_name="escalate-{source}-{alert_id}",
+    persist_result=True,
+    result_storage=get_settings().result_storage_block,
+)
 def escalate(
     alert_id: str,
     source: str = "graph",
@@ -416,7 +421,12 @@ def escalate(
     return _run_alone(Playbook.ESCALATE, alert_id, source, plan)
 
 
-@flow(name="close_benign", flow_run_name="close_benign-{source}-{alert_id}", persist_result=True)
+@flow(
+    name="close_benign",
+    flow_run_name="close_benign-{source}-{alert_id}",
+    persist_result=True,
+    result_storage=get_settings().result_storage_block,
+)
 def close_benign(
     alert_id: str,
     source: str = "graph",
@@ -431,7 +441,12 @@ def close_benign(
     return _run_alone(Playbook.CLOSE_BENIGN, alert_id, source, plan, close)
 
 
-@flow(name="digest", flow_run_name="digest-{source}-{alert_id}", persist_result=True)
+@flow(
+    name="digest",
+    flow_run_name="digest-{source}-{alert_id}",
+    persist_result=True,
+    result_storage=get_settings().result_storage_block,
+)
 def digest(
     alert_id: str,
     source: str = "graph",
