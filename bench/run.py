@@ -45,6 +45,12 @@ def configure_environment(home: Path) -> None:
             "RIPOSTE_POLL_PAUSED": "true",
             "PREFECT_API_URL": f"http://127.0.0.1:{PORTS['RIPOSTE_PREFECT_PORT']}/api",
             "PREFECT_LOGGING_LEVEL": "WARNING",
+            # The bench measures Riposte against the sandbox, not the vendors' budgets: the
+            # per-API rate limits are wide open (still created and acquired, as in production).
+            **{
+                f"RIPOSTE_RATE_{api}": "100000/s"
+                for api in ("GRAPH", "MDE", "MDCA", "ARM", "SERVICENOW", "JIRA", "SLACK", "TEAMS")
+            },
         }
     )
 
