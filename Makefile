@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench lint typecheck check clean
+.PHONY: run test bench scale-test lint typecheck check clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Riposte needs Python 3.11 or newer")'
@@ -22,9 +22,13 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
+# Two workers on the `riposte` pool, two intakes, PostgreSQL; one worker killed mid-burst.
+scale-test: $(STAMP)
+	$(BIN)/python scale/run.py
+
 lint: $(STAMP)
-	$(BIN)/ruff check riposte tests bench
-	$(BIN)/ruff format --check riposte tests bench
+	$(BIN)/ruff check riposte tests bench scale
+	$(BIN)/ruff format --check riposte tests bench scale
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -42,7 +42,7 @@ from riposte.alerts.approval import (
 )
 from riposte.blocks import BlockCache, DefenderCredentials, TicketingCredentials
 from riposte.blocks.approval import aload_approval_keys, load_approval_keys
-from riposte.settings import CONTAIN_DEPLOYMENT
+from riposte.settings import CONTAIN_DEPLOYMENT, get_settings
 from riposte.tasks.alerts import fetch_alert
 from riposte.tasks.approvals import (
     audit_marker,
@@ -141,7 +141,12 @@ def _stamp(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-@flow(name="contain_alert", persist_result=True)
+@flow(
+    name="contain_alert",
+    persist_result=True,
+    # Resumed on whichever worker picks it up: its steps must come back from shared storage.
+    result_storage=get_settings().result_storage_block,
+)
 def contain_alert(request: ContainmentRequest) -> State[Any]:
     """Ask for approval (unless automatic), then contain, and audit every step."""
     logger = get_run_logger()

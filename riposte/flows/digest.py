@@ -66,7 +66,13 @@ def collect_closed_buckets(
     return ready, len(by_key) - len(closed)
 
 
-@flow(name="post_digests", flow_run_name="digest", persist_result=True, log_prints=False)
+@flow(
+    name="post_digests",
+    flow_run_name="digest",
+    persist_result=True,
+    result_storage=get_settings().result_storage_block,
+    log_prints=False,
+)
 def post_digests(now: datetime | None = None, lookback_hours: int = 48) -> DigestSummary:
     """Post the digest of every period that closed in the last ``lookback_hours``: one message
     per channel per period, never twice.

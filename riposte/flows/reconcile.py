@@ -27,7 +27,13 @@ class ReconcileSummary(BaseModel):
     started: int
 
 
-@flow(name="reconcile_alerts", flow_run_name="reconcile", persist_result=True, log_prints=False)
+@flow(
+    name="reconcile_alerts",
+    flow_run_name="reconcile",
+    persist_result=True,
+    result_storage=get_settings().result_storage_block,
+    log_prints=False,
+)
 def reconcile_alerts(
     sources: list[str] | None = None,
     defender_block: str = "riposte-defender",

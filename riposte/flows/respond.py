@@ -32,6 +32,7 @@ from riposte.flows.playbooks import (
     Response,
     carry_out,
 )
+from riposte.settings import get_settings
 from riposte.tasks.alerts import AlertUpdate, fetch_alert
 from riposte.tasks.policy import Verdict, current_policy, decide
 from riposte.tasks.runs import response_tags, tag_current_run
@@ -124,6 +125,7 @@ def answer(
     name="respond_to_alert",
     flow_run_name="{source}-{alert_id}",
     persist_result=True,
+    result_storage=get_settings().result_storage_block,
     log_prints=False,
 )
 def respond_to_alert(
@@ -179,6 +181,7 @@ class BatchSummary(BaseModel):
     name="respond_batch",
     flow_run_name="batch-{first_alert}-{size}",
     persist_result=True,
+    result_storage=get_settings().result_storage_block,
     log_prints=False,
 )
 def respond_batch(
@@ -205,6 +208,9 @@ def respond_batch(
         ]
         rows: list[dict[str, str]] = []
         failed: list[str] = []
+        # The run's message names the system and the reason, not only the alerts: the first
+        # failure says it (`Microsoft Graph: ... (HTTP 403)`), the table artifact has them all.
+        first_error = ""
         dispositions: Counter[str] = Counter()
         for ref, future in futures:
             try:
@@ -212,6 +218,7 @@ def respond_batch(
             except Exception as exc:
                 logger.error("Response to %s-%s failed: %s", ref.source, ref.alert_id, exc)
                 failed.append(ref.alert_id)
+                first_error = first_error or f"{ref.source}-{ref.alert_id}: {exc}"[:500]
                 rows.append(
                     {"alert": f"{ref.source}-{ref.alert_id}", "result": f"FAILED: {exc}"[:300]}
                 )
@@ -223,7 +230,8 @@ def respond_batch(
     )
     if failed:
         raise RuntimeError(
-            f"{len(failed)} of {len(alerts)} responses failed: {', '.join(failed[:20])}"
+            f"{len(failed)} of {len(alerts)} responses failed: {', '.join(failed[:20])}; "
+            f"first failure: {first_error}"
         )
     return BatchSummary(answered=len(alerts), failed=failed, dispositions=dict(dispositions))
 

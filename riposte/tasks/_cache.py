@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from prefect.cache_policies import CacheKeyFnPolicy, CachePolicy
 from prefect.context import TaskRunContext
@@ -26,13 +28,16 @@ from prefect.transactions import IsolationLevel
 from riposte.settings import get_settings
 
 # A holder killed mid-response (SIGKILL, a lost machine) must not block the alert forever: the
-# lock lapses after this long, well beyond any response's duration.
-LOCK_HOLD_SECONDS = 900.0
+# lock lapses after `Settings.lock_hold_seconds` (15 minutes by default, well beyond any step).
 LOCK_WAIT_SECONDS = 900.0
 
 
 class ExpiringFileSystemLockManager(FileSystemLockManager):
     """Prefect's file lock manager with a hold timeout on every lock a transaction takes."""
+
+    def __init__(self, lock_files_directory: Path, hold_seconds: float = 900.0) -> None:
+        super().__init__(lock_files_directory)
+        self.hold_seconds = hold_seconds
 
     def _get_lock_info(self, key: str, use_cache: bool = True) -> Any:
         try:
@@ -41,6 +46,14 @@ class ExpiringFileSystemLockManager(FileSystemLockManager):
             # The holder created the file and has not written it yet (Prefect touches, then
             # writes): the lock is taken. Without this, a contender reading the empty file fails.
             return {"holder": "", "expiration": None, "path": self._lock_path_for_key(key)}
+
+    def is_locked(self, key: str, use_cache: bool = False) -> bool:
+        try:
+            return super().is_locked(key, use_cache)
+        except FileNotFoundError:
+            # Two contenders found the same lapsed lock and the other removed it first.
+            self._locks.pop(key, None)
+            return False
 
     def acquire_lock(
         self,
@@ -53,7 +66,7 @@ class ExpiringFileSystemLockManager(FileSystemLockManager):
             key,
             holder,
             LOCK_WAIT_SECONDS if acquire_timeout is None else acquire_timeout,
-            LOCK_HOLD_SECONDS if hold_timeout is None else hold_timeout,
+            self.hold_seconds if hold_timeout is None else hold_timeout,
         )
 
     async def aacquire_lock(
@@ -67,14 +80,111 @@ class ExpiringFileSystemLockManager(FileSystemLockManager):
             key,
             holder,
             LOCK_WAIT_SECONDS if acquire_timeout is None else acquire_timeout,
-            LOCK_HOLD_SECONDS if hold_timeout is None else hold_timeout,
+            self.hold_seconds if hold_timeout is None else hold_timeout,
         )
 
 
+class ExpiringLocks:
+    """Any lock manager (prefect-redis's), with our wait and hold timeouts where the caller
+    gives none: Prefect's transactions give none, and a lock that never lapses would block an
+    alert forever once its holder is killed."""
+
+    def __init__(self, inner: LockManager, hold_seconds: float) -> None:
+        self.inner = inner
+        self.hold_seconds = hold_seconds
+
+    def acquire_lock(
+        self,
+        key: str,
+        holder: str,
+        acquire_timeout: float | None = None,
+        hold_timeout: float | None = None,
+    ) -> bool:
+        return self.inner.acquire_lock(
+            key,
+            holder,
+            LOCK_WAIT_SECONDS if acquire_timeout is None else acquire_timeout,
+            self.hold_seconds if hold_timeout is None else hold_timeout,
+        )
+
+    async def aacquire_lock(
+        self,
+        key: str,
+        holder: str,
+        acquire_timeout: float | None = None,
+        hold_timeout: float | None = None,
+    ) -> bool:
+        return await self.inner.aacquire_lock(
+            key,
+            holder,
+            LOCK_WAIT_SECONDS if acquire_timeout is None else acquire_timeout,
+            self.hold_seconds if hold_timeout is None else hold_timeout,
+        )
+
+    def release_lock(self, key: str, holder: str) -> None:
+        self.inner.release_lock(key, holder)
+
+    def is_locked(self, key: str) -> bool:
+        return self.inner.is_locked(key)
+
+    def is_lock_holder(self, key: str, holder: str) -> bool:
+        return self.inner.is_lock_holder(key, holder)
+
+    def wait_for_lock(self, key: str, timeout: float | None = None) -> bool:
+        return self.inner.wait_for_lock(key, timeout)
+
+    async def await_for_lock(self, key: str, timeout: float | None = None) -> bool:
+        return await self.inner.await_for_lock(key, timeout)
+
+
+def redis_lock_manager(url: str) -> LockManager:
+    """prefect-redis's RedisLockManager for ``redis://[user:password@]host:port/db``
+    (``rediss://`` for TLS). prefect-redis is not a dependency of Riposte: install it where
+    several machines share the locks."""
+    try:
+        from prefect_redis.locking import RedisLockManager
+    except ImportError:
+        raise RuntimeError(
+            "RIPOSTE_LOCK_MANAGER names Redis but prefect-redis is not installed: "
+            "pip install prefect-redis"
+        ) from None
+    parts = urlsplit(url)
+    path = parts.path.lstrip("/")
+    manager: LockManager = RedisLockManager(
+        host=parts.hostname or "localhost",
+        port=parts.port or 6379,
+        db=int(path) if path else 0,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        ssl=parts.scheme == "rediss",
+    )
+    return manager
+
+
+# One Redis lock manager per URL in a process: a pool of connections, not state (the locks are
+# in Redis). File lock managers are cheap and made per call, as before.
+_redis_managers: dict[tuple[str, float], LockManager] = {}
+_redis_lock = threading.Lock()
+
+
 def lock_manager() -> LockManager:
-    """File locks under the stack's home: shared by every process on this machine. Several
-    machines need a shared lock manager (prefect-redis's RedisLockManager)."""
-    return ExpiringFileSystemLockManager(Path(get_settings().home).resolve() / "locks")
+    """The lock manager of `Settings.lock_manager`: file locks under the stack's home by default,
+    shared by every process on this machine; several machines need a shared one (Redis)."""
+    settings = get_settings()
+    spec = settings.lock_manager.strip()
+    hold = settings.lock_hold_seconds
+    if spec in ("", "file"):
+        return ExpiringFileSystemLockManager(Path(settings.home).resolve() / "locks", hold)
+    if spec.startswith(("redis://", "rediss://")):
+        with _redis_lock:
+            manager = _redis_managers.get((spec, hold))
+            if manager is None:
+                manager = ExpiringLocks(redis_lock_manager(spec), hold)
+                _redis_managers[(spec, hold)] = manager
+        return manager
+    raise ValueError(
+        f"RIPOSTE_LOCK_MANAGER must be `file` or a redis:// URL, not {spec.split('@')[-1]!r}"
+    )
 
 
 @contextmanager
@@ -83,7 +193,7 @@ def exclusive(key: str, wait_seconds: float = LOCK_WAIT_SECONDS) -> Iterator[Non
     read-then-write that two workers must not interleave, such as numbering a ticket's notes."""
     manager = lock_manager()
     holder = uuid.uuid4().hex
-    if not manager.acquire_lock(key, holder, wait_seconds, LOCK_HOLD_SECONDS):
+    if not manager.acquire_lock(key, holder, wait_seconds, get_settings().lock_hold_seconds):
         raise TimeoutError(f"lock {key} still held after {wait_seconds:.0f}s")
     try:
         yield

@@ -154,8 +154,10 @@ def answered_alerts(source: str, alert_ids: list[str]) -> set[str]:
 
     seen: set[str] = set()
     with get_client(sync_client=True) as client:
-        for start in range(0, len(alert_ids), 200):
-            chunk = alert_ids[start : start + 200]
+        # 50 alerts a query: up to 4 runs each is 200, the most the Prefect API answers at once
+        # (a larger limit is refused with 422, which failed reconcile beyond 50 open alerts).
+        for start in range(0, len(alert_ids), 50):
+            chunk = alert_ids[start : start + 50]
             names = {f"{source}-{alert_id}": alert_id for alert_id in chunk}
             runs = client.read_flow_runs(
                 flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=list(names))),
