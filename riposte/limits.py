@@ -372,6 +372,12 @@ class _Lots:
         return min(LOT_MAX, burst // 10) if burst >= LOT_MIN_BURST else 1
 
     @classmethod
+    def forget(cls, name: str) -> None:
+        with cls.lock:
+            cls.burst.pop(name, None)
+            cls.spare.pop(name, None)
+
+    @classmethod
     def got(cls, name: str, slots: int, burst: int | None) -> None:
         with cls.lock:
             if burst is not None:
@@ -409,6 +415,10 @@ def acquire_request_slot(name: str, wait_seconds: float = SLOT_WAIT_SECONDS) -> 
             if response.status_code == 423:
                 pause = _retry_after(response, default=1.0)
                 slots = 1  # a busy limit: take what one request needs
+            elif response.status_code == 422 and slots > 1:
+                # More slots than the limit holds (it was lowered since): one at a time.
+                _Lots.forget(name)
+                slots, pause = 1, 0.0
             elif response.status_code in (502, 503, 504):
                 pause = random.uniform(*_BUSY_PAUSE_SECONDS)
             else:

@@ -284,5 +284,5 @@ def test_alerts_sharing_a_ticket_and_targets_make_one_request() -> None:
     second = request_for("Access from a Tor exit node", "a2")
     assert first.params != second.params  # the indicator titles differ
     assert first.key == second.key  # one request: same ticket, same action on the same IP
-    other_ticket = second.model_copy(update={"ticket": ticket.model_copy(update={"key": "INC2"})})
+    other_ticket = second.model_copy(update={"ticket": ticket.model_copy(update={"id": "y"})})
     assert other_ticket.key != first.key

@@ -240,7 +240,9 @@ class ContainmentRequest(BaseModel):
         """One request per ticket (or alert) and set of actions on targets: the alerts that
         share a throttled ticket and ask to block the same IP make one request, not hundreds
         (whatever their titles and comments, which the parameters also carry)."""
-        subject = f"{self.ticket.system}:{self.ticket.key}" if self.ticket else self.alert.key
+        # The ticket's record id (ServiceNow sys_id, Jira issue id) never comes back, unlike
+        # a number a ticketing instance may hand out again after a reset.
+        subject = f"{self.ticket.system}:{self.ticket.id}" if self.ticket else self.alert.key
         what = params_hash([f"{a.kind}:{a.target}" for a in self.actions])
         return f"{subject}:{self.rule}:{what[:16]}"
 
