@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench scale-test lint typecheck check clean
+.PHONY: run test bench scale-test chaos lint typecheck check clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Riposte needs Python 3.11 or newer")'
@@ -26,9 +26,13 @@ bench: $(STAMP)
 scale-test: $(STAMP)
 	$(BIN)/python scale/run.py
 
+# Failure scenarios (ITSM down, Prefect restart, chat down, write-back refused, SIGKILL, retry).
+chaos: $(STAMP)
+	$(BIN)/python chaos/run.py
+
 lint: $(STAMP)
-	$(BIN)/ruff check riposte tests bench scale
-	$(BIN)/ruff format --check riposte tests bench scale
+	$(BIN)/ruff check riposte tests bench scale chaos
+	$(BIN)/ruff format --check riposte tests bench scale chaos
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -1,0 +1,71 @@
+"""The fast chaos scenarios of `make chaos` (chaos/scenarios.py), with small counts and short
+outages, on the session's Prefect server, sandbox, responder and intake.
+
+Each scenario runs in a thread of its own, at the same time as those whose faults it cannot
+meet: first the chat outage (chat-down, and retry-failed, whose runs fail with it and are retried
+once Slack and Teams are back), then a ServiceNow outage shorter than the retries and Defender
+refusing the write-back of other alerts. Their alerts may share batch runs; each counts its own.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from chaos.scenarios import (
+    Harness,
+    ScenarioResult,
+    chat_down,
+    itsm_down,
+    retry_failed,
+    table,
+    writeback_rejected,
+)
+from tests.conftest import INTAKE_TOKEN, PREFECT_CLI
+
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("served_flows")]
+
+logger = logging.getLogger("chaos")
+TIMEOUT = 150.0
+
+
+@pytest.fixture(scope="module")
+def chaos(sandbox_url: str, intake_url: str) -> dict[str, ScenarioResult]:
+    httpx.post(f"{sandbox_url}/_sandbox/reset", timeout=10).raise_for_status()
+    harness = Harness(
+        intake_url=intake_url,
+        sandbox_url=sandbox_url,
+        token=INTAKE_TOKEN,
+        prefect_cli=PREFECT_CLI,
+        say=lambda text: logger.info("%s", text),
+    )
+    small = {"alerts": 3, "senders": 3, "timeout": TIMEOUT}
+    with ThreadPoolExecutor(4, thread_name_prefix="scenario") as pool:
+        # Slack and Teams down: chat-down's runs fail, and retry-failed's with them; those are
+        # retried once both are back, which is when chat-down returns.
+        chat = pool.submit(chat_down, harness, **small)
+        retry = pool.submit(retry_failed, harness, **small)
+        results = {"chat-down": chat.result()}
+        # Then the scenarios that need their messages through.
+        itsm = pool.submit(itsm_down, harness, **{**small, "alerts": 6, "outage": 5.0})
+        writeback = pool.submit(writeback_rejected, harness, **small)
+        results |= {
+            "retry-failed": retry.result(),
+            "itsm-down": itsm.result(),
+            "writeback-rejected": writeback.result(),
+        }
+    logger.info("\n%s", table(list(results.values())))
+    return results
+
+
+@pytest.mark.parametrize("name", ["chat-down", "retry-failed", "itsm-down", "writeback-rejected"])
+def test_scenario_loses_and_doubles_nothing_and_passes_its_checks(
+    chaos: dict[str, ScenarioResult], name: str
+) -> None:
+    result = chaos[name]
+    assert result.problems == [], "\n".join([table([result]), *result.problems, *result.notes])
+    assert (result.tickets, result.duplicates, result.lost) == (result.sent, 0, 0)
+    assert result.ok
