@@ -69,7 +69,6 @@ class Sandbox:
 
     def __init__(self, url: str) -> None:
         self.http = httpx.Client(base_url=url, timeout=60)
-        self._fault_fields: set[str] | None = None
 
     def close(self) -> None:
         self.http.close()
@@ -83,17 +82,12 @@ class Sandbox:
                 "/_sandbox/graph/alerts", json=alerts[start : start + 250]
             ).raise_for_status()
 
-    def fault_fields(self) -> set[str]:
-        """The fields the sandbox's FaultSpec accepts (it grows: `after_handling`...)."""
-        if self._fault_fields is None:
-            schemas = self.http.get("/_sandbox/openapi.json").json()["components"]["schemas"]
-            self._fault_fields = set(schemas.get("FaultSpec", {}).get("properties", {}))
-        return self._fault_fields
-
-    def add_fault(self, **spec: Any) -> str:
+    def add_fault(self, **spec: Any) -> dict[str, Any]:
+        """The fault as the sandbox took it (a sandbox without some option drops it)."""
         r = self.http.post("/_sandbox/faults", json=spec)
         r.raise_for_status()
-        return str(r.json()["id"])
+        fault: dict[str, Any] = r.json()
+        return fault
 
     def remove_fault(self, fault_id: str) -> None:
         r = self.http.delete(f"/_sandbox/faults/{fault_id}")
@@ -454,7 +448,12 @@ class ScenarioResult:
     def result(self) -> str:
         if self.ok:
             return "pass"
-        return f"FAIL ({len(self.problems)} check{'s' if len(self.problems) != 1 else ''})"
+        why = [
+            f"{n} {what}" for n, what in ((self.lost, "lost"), (self.duplicates, "doubled")) if n
+        ]
+        if self.problems:
+            why.append(f"{len(self.problems)} check{'s' if len(self.problems) > 1 else ''} failed")
+        return f"FAIL ({', '.join(why)})"
 
     def count(self, t: Tally) -> None:
         self.tickets, self.duplicates, self.lost, self.messages = (
@@ -492,10 +491,10 @@ class Scenario:
     def say(self, text: str) -> None:
         self.h.say(f"[{self.name} {time.monotonic() - self.started:5.0f}s] {text}")
 
-    def fault(self, **spec: Any) -> str:
-        fault_id = self.sandbox.add_fault(**spec)
-        self.faults.append(fault_id)
-        return fault_id
+    def fault(self, **spec: Any) -> dict[str, Any]:
+        fault = self.sandbox.add_fault(**spec)
+        self.faults.append(str(fault["id"]))
+        return fault
 
     def clear(self, fault_id: str | None = None) -> None:
         for f in [fault_id] if fault_id else list(self.faults):
@@ -677,16 +676,14 @@ def itsm_down(
     with s:
         burst = s.burst(senders)
         burst.wait_accepted(max(1, alerts // 3))
-        spec: dict[str, Any] = {"service": "servicenow", "status": 503}
-        if "for_seconds" in s.sandbox.fault_fields():
-            spec["for_seconds"] = outage  # ends by itself, on time whatever we are doing
-        fault = s.fault(**spec)
+        # `for_seconds`: the sandbox ends it on time whatever we are doing; cleared below too.
+        fault = s.fault(service="servicenow", status=503, for_seconds=outage)["id"]
         down_at = time.monotonic()
         s.say(f"ServiceNow answers 503 from now, for {outage:.0f}s")
         s.delivered(burst.join())
         time.sleep(max(0.0, outage - (time.monotonic() - down_at)))
         s.clear(fault)
-        s.say("ServiceNow is back")
+        s.say(f"ServiceNow is back (it was down {outage:.0f}s, from {down_at - s.started:.0f}s)")
         runs = s.wait_runs(timeout)
         t = s.tally()
         s.note(
@@ -723,7 +720,9 @@ def prefect_restart(
         s.say("Prefect server is back")
         s.delivered(burst.join())
         refused = sum(d.refused for d in s.deliveries.values())
-        s.note(f"the intake refused {refused} posts while Prefect was away; senders retried")
+        s.note(
+            f"{refused} posts got a 503 (or no answer) from the intake; the senders retried them"
+        )
         runs = s.wait_runs(timeout)
         ended_badly = [
             i for i, r in runs.items() if r.state.is_final() and not r.state.is_completed()
@@ -846,7 +845,7 @@ def retry_failed(
     with `prefect flow-run retry`. No second ticket, comment or message; Slack gets its one."""
     s = Scenario(h, "retry-failed", alerts)
     with s:
-        fault = s.fault(service="slack", status=500)
+        fault = s.fault(service="slack", status=500)["id"]
         s.delivered(s.sender.post_all(s.alerts, senders))
         runs = s.wait_runs(timeout)
         failed = [i for i, r in runs.items() if r.state.is_failed()]
@@ -894,13 +893,12 @@ def sigkill_mid_task(
         raise RuntimeError("sigkill-mid-task needs a stack whose processes it can stop")
     s = Scenario(h, "sigkill-mid-task", alerts)
     with s:
-        after_handling = "after_handling" in s.sandbox.fault_fields()
         burst = s.burst(senders)
         burst.wait_accepted(max(1, alerts // 3))
         # A few responses finish first: their steps must come back Cached in the re-runs.
         normal = _wait_tickets(s, 3, 120)
-        if after_handling:
-            s.fault(service="servicenow", method="POST", after_handling=True, delay=hold)
+        fault = s.fault(service="servicenow", method="POST", after_handling=True, delay=hold)
+        if fault.get("after_handling"):
             made = _wait_tickets(s, normal + 5, hold / 2)
             s.say(f"{made - normal} ticket creations handled, their answers held")
         else:
@@ -908,7 +906,6 @@ def sigkill_mid_task(
                 "the sandbox has no `after_handling` fault: ticket creations are held before "
                 "they are handled instead, so the kill lands before those tickets exist"
             )
-            s.fault(service="servicenow", method="POST", delay=hold)
             time.sleep(min(hold / 2, 5.0))
         at_kill = s.tally()
         h.stack.kill_responder()
@@ -929,7 +926,10 @@ def sigkill_mid_task(
             "Running or Pending in the killed responder: marked Crashed and retried"
         )
         runs = s.wait_runs(timeout, stall=timeout)
-        s.note(f"every run ended {time.monotonic() - killed_at:.0f}s after the kill")
+        s.note(
+            f"every run ended {time.monotonic() - killed_at:.0f}s after the kill; `ticket` task "
+            f"runs of the retried runs (both attempts): {dict(task_states(interrupted, 'ticket '))}"
+        )
         not_completed = [i for i, r in runs.items() if not r.state.is_completed()]
         if not_completed:
             s.problem(f"{len(not_completed)} runs did not complete after the re-run")

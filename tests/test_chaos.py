@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import httpx
 import pytest
@@ -42,7 +43,7 @@ def chaos(sandbox_url: str, intake_url: str) -> dict[str, ScenarioResult]:
         prefect_cli=PREFECT_CLI,
         say=lambda text: logger.info("%s", text),
     )
-    small = {"alerts": 3, "senders": 3, "timeout": TIMEOUT}
+    small: dict[str, Any] = {"alerts": 3, "senders": 3, "timeout": TIMEOUT}
     with ThreadPoolExecutor(4, thread_name_prefix="scenario") as pool:
         # Slack and Teams down: chat-down's runs fail, and retry-failed's with them; those are
         # retried once both are back, which is when chat-down returns.

@@ -10,6 +10,8 @@ Prefect's as usual; UI Retry puts a run back to Scheduled and the responder pick
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
 import signal
 import threading
@@ -137,7 +139,13 @@ class Responder:
         try:
             with get_client(sync_client=True) as client:
                 current = client.read_flow_run(run.id)
-            run_flow(flow, flow_run=current, parameters=current.parameters, return_type="state")
+            state = run_flow(
+                flow, flow_run=current, parameters=current.parameters, return_type="state"
+            )
+            if inspect.isawaitable(state):
+                # An async flow (the approval sweep): run_flow hands back its coroutine. Never
+                # awaited, the run stayed Pending for ever, holding its deployment's only slot.
+                asyncio.run(state)  # type: ignore[arg-type]
         except Pause:
             # Suspended for input (an approval): Prefect reschedules it when it is resumed.
             logger.info("Flow run %s is suspended until it is resumed", run.id)

@@ -45,6 +45,7 @@ from riposte.blocks.approval import aload_approval_keys, load_approval_keys
 from riposte.settings import CONTAIN_DEPLOYMENT, get_settings
 from riposte.tasks.alerts import fetch_alert
 from riposte.tasks.approvals import (
+    approval_deadline,
     audit_marker,
     comment_alert,
     note_ticket,
@@ -173,8 +174,11 @@ def contain_alert(request: ContainmentRequest) -> State[Any]:
     else:
         if not request.approvers:
             raise ValueError(f"rule {request.rule!r} names no approvers and is not automatic")
+        deadline = approval_deadline(request)
         for approver in request.approvers:
-            asked = request_approval(request, approver, run_id)
+            asked = request_approval(request, approver, run_id, deadline)
+            # A re-run gets the links sent before (cached) and their deadline.
+            deadline = min(deadline, asked.expires)
             sent = ", ".join(
                 d.channel if d.delivered else f"{d.channel} FAILED: {d.detail}"
                 for d in asked.deliveries
@@ -196,7 +200,10 @@ def contain_alert(request: ContainmentRequest) -> State[Any]:
         )
         answer = suspend_flow_run(
             wait_for_input=ApprovalInput,
-            timeout=request.timeout_seconds + SWEEP_MARGIN_SECONDS,
+            # Suspended until no later than the links' deadline (whole seconds, rounded down)
+            # plus the margin the sweep subtracts: the sweep acts once every link has expired.
+            timeout=max(0, int((deadline - datetime.now(UTC)).total_seconds()))
+            + SWEEP_MARGIN_SECONDS,
             key=PAUSE_KEY,
         )
         decided = judge(answer, request, run_id, load_approval_keys())

@@ -47,6 +47,14 @@ class ApprovalRequested(BaseModel):
         return any(d.delivered for d in self.deliveries)
 
 
+def approval_deadline(request: ContainmentRequest, now: datetime | None = None) -> datetime:
+    """When the links of ``request`` stop working: one deadline for every approver, in whole
+    seconds (what a link carries), so that a link says "expired" exactly when the sweep may
+    apply the default outcome."""
+    start = (now or datetime.now(UTC)).replace(microsecond=0)
+    return start + timedelta(seconds=request.timeout_seconds)
+
+
 def approval_link(keys: ApprovalKeys, claims: LinkClaims) -> str:
     return f"{get_settings().approval_base_url}/approvals/{keys.sign(claims)}"
 
@@ -175,6 +183,7 @@ def request_approval(
     request: ContainmentRequest,
     approver: ApproverRef,
     run_id: UUID,
+    expires: datetime | None = None,
 ) -> ApprovalRequested:
     """Send ``approver`` their own approve and reject links on each of their channels.
 
@@ -183,7 +192,8 @@ def request_approval(
     sends the links again.
     """
     keys = load_approval_keys()
-    expires = datetime.now(UTC) + timedelta(seconds=request.timeout_seconds)
+    if expires is None:
+        expires = approval_deadline(request)
     links = _links(keys, request, run_id, approver.name, expires)
     deliveries = []
     for name in approver.channels:
