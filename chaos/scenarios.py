@@ -603,21 +603,24 @@ class Scenario:
         since = datetime.now(UTC)
         summaries = run_reconcile(timeout)
         unanswered = {a for s in summaries for a in s["unanswered"]}
+        failed = {a for s in summaries for a in s.get("failed", [])}
+        gave_up = {a for s in summaries for a in s.get("gave_up", [])}
+        mine = set(self.ids)
         self.note(
-            f"reconcile_alerts: {sum(s['checked'] for s in summaries)} open alerts checked, "
-            f"{len(unanswered & set(self.ids))} of this scenario's unanswered, "
-            f"{sum(s['started'] for s in summaries)} runs started"
+            f"reconcile_alerts: {sum(s['checked'] for s in summaries)} open alerts checked; of "
+            f"this scenario's, {len(unanswered & mine)} never answered and "
+            f"{len(failed & mine)} whose responses failed, answered again; "
+            f"{len(gave_up & mine)} given up; {sum(s['started'] for s in summaries)} runs started"
         )
         started = [str(r.id) for r in response_runs_since(since)]
         if started:
             runs = wait_final(started, timeout)
             self.say(f"runs started by reconcile: {dict(Counter(map(state_name, runs.values())))}")
-        missed = [a for a in lost if a not in unanswered]
+        missed = [a for a in lost if a not in unanswered | failed]
         if missed:
             self.note(
-                f"reconcile_alerts took {len(missed)} alerts without a ticket for answered: it "
-                "counts an alert as handled once any run touched it (a `respond_to_alert` run "
-                "named after it, or a `fetch` task run in a batch), whatever that run's outcome"
+                f"reconcile_alerts did not answer again {len(missed)} alerts without a ticket "
+                f"(given up: {len(set(missed) & gave_up)}; the others had a run in hand)"
             )
 
     def wait_chat_back(self, timeout: float) -> None:

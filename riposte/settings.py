@@ -61,6 +61,12 @@ class Settings(BaseSettings):
 
     poll_interval_seconds: int = Field(15, ge=1)
     reconcile_interval_seconds: int = Field(600, ge=10)
+    reconcile_retries: int = Field(
+        3,
+        ge=0,
+        description="How many times reconcile answers again an alert whose responses ended "
+        "Failed or Crashed (one more each time it runs); then it reports the alert as given up",
+    )
     poll_sources: str = Field(
         "graph",
         description="Comma-separated sources the poll reads: graph, defender_endpoint, "

@@ -35,13 +35,14 @@ from prefect.client.schemas.sorting import FlowRunSort
 from prefect.deployments.runner import RunnerDeployment
 from prefect.exceptions import Pause
 from prefect.flow_engine import run_flow
-from prefect.states import Pending
+from prefect.states import Pending, Scheduled
 
 logger = logging.getLogger("riposte.responder")
 
 
 class Responder:
     READY_SECONDS = 10.0
+    RELEASE_SECONDS = 600.0
 
     def __init__(
         self,
@@ -151,6 +152,37 @@ class Responder:
             logger.info("Flow run %s is suspended until it is resumed", run.id)
         except BaseException:  # the run's own state records the failure; keep serving
             logger.exception("Flow run %s ended with an error", run.id)
+            self._release(run.id)
+
+    def _release(self, run_id: UUID) -> None:
+        """Put a run claimed but never started back to Scheduled, so that it runs again.
+
+        When Prefect goes away between the claim and the start (a restart), the engine cannot
+        read or start the run: it stays Pending, and nothing else would ever pick it up. This
+        waits for Prefect (up to `RELEASE_SECONDS`, with backoff) and reschedules it; a run the
+        engine did start has left Pending and is left alone.
+        """
+        deadline = time.monotonic() + self.RELEASE_SECONDS
+        wait = 1.0
+        while True:
+            try:
+                with get_client(sync_client=True) as client:
+                    current = client.read_flow_run(run_id)
+                    if current.state is None or current.state.type != StateType.PENDING:
+                        return
+                    client.set_flow_run_state(run_id, Scheduled(), force=True)
+                logger.warning("Flow run %s never started: scheduled again", run_id)
+                return
+            except Exception as exc:
+                if time.monotonic() + wait > deadline:
+                    logger.error(
+                        "Flow run %s may be left Pending: Prefect unreachable (%s)",
+                        run_id,
+                        type(exc).__name__,
+                    )
+                    return
+                self._stop.wait(wait)
+                wait = min(wait * 2, 15.0)
 
 
 def serve_forever(responder: Responder) -> None:

@@ -3,6 +3,11 @@
 A webhook can be lost (the sender gave up, a proxy dropped it) and the poll reads only what
 changed since its watermark. Reconciliation compares the alerts of a recent window in Defender
 with the runs Prefect has seen, and starts a response for each alert that has none.
+
+A response can also fail for longer than its retries last (the ITSM down for ten minutes).
+Such an alert is answered again, under an idempotency key of its own, each time reconcile runs,
+up to `RIPOSTE_RECONCILE_RETRIES` times; every step is find-or-create, so what the failed runs
+did is found, not done twice. After that it is reported as given up: a person must look.
 """
 
 from __future__ import annotations
@@ -13,17 +18,19 @@ from prefect import flow, get_run_logger
 from pydantic import BaseModel
 
 from riposte.alerts.model import Status
-from riposte.alerts.response import ref_for
+from riposte.alerts.response import AlertRef, ref_for
 from riposte.blocks import DefenderCredentials, load_block
 from riposte.settings import get_settings
 from riposte.tasks.poll import list_alerts_since
-from riposte.tasks.runs import answered_alerts, start_responses
+from riposte.tasks.runs import response_attempts, start_responses
 
 
 class ReconcileSummary(BaseModel):
     source: str
     checked: int
-    unanswered: list[str]
+    unanswered: list[str]  # no run had touched them
+    failed: list[str] = []  # every run that touched them failed: answered again
+    gave_up: list[str] = []  # failed more than `reconcile_retries` times: left to a person
     started: int
 
 
@@ -41,16 +48,18 @@ def reconcile_alerts(
     max_alerts: int = 5000,
 ) -> list[ReconcileSummary]:
     """For each source, list the open alerts updated in the last `lookback_minutes`, find those
-    that no response run has touched, and start responses for them."""
+    that no response run has touched or whose responses all failed, and start responses for
+    them."""
     logger = get_run_logger()
+    retries = get_settings().reconcile_retries
     defender = load_block(DefenderCredentials, defender_block)
     since = datetime.now(UTC) - timedelta(minutes=lookback_minutes)
     summaries = []
     for source in sources or get_settings().poll_source_list:
         alerts = list_alerts_since(defender, source, since, max_alerts)
         refs = [ref_for(a) for a in alerts if a.status != Status.RESOLVED]
-        seen = answered_alerts(source, [r.alert_id for r in refs])
-        missing = [r for r in refs if r.alert_id not in seen]
+        attempts = response_attempts(source, [r.alert_id for r in refs])
+        missing = [r for r in refs if r.alert_id not in attempts]
         started = start_responses(missing) if missing else []
         if missing:
             logger.warning(
@@ -60,11 +69,42 @@ def reconcile_alerts(
                 len(started),
                 ", ".join(r.alert_id for r in missing[:20]),
             )
+        failed: dict[int, list[AlertRef]] = {}
+        gave_up: list[str] = []
+        for ref in refs:
+            a = attempts.get(ref.alert_id)
+            if a is None or a.answered:
+                continue
+            if a.failed > retries:
+                gave_up.append(ref.alert_id)
+                logger.error(
+                    "%s-%s: %d responses failed, the last: %s. Not answered again: look at it "
+                    "and Retry its last run when the cause is fixed",
+                    source,
+                    ref.alert_id,
+                    a.failed,
+                    a.last_failure,
+                )
+                continue
+            failed.setdefault(a.failed, []).append(ref)
+        for attempt, again in sorted(failed.items()):
+            ids = start_responses(again, attempt)
+            started += ids
+            logger.warning(
+                "%s: %d alerts whose responses failed %d time(s); started %d runs for %s",
+                source,
+                len(again),
+                attempt,
+                len(ids),
+                ", ".join(r.alert_id for r in again[:20]),
+            )
         summaries.append(
             ReconcileSummary(
                 source=source,
                 checked=len(refs),
                 unanswered=[r.alert_id for r in missing],
+                failed=[r.alert_id for refs_ in failed.values() for r in refs_],
+                gave_up=gave_up,
                 started=len(started),
             )
         )

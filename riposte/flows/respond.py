@@ -35,7 +35,7 @@ from riposte.flows.playbooks import (
 from riposte.settings import get_settings
 from riposte.tasks.alerts import AlertUpdate, fetch_alert
 from riposte.tasks.policy import Verdict, current_policy, decide
-from riposte.tasks.runs import response_tags, tag_current_run
+from riposte.tasks.runs import BATCH_TABLE_KEY, response_tags, tag_current_run
 
 BATCH_CONCURRENCY = 16
 
@@ -226,7 +226,7 @@ def respond_batch(
             rows.append(_row(summary))
             dispositions.update(summary.dispositions)
     create_table_artifact(
-        table=rows, key="response-batch", description=f"Responses to {len(alerts)} alerts"
+        table=rows, key=BATCH_TABLE_KEY, description=f"Responses to {len(alerts)} alerts"
     )
     if failed:
         raise RuntimeError(

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 from uuid import UUID
 
 from prefect import task
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.deployments import run_deployment
 from prefect.runtime import flow_run
 from prefect.variables import Variable
@@ -22,6 +23,8 @@ from riposte.settings import BATCH_DEPLOYMENT, RESPOND_DEPLOYMENT
 # Up to this many alerts at once get one run each; more are a burst and go in batches.
 SINGLE_RUN_LIMIT = 20
 BATCH_SIZE = 100
+# The table artifact a batch writes, one row per alert (`respond_batch`).
+BATCH_TABLE_KEY = "response-batch"
 
 
 class RunRequest(BaseModel):
@@ -43,10 +46,14 @@ def plan_runs(
     *,
     single_limit: int = SINGLE_RUN_LIMIT,
     batch_size: int = BATCH_SIZE,
+    attempt: int = 0,
 ) -> list[RunRequest]:
     """The runs that answer ``refs``: one `respond_to_alert` run each when they are few, batches
     of `respond_batch` when they are many (a burst). Duplicates of one alert revision are
-    dropped; both kinds of run de-duplicate through their idempotency keys."""
+    dropped; both kinds of run de-duplicate through their idempotency keys. ``attempt`` > 0
+    answers again alerts whose earlier responses failed: a key of its own, or Prefect would
+    hand back the failed run."""
+    again = f":again-{attempt}" if attempt else ""
     unique = list({ref.key: ref for ref in refs}.values())
     if len(unique) <= single_limit:
         return [
@@ -59,7 +66,7 @@ def plan_runs(
                     "revision": ref.revision,
                 },
                 tags=["riposte", f"source:{ref.source}", f"severity:{ref.revision.split('-')[0]}"],
-                idempotency_key=f"respond:{ref.key}",
+                idempotency_key=f"respond:{ref.key}{again}",
             )
             for ref in unique
         ]
@@ -78,17 +85,17 @@ def plan_runs(
                     "size": len(chunk),
                 },
                 tags=["riposte", "batch", *(f"source:{s}" for s in sources)],
-                idempotency_key=f"batch:{digest}",
+                idempotency_key=f"batch:{digest}{again}",
             )
         )
     return requests
 
 
 @task(retries=2, retry_delay_seconds=[2, 10])
-def start_responses(refs: list[AlertRef]) -> list[str]:
+def start_responses(refs: list[AlertRef], attempt: int = 0) -> list[str]:
     """Create (or find, by idempotency key) the runs that answer ``refs``; return their ids."""
     ids = []
-    for request in plan_runs(refs):
+    for request in plan_runs(refs, attempt=attempt):
         run = cast(
             FlowRun,
             run_deployment(
@@ -141,33 +148,119 @@ def tag_current_run(tags: list[str]) -> None:
             client.update_flow_run(run_id, tags=merged)
 
 
+class Attempts(BaseModel):
+    """What the runs of one alert did: whether one answered it (or is answering it), and how
+    many ended Failed or Crashed without answering it."""
+
+    answered: bool = False
+    failed: int = 0
+    last_failure: str = ""
+
+
+_IN_HAND = {
+    StateType.SCHEDULED,
+    StateType.PENDING,
+    StateType.RUNNING,
+    StateType.PAUSED,
+    StateType.CANCELLING,
+    StateType.COMPLETED,
+    # Cancelled by a person: a deliberate stop, not a failure to answer again.
+    StateType.CANCELLED,
+}
+
+
 @task
-def answered_alerts(source: str, alert_ids: list[str]) -> set[str]:
-    """The alerts among ``alert_ids`` that some run has started to answer: a `respond_to_alert`
-    run named after the alert, or a batch whose task runs are named after it."""
+def response_attempts(source: str, alert_ids: list[str]) -> dict[str, Attempts]:
+    """For each of ``alert_ids``, what the runs that answered it did.
+
+    A run answers an alert when it is a `respond_to_alert` run named after it, or has a
+    `fetch <source>-<id>` task run (a batch). A run that is still going, completed or was
+    cancelled has it in hand. A single alert's run that ended Failed or Crashed counts as one
+    failure; so does a failed batch for the alerts its table artifact lists as FAILED (a batch
+    with no table, which crashed, for every alert it held). Alerts no run touched are absent.
+    """
     from prefect.client.schemas.filters import (
         FlowRunFilter,
+        FlowRunFilterId,
         FlowRunFilterName,
         TaskRunFilter,
         TaskRunFilterName,
     )
 
-    seen: set[str] = set()
+    held: dict[UUID, set[str]] = {}
+    runs: dict[UUID, FlowRun] = {}
     with get_client(sync_client=True) as client:
         # 50 alerts a query: up to 4 runs each is 200, the most the Prefect API answers at once
-        # (a larger limit is refused with 422, which failed reconcile beyond 50 open alerts).
+        # (a larger limit is refused with 422).
         for start in range(0, len(alert_ids), 50):
             chunk = alert_ids[start : start + 50]
             names = {f"{source}-{alert_id}": alert_id for alert_id in chunk}
-            runs = client.read_flow_runs(
+            for r in client.read_flow_runs(
                 flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=list(names))),
                 limit=len(chunk) * 4,
-            )
-            seen.update(names[r.name] for r in runs if r.name in names)
+            ):
+                if r.name in names:
+                    runs[r.id] = r
+                    held.setdefault(r.id, set()).add(names[r.name])
             fetches = {f"fetch {name}": alert_id for name, alert_id in names.items()}
-            task_runs = client.read_task_runs(
+            for t in client.read_task_runs(
                 task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=list(fetches))),
                 limit=len(chunk) * 4,
-            )
-            seen.update(fetches[t.name] for t in task_runs if t.name in fetches)
-    return seen
+            ):
+                if t.name in fetches and t.flow_run_id is not None:
+                    held.setdefault(t.flow_run_id, set()).add(fetches[t.name])
+        unread = [run_id for run_id in held if run_id not in runs]
+        for start in range(0, len(unread), 200):
+            for r in client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=unread[start : start + 200])),
+                limit=200,
+            ):
+                runs[r.id] = r
+        attempts: dict[str, Attempts] = {}
+        for run_id, alerts in held.items():
+            run = runs.get(run_id)
+            state = run.state if run else None
+            failed = set(alerts)
+            if state is not None and state.type in _IN_HAND:
+                failed = set()
+            elif run is not None and run.name not in {f"{source}-{a}" for a in alerts}:
+                failed = _failed_in_batch(client, run, source, alerts)
+            why = (state.message or state.name) if state is not None else "run not found"
+            for alert_id in alerts:
+                a = attempts.setdefault(alert_id, Attempts())
+                if alert_id in failed:
+                    a.failed += 1
+                    a.last_failure = f"{run.name if run else run_id}: {why}"[:300]
+                else:
+                    a.answered = True
+    return attempts
+
+
+def _failed_in_batch(client: Any, run: FlowRun, source: str, alerts: set[str]) -> set[str]:
+    """The alerts a failed or crashed batch did not answer, from its `response-batch` table
+    (rows `{"alert": "<source>-<id>", "result": "answered" | "FAILED: ..."}`)."""
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterKey,
+    )
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    artifacts = client.read_artifacts(
+        artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]),
+            key=ArtifactFilterKey(any_=[BATCH_TABLE_KEY]),
+        ),
+        sort=ArtifactSort.CREATED_DESC,
+        limit=1,
+    )
+    if not artifacts:
+        return set(alerts)  # it ended before writing its table: nothing known answered
+    data = artifacts[0].data
+    rows = json.loads(data) if isinstance(data, str) else data
+    answered = {
+        str(row.get("alert", "")).removeprefix(f"{source}-")
+        for row in rows or []
+        if isinstance(row, dict) and row.get("result") == "answered"
+    }
+    return set(alerts) - answered
