@@ -66,7 +66,7 @@ def _reconcile_deployment() -> dict[str, Any]:
     )
     done = _wait_final(run.id, timeout=180)  # type: ignore[union-attr]
     assert done.state is not None and done.state.is_completed(), done.state
-    (summary,) = done.state.result()  # type: ignore[union-attr]
+    (summary,) = done.state.result()
     result: dict[str, Any] = summary.model_dump()
     return result
 
