@@ -14,6 +14,7 @@ import io
 import itertools
 import json
 import re
+import resource
 import secrets
 import tempfile
 import time
@@ -547,6 +548,25 @@ def test_riposte_normalize_refuses_deep_json_cleanly(depth: int) -> None:
 # What a hostile (or careless) policy template may try. The Python-internals ones are refused by
 # the checks covered in test_templates.py; here they are mixed with each other, with attribute
 # access on the alert's own fields, and with loops and recursion meant to run for hours.
+# Each would build hundreds of megabytes to gigabytes in one expression, or print that much.
+MEMORY_BOMBS = [
+    '{{ "x"|center(400000000) }}',
+    '{{ "x".ljust(400000000) }}',
+    '{{ "%400000000s"|format("x") }}',
+    '{{ "%400000000s" % "x" }}',
+    '{{ "{:>400000000}".format("x") }}',
+    '{{ "{:>{}}".format("x", 400000000) }}',
+    '{{ "a\nb"|indent(400000000) }}',
+    '{{ ("x" * 100000)|replace("x", "y" * 10000) }}',
+    '{{ "\t".expandtabs(400000000) }}',
+    '{{ ("\t" * 100000).expandtabs(100000) }}',
+    '{% set s = "x" * 100000 %}{% set t = s ~ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s %}{{ t }}',
+    '{% set s = "x" * 100000 %}{% set t = s + s + s + s + s + s + s + s + s + s + s %}{{ t }}',
+    '{% set s = ["x" * 100000] * 10 %}{{ (s * 10)|join("-" * 100) }}',
+    '{% for i in range(100000) %}{{ "x" * 100000 }}{% endfor %}',
+    '{% for i in range(100000) %}{% set t = "x" * 999999 %}{% endfor %}',
+]
+
 HOSTILE_FRAGMENTS = [
     "{{ ''.__class__.__mro__ }}",
     "{{ cycler.__init__.__globals__ }}",
@@ -577,6 +597,7 @@ HOSTILE_FRAGMENTS = [
     "{% include 'self.j2' %}",
     "{{ alert.id }}",
     "plain text",
+    *MEMORY_BOMBS,
 ]
 _template_names = itertools.count()
 
@@ -664,6 +685,46 @@ def test_a_template_recursing_forever_is_refused_not_a_recursion_error(tmp_path:
     with pytest.raises(UnsafeTemplateError, match="nested too deeply"):
         render("parens.j2", tmp_path, alert=hostile_alert())
     assert check_template("parens.j2", tmp_path) == "nested too deeply"
+
+
+@pytest.mark.parametrize("source", MEMORY_BOMBS)
+def test_a_template_building_a_huge_string_is_refused_before_it_is_built(
+    tmp_path: Path, source: str
+) -> None:
+    """Regression: ``center(400000000)``, a format width, ``replace`` or ``~`` built strings of
+    hundreds of megabytes (a gigabyte for ``replace``) in one expression."""
+    (tmp_path / "big.j2").write_text(source)
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.monotonic()
+    with pytest.raises(UnsafeTemplateError, match="refused by the sandbox"):
+        render("big.j2", tmp_path, alert=hostile_alert())
+    assert time.monotonic() - started < 10
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before
+    assert grown_kib < 50 * 1024, f"the peak memory grew by {grown_kib // 1024} MiB"
+
+
+def test_ordinary_text_work_is_within_the_bounds(tmp_path: Path) -> None:
+    (tmp_path / "ok.j2").write_text(
+        '{{ "x"|center(40) }}|{{ "%-12s"|format(alert.id) }}|{{ "{:>8}".format(1) }}|'
+        '{{ ("a" * 1000)|replace("a", "bc")|length }}|{{ ["a", "b"]|join(", ") }}|'
+        '{{ alert.title ~ " " ~ alert.id }}|{{ (["x"] * 3 + ["y"])|join }}|'
+        '{{ "%5.1f" % 2.25 }}|{{ "line\nnext"|indent(4) }}'
+    )
+    alert = hostile_alert()
+    expected = "|".join(
+        [
+            "x".center(40),
+            f"{alert.id:<12}",
+            f"{1:>8}",
+            "2000",
+            "a, b",
+            f"{alert.title} {alert.id}",
+            "xxxy",
+            f"{2.25:5.1f}",
+            "line\n    next",
+        ]
+    )
+    assert render("ok.j2", tmp_path, alert=alert) == expected.strip()
 
 
 def test_ordinary_loops_still_work_within_the_budget(tmp_path: Path) -> None:

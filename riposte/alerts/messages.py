@@ -10,9 +10,10 @@ Templates are untrusted input, whoever writes them:
   with `UnsafeTemplateError` and never runs;
 - it then runs in Jinja's immutable sandbox (no calls that modify objects, no unsafe attributes
   even when reached dynamically), with `StrictUndefined` so a misspelt variable fails the render
-  instead of shipping an empty field, and with a cap on ``*`` and ``**`` so that a template
-  cannot build a gigabyte string, and a budget of loop iterations and calls per render
-  (``MAX_STEPS``) so that nested loops or a recursive macro cannot run for hours;
+  instead of shipping an empty field, with size bounds on every value it builds and on its
+  output (`riposte.alerts.template_bounds`: no gigabyte string from ``*``, ``~``, ``center`` or
+  a format width), and a budget of loop iterations and calls per render (``MAX_STEPS``) so
+  that nested loops or a recursive macro cannot run for hours;
 - HTML templates (``*.html.j2``) are autoescaped; Slack and Teams templates emit JSON through
   ``tojson``, so alert text cannot break out of a string.
 
@@ -27,9 +28,10 @@ What each kind of template is given (``alert`` is an `Alert`, ``ticket`` a `Tick
 
 from __future__ import annotations
 
+import functools
 import json
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextvars import ContextVar
 from functools import lru_cache
 from pathlib import Path
@@ -48,6 +50,7 @@ from jinja2 import (
     pass_context,
     select_autoescape,
 )
+from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context
 from jinja2.sandbox import (
@@ -58,12 +61,22 @@ from jinja2.sandbox import (
     UNSAFE_METHOD_ATTRIBUTES,
     ImmutableSandboxedEnvironment,
 )
+from jinja2.utils import _PassArg
 from pydantic import BaseModel, ConfigDict
 
 from riposte.alerts.adf import to_adf
 from riposte.alerts.model import Alert, Severity
 from riposte.alerts.policy import Templates
 from riposte.alerts.response import Route, Ticket, TicketDraft
+from riposte.alerts.template_bounds import (
+    before_binop,
+    before_call,
+    bounded_output,
+    check_format,
+    checked,
+    end_budget,
+    start_budget,
+)
 from riposte.alerts.throttle import DigestBucket
 
 
@@ -97,8 +110,6 @@ _UNSAFE_NAMES = frozenset(
     | UNSAFE_COROUTINE_ATTRIBUTES
     | UNSAFE_ASYNC_GENERATOR_ATTRIBUTES
 )
-# Big enough for any message, small enough that ``"x" * n`` cannot exhaust memory.
-MAX_SEQUENCE = 100_000
 MAX_EXPONENT = 64
 # Loop iterations plus calls one render may make: far more than any message needs, few enough
 # that ``range(100000)`` nested in itself, or a macro calling itself twice, stops within a second.
@@ -155,8 +166,43 @@ def _refuse_internals(tree: nodes.Template, name: str | None) -> None:
             )
 
 
+class _Generator(CodeGenerator):
+    """Compiles ``a ~ b`` so that its result goes through `template_bounds.checked`."""
+
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        self.write("environment.checked_concat(")
+        super().visit_Concat(node, frame)
+        self.write(")")
+
+
+def _guarded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
+    """``func`` with the size bounds of `template_bounds` before and after it runs."""
+    passes = _PassArg.from_obj(func) is not None
+
+    @functools.wraps(func)  # keeps `jinja_pass_arg`, so Jinja still passes the context
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        given = args[1:] if passes else args
+        value, more = (given[0], given[1:]) if given else (None, ())
+        before_call(name, value, tuple(more), kwargs)
+        return checked(func(*args, **kwargs), f"the result of {name}")
+
+    return guarded
+
+
 class _Sandbox(ImmutableSandboxedEnvironment):
-    intercepted_binops = frozenset({"*", "**"})
+    intercepted_binops = frozenset({"*", "**", "+", "%"})
+    code_generator_class = _Generator
+
+    @staticmethod
+    def checked_concat(value: Any) -> Any:
+        return checked(value, "a concatenation")
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        # `"{:>999999999}".format(x)`: the sandbox hands back its own wrapper, called directly.
+        wrapped = super().wrap_str_format(value)
+        if wrapped is not None:
+            check_format(value.__name__, value.__self__)
+        return wrapped
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -173,17 +219,15 @@ class _Sandbox(ImmutableSandboxedEnvironment):
 
     def call(self, context: Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
         _spend()  # a macro that calls itself twice would otherwise double its work each level
-        return super().call(context, obj, *args, **kwargs)
+        name = str(getattr(obj, "__name__", "a call"))
+        before_call(name, getattr(obj, "__self__", None), args, kwargs)
+        return checked(super().call(context, obj, *args, **kwargs), f"the result of {name}")
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         if operator == "**" and isinstance(right, int | float) and abs(right) > MAX_EXPONENT:
             raise SecurityError(f"exponent {right} is larger than {MAX_EXPONENT}")
-        if operator == "*":
-            for seq, times in ((left, right), (right, left)):
-                sized = isinstance(seq, str | list | tuple) and isinstance(times, int)
-                if sized and len(seq) * times > MAX_SEQUENCE:
-                    raise SecurityError(f"a sequence longer than {MAX_SEQUENCE} items")
-        return super().call_binop(context, operator, left, right)
+        before_binop(operator, left, right)
+        return checked(super().call_binop(context, operator, left, right), f"a {operator!r}")
 
 
 def slack_escape(value: Any) -> str:
@@ -214,6 +258,9 @@ def _environment(templates_dir: str | None) -> _Sandbox:
     for name in ("cycler", "joiner", "lipsum"):
         env.globals.pop(name, None)
     env.filters["slack_escape"] = slack_escape
+    for name, func in list(env.filters.items()):
+        if name != "riposte_counted":
+            env.filters[name] = _guarded_filter(name, func)
     return env
 
 
@@ -224,8 +271,10 @@ def _folder(templates_dir: Path | str | None) -> str | None:
 def render(template: str, templates_dir: Path | str | None = None, **context: Any) -> str:
     """Render ``template`` (built-in, or from ``templates_dir`` first) with ``context``."""
     budget = _steps_left.set([MAX_STEPS])
+    work = start_budget()
     try:
-        return _environment(_folder(templates_dir)).get_template(template).render(**context).strip()
+        compiled = _environment(_folder(templates_dir)).get_template(template)
+        return bounded_output(compiled.generate(**context), template).strip()
     except RecursionError:
         raise UnsafeTemplateError(f"template {template}: nested too deeply") from None
     except _Refused as exc:
@@ -246,6 +295,7 @@ def render(template: str, templates_dir: Path | str | None = None, **context: An
         raise TemplateRenderError(f"template {template}: {type(exc).__name__}: {exc}") from None
     finally:
         _steps_left.reset(budget)
+        end_budget(work)
 
 
 def check_template(template: str, templates_dir: Path | str | None = None) -> str | None:
