@@ -284,7 +284,7 @@ def create_app(settings: Settings | None = None, prefect_api_url: str | None = N
             404: {"description": "unknown source"},
             413: {"description": "body larger than 1 MiB"},
             415: {"description": "not application/json"},
-            400: {"description": "malformed JSON"},
+            400: {"description": "malformed JSON, or JSON nested too deeply"},
             422: {"description": "not an alert of this source"},
             503: {"description": "Prefect unavailable; retry after Retry-After seconds"},
         },
@@ -309,7 +309,9 @@ def create_app(settings: Settings | None = None, prefect_api_url: str | None = N
             return _error(415, "content type must be application/json")
         try:
             document: Any = json.loads(body)
-        except (ValueError, RecursionError):
+        except RecursionError:
+            return _error(400, "body is JSON nested too deeply")
+        except ValueError:
             return _error(400, "body is not valid JSON")
 
         parse = parser_for(source)
