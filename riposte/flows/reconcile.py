@@ -59,23 +59,14 @@ def reconcile_alerts(
         alerts = list_alerts_since(defender, source, since, max_alerts)
         refs = [ref_for(a) for a in alerts if a.status != Status.RESOLVED]
         attempts = response_attempts(source, [r.alert_id for r in refs])
-        missing = [r for r in refs if r.alert_id not in attempts]
-        started = start_responses(missing) if missing else []
-        if missing:
-            logger.warning(
-                "%s: %d alerts had no response run; started %d runs for %s",
-                source,
-                len(missing),
-                len(started),
-                ", ".join(r.alert_id for r in missing[:20]),
-            )
-        failed: dict[int, list[AlertRef]] = {}
+        # By how many times their responses failed: 0 = no run ever touched them.
+        due: dict[int, list[AlertRef]] = {}
         gave_up: list[str] = []
         for ref in refs:
             a = attempts.get(ref.alert_id)
-            if a is None or a.answered:
+            if a is not None and a.answered:
                 continue
-            if a.failed > retries:
+            if a is not None and a.failed > retries:
                 gave_up.append(ref.alert_id)
                 logger.error(
                     "%s-%s: %d responses failed, the last: %s. Not answered again: look at it "
@@ -86,15 +77,16 @@ def reconcile_alerts(
                     a.last_failure,
                 )
                 continue
-            failed.setdefault(a.failed, []).append(ref)
-        for attempt, again in sorted(failed.items()):
+            due.setdefault(a.failed if a else 0, []).append(ref)
+        started: list[str] = []
+        for attempt, again in sorted(due.items()):
             ids = start_responses(again, attempt)
             started += ids
             logger.warning(
-                "%s: %d alerts whose responses failed %d time(s); started %d runs for %s",
+                "%s: %d alerts %s; started %d runs for %s",
                 source,
                 len(again),
-                attempt,
+                f"whose responses failed {attempt} time(s)" if attempt else "had no response run",
                 len(ids),
                 ", ".join(r.alert_id for r in again[:20]),
             )
@@ -102,8 +94,8 @@ def reconcile_alerts(
             ReconcileSummary(
                 source=source,
                 checked=len(refs),
-                unanswered=[r.alert_id for r in missing],
-                failed=[r.alert_id for refs_ in failed.values() for r in refs_],
+                unanswered=[r.alert_id for r in due.get(0, [])],
+                failed=[r.alert_id for n, refs_ in due.items() if n for r in refs_],
                 gave_up=gave_up,
                 started=len(started),
             )

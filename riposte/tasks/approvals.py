@@ -183,7 +183,7 @@ def request_approval(
     request: ContainmentRequest,
     approver: ApproverRef,
     run_id: UUID,
-    expires: datetime | None = None,
+    expires: datetime,
 ) -> ApprovalRequested:
     """Send ``approver`` their own approve and reject links on each of their channels.
 
@@ -192,8 +192,6 @@ def request_approval(
     sends the links again.
     """
     keys = load_approval_keys()
-    if expires is None:
-        expires = approval_deadline(request)
     links = _links(keys, request, run_id, approver.name, expires)
     deliveries = []
     for name in approver.channels:

@@ -157,16 +157,9 @@ class Attempts(BaseModel):
     last_failure: str = ""
 
 
-_IN_HAND = {
-    StateType.SCHEDULED,
-    StateType.PENDING,
-    StateType.RUNNING,
-    StateType.PAUSED,
-    StateType.CANCELLING,
-    StateType.COMPLETED,
-    # Cancelled by a person: a deliberate stop, not a failure to answer again.
-    StateType.CANCELLED,
-}
+# Every other state has the alert in hand: still going, completed, or cancelled (by a person:
+# a deliberate stop, not a failure to answer again).
+_FAILED = {StateType.FAILED, StateType.CRASHED}
 
 
 @task
@@ -220,11 +213,12 @@ def response_attempts(source: str, alert_ids: list[str]) -> dict[str, Attempts]:
         for run_id, alerts in held.items():
             run = runs.get(run_id)
             state = run.state if run else None
-            failed = set(alerts)
-            if state is not None and state.type in _IN_HAND:
-                failed = set()
+            if state is not None and state.type not in _FAILED:
+                failed: set[str] = set()
             elif run is not None and run.name not in {f"{source}-{a}" for a in alerts}:
                 failed = _failed_in_batch(client, run, source, alerts)
+            else:
+                failed = set(alerts)  # a single alert's run, or a run no longer found
             why = (state.message or state.name) if state is not None else "run not found"
             for alert_id in alerts:
                 a = attempts.setdefault(alert_id, Attempts())
