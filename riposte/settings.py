@@ -17,6 +17,8 @@ DIGEST_DEPLOYMENT = "post_digests/digest"
 RECONCILE_DEPLOYMENT = "reconcile_alerts/reconcile"
 CONTAIN_DEPLOYMENT = "contain_alert/contain"
 APPROVAL_SWEEP_DEPLOYMENT = "expire_approvals/approval-sweep"
+PLAYBOOK_FLOW = "run_playbook"
+"""Every registered playbook has a deployment of this flow named after it, to run it by hand."""
 
 
 class Settings(BaseSettings):
@@ -80,6 +82,12 @@ class Settings(BaseSettings):
     )
     runner_limit: int = Field(8, ge=1, description="Flow runs one served process runs at once")
 
+    playbooks: str = Field(
+        "",
+        description="Comma-separated importable modules, or paths to .py files or folders, whose "
+        "playbooks are registered beside the built-ins (and those of the `riposte.playbooks` "
+        "entry point group)",
+    )
     policy_file: Path | None = Field(
         None, description="Policy file the flows read at every run; None: the shipped default"
     )

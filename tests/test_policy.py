@@ -257,7 +257,7 @@ def test_close_benign_digest_and_ignore_post_no_per_alert_message() -> None:
         assert action.channels == ()
         assert action.ticket is None
     closing = evaluate(pol, make_alert(severity=Severity.LOW)).final
-    assert closing.close is not None and closing.close.classification == "false_positive"
+    assert closing.params["close"]["classification"] == "false_positive"
     assert closing.steps() == ["close the alert in Defender as false positive: known scanner"]
 
 
@@ -351,8 +351,8 @@ rules:
 def test_broken_policy_reports_every_problem_as_file_line_field() -> None:
     assert problems(BROKEN) == [
         "p.yaml:3: rules[0].match.severty: unknown field (did you mean 'severity'?)",
-        "p.yaml:6: rules[1].playbook: Input should be 'ticket_and_notify', 'close_benign', "
-        "'digest', 'escalate' or 'ignore'",
+        "p.yaml:6: rules[1].playbook: unknown playbook 'escalat' (did you mean 'escalate'?); "
+        "known: close_benign, digest, escalate, ignore, ticket_and_notify",
         "p.yaml:9: rules[2].match.ip_in[0]: 10.0.0.5/24 has host bits set",
         "p.yaml:10: rules[2].match.title_pattern: not a valid regular expression: missing ), "
         "unterminated subpattern at position 0",
@@ -471,7 +471,7 @@ def test_broken_file_keeps_the_last_good_policy_and_reports_file_line_field(
     assert snapshot.policy.rules[0].name == "first"
     assert snapshot.sha256 == first.sha256
     assert snapshot.error is not None
-    assert str(snapshot.error).startswith(f"{path}:7: rules[0].playbook: Input should be")
+    assert str(snapshot.error).startswith(f"{path}:7: rules[0].playbook: unknown playbook")
     assert "last good copy of" in snapshot.origin
 
     path.write_text(GOOD_2)

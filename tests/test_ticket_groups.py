@@ -177,5 +177,5 @@ def test_a_playbook_the_policy_does_not_pick_takes_the_defaults() -> None:
     assert action.rule == "fallback" and action.priority == Priority.HIGH
     assert action.ticket is not None and action.ticket.queue == "Security Operations"
     close = Close(classification="false_positive", reason="Known scanner")
-    closing = manual_action(policy, alert, Playbook.CLOSE_BENIGN, close)
-    assert closing.close == close
+    closing = manual_action(policy, alert, Playbook.CLOSE_BENIGN, {"close": close.model_dump()})
+    assert Close.model_validate(closing.params["close"]) == close

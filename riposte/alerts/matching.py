@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable
 from datetime import timedelta
 from functools import lru_cache
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -23,20 +24,21 @@ from riposte.alerts.policy import (
     DEFAULT_APPROVAL_TIMEOUT,
     Allow,
     Approver,
-    Close,
     Containment,
     Defaults,
     Digest,
+    Gating,
     Match,
     OnTimeout,
-    Playbook,
     Policy,
     Rule,
     Suppress,
     Templates,
     Throttle,
     TicketTarget,
+    _Parameters,
     format_duration,
+    validate_playbook_params,
 )
 from riposte.alerts.response import Priority, Route
 
@@ -90,27 +92,32 @@ class PlannedAction(_Frozen):
 
     rule: str
     rule_index: int | None
-    playbook: Playbook
+    playbook: str
+    params: dict[str, Any] = {}
+    """The playbook's own parameters, as its model validated them (JSON values)."""
+    gating: Gating = "ticket"
+    opens_ticket: bool = False
     priority: Priority
     ticket: TicketTarget | None
     channels: tuple[str, ...]
     templates: Templates
     containment_requires_approval: bool
     containment: ContainmentPlan | None = None
-    close: Close | None
     throttle: Throttle | None
     group_by_incident: bool
     suppress: Suppress | None
     digest: Digest | None
     allowlisted: str | None = None
     """Why an allowlist covers the alert (then the action is suppressed), or None."""
+    described: tuple[str, ...] = ()
+    """What the playbook does, in its own words (its `describe`)."""
 
     def route(self) -> Route:
         """The `Route` the ticket and message templates know."""
         return Route(
             priority=self.priority,
-            open_ticket=self.playbook.opens_ticket,
-            notify=bool(self.channels) and self.playbook.opens_ticket,
+            open_ticket=self.opens_ticket,
+            notify=bool(self.channels) and self.opens_ticket,
             reason=f"policy rule '{self.rule}' ({self.playbook})",
         )
 
@@ -124,50 +131,35 @@ class PlannedAction(_Frozen):
                 f"skip it if a response for the same {'+'.join(self.suppress.key)} was made "
                 f"in the last {format_duration(self.suppress.window)}"
             )
-        if self.playbook == Playbook.IGNORE:
-            steps.append("nothing: the alert is ignored (recorded, no ticket, no message)")
-        elif self.playbook == Playbook.CLOSE_BENIGN and self.close:
-            label = self.close.classification.replace("_", " ")
-            steps.append(f"close the alert in Defender as {label}: {self.close.reason}")
-        elif self.playbook == Playbook.DIGEST and self.digest:
-            steps.append(
-                f"add it to the digest posted to {self.digest.channel} "
-                f"every {format_duration(self.digest.period)}"
-            )
-        elif self.playbook.opens_ticket:
-            steps.extend(self._ticket_steps())
+        steps.extend(self.described)
         return steps
 
-    def _ticket_steps(self) -> list[str]:
-        steps = []
-        target = self.ticket
-        where = ""
-        if target is not None:
-            place = target.queue or target.project
-            system = "ServiceNow" if target.system == "servicenow" else "Jira"
-            where = f"{system} ticket" + (f" in {place}" if place else "")
-        if self.group_by_incident:
-            steps.append(
-                "if Defender put the alert in an incident: one ticket per incident, later "
-                "alerts of the incident become comments on it"
-            )
-        if self.throttle:
-            steps.append(
-                f"at most {self.throttle.max_tickets} ticket(s) per "
-                f"{'+'.join(self.throttle.key)} per {format_duration(self.throttle.window)}; "
-                "further alerts become comments on the open ticket, with a count"
-            )
-        steps.append(f"find or create a {where or 'ticket'} with priority {self.priority}")
-        if self.channels:
-            verb = "page" if self.playbook == Playbook.ESCALATE else "post to"
-            steps.append(f"{verb} {', '.join(self.channels)} with the ticket link")
-        steps.append("mark the alert in progress in Defender with a comment linking the ticket")
-        if self.playbook == Playbook.ESCALATE:
-            if self.containment is not None:
-                steps.append(self.containment.describe())
-            else:
-                steps.append("no containment (the rule names no containment actions)")
-        return steps
+
+def ticket_steps(action: PlannedAction, notify_verb: str = "post to") -> list[str]:
+    """The words for find-or-create a ticket, notify, mark the alert (for `describe`)."""
+    steps = []
+    target = action.ticket
+    where = ""
+    if target is not None:
+        place = target.queue or target.project
+        system = "ServiceNow" if target.system == "servicenow" else "Jira"
+        where = f"{system} ticket" + (f" in {place}" if place else "")
+    if action.group_by_incident:
+        steps.append(
+            "if Defender put the alert in an incident: one ticket per incident, later "
+            "alerts of the incident become comments on it"
+        )
+    if action.throttle:
+        steps.append(
+            f"at most {action.throttle.max_tickets} ticket(s) per "
+            f"{'+'.join(action.throttle.key)} per {format_duration(action.throttle.window)}; "
+            "further alerts become comments on the open ticket, with a count"
+        )
+    steps.append(f"find or create a {where or 'ticket'} with priority {action.priority}")
+    if action.channels:
+        steps.append(f"{notify_verb} {', '.join(action.channels)} with the ticket link")
+    steps.append("mark the alert in progress in Defender with a comment linking the ticket")
+    return steps
 
 
 class Decision(_Frozen):
@@ -182,7 +174,7 @@ class Decision(_Frozen):
         return tuple(a.rule for a in self.actions if a.rule_index is not None)
 
     @property
-    def playbooks(self) -> tuple[Playbook, ...]:
+    def playbooks(self) -> tuple[str, ...]:
         return tuple(a.playbook for a in self.actions)
 
     @property
@@ -439,62 +431,81 @@ def allowlist_reason(allow: Allow | None, alert: Alert) -> str | None:
 
 
 def _priority(
-    mapping: dict[Severity, Priority] | None, defaults: Defaults, alert: Alert, playbook: Playbook
+    mapping: dict[Severity, Priority] | None,
+    defaults: Defaults,
+    alert: Alert,
+    at_least: Priority | None,
 ) -> Priority:
     merged = {**DEFAULT_PRIORITY, **(defaults.priority or {}), **(mapping or {})}
     priority = merged[alert.severity]
-    if playbook == Playbook.ESCALATE and mapping is None:
-        # Escalation without an explicit priority is at least high, whatever the severity.
-        priority = max(priority, Priority.HIGH, key=_PRIORITY_RANK.__getitem__)
+    if at_least is not None and mapping is None:
+        # A playbook's floor (escalate: high) applies unless the rule names a priority.
+        priority = max(priority, at_least, key=_PRIORITY_RANK.__getitem__)
     return priority
+
+
+def containment_plan(
+    params: _Parameters, defaults: Defaults, requires_approval: bool
+) -> ContainmentPlan | None:
+    """The rule's containment merged over ``defaults.containment``, or None without actions."""
+    merged = (params.containment or Containment()).merged_over(defaults.containment)
+    if not merged.actions:
+        return None
+    automatic = merged.automatic if merged.automatic is not None else not requires_approval
+    return ContainmentPlan(
+        actions=merged.actions,
+        approvers=merged.approvers or (),
+        timeout=merged.timeout or DEFAULT_APPROVAL_TIMEOUT,
+        on_timeout=merged.on_timeout or "reject",
+        timeout_channels=merged.timeout_channels or (),
+        automatic=automatic,
+    )
 
 
 def _plan(
     policy: Policy, rule: Rule | None, index: int | None, alert: Alert, globally_allowed: str | None
 ) -> PlannedAction:
-    params = rule if rule is not None else policy.fallback
+    params: _Parameters = rule if rule is not None else policy.fallback
     defaults = policy.defaults
-    playbook = params.playbook
+    name = rule.playbook if rule is not None else policy.fallback.playbook
+    info = policy.playbook(name)
+    model, problems = validate_playbook_params(info, params.playbook_params)
+    if model is None:  # parse_policy refuses these; a hand-built policy may still carry them
+        raise ValueError(f"playbook {name}: " + "; ".join(m for _, m in problems))
     channels = params.channels if params.channels is not None else defaults.channels
-    if playbook == Playbook.ESCALATE:
+    if info.pages_oncall:
         channels = tuple(dict.fromkeys((*channels, *defaults.oncall_channels)))
-    if playbook in (Playbook.IGNORE, Playbook.CLOSE_BENIGN, Playbook.DIGEST):
+    if not info.notifies:
         # These playbooks post no per-alert message (the digest posts one per period).
         channels = ()
     templates = (params.templates or Templates()).merged_over(defaults.templates)
     approval = params.containment_requires_approval
     requires_approval = approval if approval is not None else defaults.containment_requires_approval
     containment = None
-    if playbook == Playbook.ESCALATE:
-        merged = (params.containment or Containment()).merged_over(defaults.containment)
-        if merged.actions:
-            automatic = merged.automatic if merged.automatic is not None else not requires_approval
-            containment = ContainmentPlan(
-                actions=merged.actions,
-                approvers=merged.approvers or (),
-                timeout=merged.timeout or DEFAULT_APPROVAL_TIMEOUT,
-                on_timeout=merged.on_timeout or "reject",
-                timeout_channels=merged.timeout_channels or (),
-                automatic=automatic,
-            )
-            requires_approval = not automatic
-    return PlannedAction(
+    if info.contains:
+        containment = containment_plan(params, defaults, requires_approval)
+        if containment is not None:
+            requires_approval = not containment.automatic
+    action = PlannedAction(
         rule=rule.name if rule is not None else FALLBACK_RULE,
         rule_index=index,
-        playbook=playbook,
-        priority=_priority(params.priority, defaults, alert, playbook),
-        ticket=(params.ticket or defaults.ticket) if playbook.opens_ticket else None,
+        playbook=name,
+        params=model.model_dump(mode="json"),
+        gating=info.gating,
+        opens_ticket=info.opens_ticket,
+        priority=_priority(params.priority, defaults, alert, info.min_priority),
+        ticket=(params.ticket or defaults.ticket) if info.opens_ticket else None,
         channels=channels,
         templates=templates,
         containment_requires_approval=requires_approval,
         containment=containment,
-        close=params.close,
         throttle=params.throttle,
         group_by_incident=bool(params.group_by_incident),
         suppress=params.suppress,
-        digest=(params.digest or defaults.digest) if playbook == Playbook.DIGEST else None,
+        digest=(params.digest or defaults.digest) if info.uses_digest else None,
         allowlisted=globally_allowed or allowlist_reason(params.allow, alert),
     )
+    return action.model_copy(update={"described": tuple(info.describe(action))})
 
 
 def explain(policy: Policy, alert: Alert) -> Explanation:

@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import importlib
 import ipaddress
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
 import yaml
 from pydantic import (
@@ -49,7 +50,8 @@ MAX_YAML_NODES = 200_000
 
 
 class Playbook(StrEnum):
-    """What Riposte does for an alert; each is a flow made from the shared tasks."""
+    """The names of the built-in playbooks (``riposte.playbooks.builtin``). A rule may name any
+    registered playbook; these are the ones every installation has."""
 
     TICKET_AND_NOTIFY = "ticket_and_notify"
     CLOSE_BENIGN = "close_benign"
@@ -57,9 +59,63 @@ class Playbook(StrEnum):
     ESCALATE = "escalate"
     IGNORE = "ignore"
 
-    @property
-    def opens_ticket(self) -> bool:
-        return self in (Playbook.TICKET_AND_NOTIFY, Playbook.ESCALATE)
+
+Gating = Literal["ticket", "close", "digest", "ignore", "run"]
+"""How the throttles, grouping and suppression windows account for a playbook's response:
+``ticket`` (a ticket per alert, group or throttle slot, or a note on the open one), ``close``,
+``digest``, ``ignore`` (recorded only) or ``run`` (the playbook runs; no ticket accounting)."""
+
+
+@runtime_checkable
+class PlaybookInfo(Protocol):
+    """What the policy needs to know of a playbook: implemented by `riposte.playbooks.Playbook`.
+
+    The domain defines the interface and the playbooks layer implements it, so that imports keep
+    pointing down while a rule may name a playbook that a user wrote.
+    """
+
+    name: str
+    params_model: type[BaseModel]
+    opens_ticket: bool
+    contains: bool
+    uses_digest: bool
+    notifies: bool
+    pages_oncall: bool
+    min_priority: Priority | None
+    gating: Gating
+
+    def problems(
+        self, params: BaseModel, rule: _Parameters, defaults: Defaults
+    ) -> Iterator[tuple[tuple[str | int, ...], str]]:
+        """Checks across fields: (location under the rule, message)."""
+        ...
+
+    def describe(self, action: Any) -> list[str]:
+        """What the playbook does for a `PlannedAction`, in words (explain, run reports)."""
+        ...
+
+
+PlaybookCatalog = Mapping[str, PlaybookInfo]
+
+_catalog_provider: list[Callable[[], PlaybookCatalog]] = []
+
+
+def set_catalog_provider(provider: Callable[[], PlaybookCatalog]) -> None:
+    """Install the function that gives the registered playbooks (done by `riposte.playbooks`)."""
+    _catalog_provider[:] = [provider]
+
+
+def default_catalog() -> PlaybookCatalog:
+    """The playbooks of this process: built-ins and those ``RIPOSTE_PLAYBOOKS`` names.
+
+    The registry lives in `riposte.playbooks`, above this layer; it is found at run time, as a
+    plugin is, rather than imported (which would make the domain depend on the flows' steps).
+    """
+    if not _catalog_provider:
+        importlib.import_module("riposte.playbooks")
+    if not _catalog_provider:  # pragma: no cover - riposte.playbooks installs it on import
+        raise RuntimeError("riposte.playbooks did not register its playbook catalog")
+    return _catalog_provider[0]()
 
 
 # --- problems --------------------------------------------------------------------------------
@@ -472,8 +528,27 @@ class Containment(_Strict):
 DEFAULT_APPROVAL_TIMEOUT = timedelta(hours=1)
 
 
+_PLAYBOOK_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+
+def _playbook_name(value: str) -> str:
+    if not _PLAYBOOK_NAME_RE.match(value):
+        raise ValueError(
+            f"{value!r} is not a playbook name: lowercase letters, digits and '_' (at most 63), "
+            "starting with a letter"
+        )
+    return value
+
+
+PlaybookName = Annotated[str, AfterValidator(_playbook_name)]
+
+
 class _Parameters(_Strict):
-    """What a playbook needs; a rule or the fallback leaves out what the defaults give."""
+    """What every playbook may be given; a rule or the fallback leaves out what the defaults
+    give. A playbook's own parameters (its `params` model) sit beside these in the rule."""
+
+    # The playbook's own parameters are the extra fields, checked against its model at load.
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
 
     ticket: TicketTarget | None = None
     priority: PriorityMap | None = Field(
@@ -485,12 +560,16 @@ class _Parameters(_Strict):
         None, description="false: containment runs without approval (same as containment.automatic)"
     )
     containment: Containment | None = None
-    close: Close | None = None
     throttle: Throttle | None = None
     group_by_incident: bool | None = None
     suppress: Suppress | None = None
     allow: Allow | None = None
     digest: Digest | None = None
+
+    @property
+    def playbook_params(self) -> dict[str, Any]:
+        """The fields of the rule that are the playbook's own parameters."""
+        return dict(self.model_extra or {})
 
 
 class Rule(_Parameters):
@@ -499,14 +578,17 @@ class Rule(_Parameters):
     name: RuleName
     description: str = ""
     match: Match = Field(default_factory=Match)
-    playbook: Playbook
+    playbook: PlaybookName
     continue_: bool = Field(False, alias="continue")
 
 
 class Fallback(_Parameters):
     """What happens to an alert no rule stopped at."""
 
-    playbook: Playbook = Playbook.TICKET_AND_NOTIFY
+    playbook: PlaybookName = Playbook.TICKET_AND_NOTIFY.value
+
+
+RULE_FIELDS = frozenset((info.alias or name) for name, info in Rule.model_fields.items())
 
 
 class Defaults(_Strict):
@@ -540,10 +622,23 @@ class Policy(_Strict):
     _origin: str = PrivateAttr(default="<policy>")
     _lines: dict[tuple[str | int, ...], int] = PrivateAttr(default_factory=dict)
     _sha256: str = PrivateAttr(default="")
+    _catalog: Any = PrivateAttr(default=None)
 
     @property
     def origin(self) -> str:
         return self._origin
+
+    @property
+    def catalog(self) -> PlaybookCatalog:
+        """The playbooks this policy was checked against (the process's, by default)."""
+        return self._catalog if self._catalog is not None else default_catalog()
+
+    def playbook(self, name: str) -> PlaybookInfo:
+        """The registered playbook ``name``; `KeyError` naming the known ones otherwise."""
+        catalog = self.catalog
+        if name not in catalog:
+            raise KeyError(f"unknown playbook {name!r}; known: {', '.join(sorted(catalog))}")
+        return catalog[name]
 
     @property
     def sha256(self) -> str:
@@ -596,22 +691,63 @@ class Policy(_Strict):
 Loc = tuple[str | int, ...]
 
 
+def _names(catalog: PlaybookCatalog, want: Callable[[PlaybookInfo], bool]) -> str:
+    return ", ".join(sorted(name for name, info in catalog.items() if want(info)))
+
+
+def validate_playbook_params(
+    info: PlaybookInfo, given: Mapping[str, Any]
+) -> tuple[BaseModel | None, list[tuple[Loc, str]]]:
+    """``given`` checked against the playbook's parameter model: the model, or the problems
+    (location under the rule, message). Unknown names are refused whatever the model says."""
+    model = info.params_model
+    known = {(f.alias or n) for n, f in model.model_fields.items()} | set(model.model_fields)
+    problems: list[tuple[Loc, str]] = []
+    for name in given:
+        if name not in known:
+            hint = difflib.get_close_matches(name, sorted(known | RULE_FIELDS), n=1)
+            did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
+            theirs = ", ".join(sorted(known)) or "none"
+            problems.append(
+                (
+                    (name,),
+                    f"unknown field{did_you_mean}: neither a rule field nor a parameter of the "
+                    f"{info.name} playbook (its parameters: {theirs})",
+                )
+            )
+    if problems:
+        return None, problems
+    try:
+        return model.model_validate(dict(given)), []
+    except ValidationError as exc:
+        for error in exc.errors():
+            problems.append((tuple(error.get("loc", ())), _message(error)))
+        return None, problems
+
+
 def _parameter_problems(
-    loc: Loc, params: _Parameters, playbook: Playbook, defaults: Defaults
+    loc: Loc, params: _Parameters, name: str, defaults: Defaults, catalog: PlaybookCatalog
 ) -> Iterator[tuple[Loc, str]]:
-    if playbook == Playbook.CLOSE_BENIGN and params.close is None:
-        yield loc, "the close_benign playbook needs `close: {classification, reason}`"
-    if playbook != Playbook.CLOSE_BENIGN and params.close is not None:
-        yield (*loc, "close"), "only the close_benign playbook closes alerts"
-    if playbook == Playbook.DIGEST and params.digest is None and defaults.digest is None:
-        yield loc, "the digest playbook needs `digest: {channel, period}` here or in defaults"
-    if playbook != Playbook.DIGEST and params.digest is not None:
-        yield (*loc, "digest"), "only the digest playbook uses `digest`"
-    if playbook.opens_ticket and params.ticket is None and defaults.ticket is None:
-        yield loc, f"the {playbook} playbook needs `ticket: {{system, ...}}` here or in defaults"
-    if params.containment is not None and playbook != Playbook.ESCALATE:
-        yield (*loc, "containment"), "only the escalate playbook contains; remove `containment`"
-    if playbook == Playbook.ESCALATE:
+    info = catalog.get(name)
+    if info is None:
+        yield (*loc, "playbook"), _unknown_playbook(name, catalog)
+        return
+    model, problems = validate_playbook_params(info, params.playbook_params)
+    for sub, message in problems:
+        yield (*loc, *sub), message
+    if info.opens_ticket and params.ticket is None and defaults.ticket is None:
+        yield loc, f"the {name} playbook needs `ticket: {{system, ...}}` here or in defaults"
+    if not info.opens_ticket:
+        for field in ("throttle", "group_by_incident", "ticket"):
+            if getattr(params, field) not in (None, False):
+                yield (*loc, field), f"the {name} playbook opens no ticket: remove `{field}`"
+    if params.digest is not None and not info.uses_digest:
+        users = _names(catalog, lambda i: i.uses_digest)
+        yield (*loc, "digest"), f"only the {users} playbook(s) use `digest`; remove it"
+    if params.containment is not None and not info.contains:
+        users = _names(catalog, lambda i: i.contains)
+        yield (*loc, "containment"), f"only the {users} playbook contains; remove `containment`"
+    if info.contains:
         merged = (params.containment or Containment()).merged_over(defaults.containment)
         automatic = merged.automatic or params.containment_requires_approval is False
         if merged.actions and not automatic and not merged.approvers:
@@ -622,13 +758,35 @@ def _parameter_problems(
                     "or `automatic: true` to run without approval"
                 ),
             )
-    if not playbook.opens_ticket:
-        for name in ("throttle", "group_by_incident", "ticket"):
-            if getattr(params, name) not in (None, False):
-                yield (*loc, name), f"the {playbook} playbook opens no ticket: remove `{name}`"
+    if model is not None:
+        for sub, message in info.problems(model, params, defaults):
+            yield (*loc, *sub), message
 
 
-def _semantic_problems(policy: Policy) -> Iterator[tuple[Loc, str]]:
+def _unknown_playbook(name: str, catalog: PlaybookCatalog) -> str:
+    known = ", ".join(sorted(catalog))
+    hint = difflib.get_close_matches(name, sorted(catalog), n=1)
+    did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
+    return f"unknown playbook {name!r}{did_you_mean}; known: {known}"
+
+
+def _unknown_playbooks(data: Any, catalog: PlaybookCatalog) -> Iterator[tuple[Loc, str]]:
+    """Unknown playbook names in the raw document, for a policy that failed validation (the
+    other checks need a valid policy; this one is worth saying at once)."""
+    if not isinstance(data, dict):
+        return
+    places: list[tuple[Loc, Any]] = []
+    rules = data.get("rules")
+    if isinstance(rules, list):
+        places += [(("rules", i), r) for i, r in enumerate(rules)]
+    places.append((("fallback",), data.get("fallback")))
+    for loc, item in places:
+        name = item.get("playbook") if isinstance(item, dict) else None
+        if isinstance(name, str) and _PLAYBOOK_NAME_RE.match(name) and name not in catalog:
+            yield (*loc, "playbook"), _unknown_playbook(name, catalog)
+
+
+def _semantic_problems(policy: Policy, catalog: PlaybookCatalog) -> Iterator[tuple[Loc, str]]:
     seen: dict[str, int] = {}
     for index, rule in enumerate(policy.rules):
         loc: Loc = ("rules", index)
@@ -636,11 +794,12 @@ def _semantic_problems(policy: Policy) -> Iterator[tuple[Loc, str]]:
             first = seen[rule.name]
             yield (*loc, "name"), f"rule name {rule.name!r} is already used by rules[{first}]"
         seen.setdefault(rule.name, index)
-        if rule.playbook == Playbook.IGNORE and rule.continue_:
+        info = catalog.get(rule.playbook)
+        if info is not None and info.gating == "ignore" and rule.continue_:
             yield (*loc, "continue"), "a rule that ignores the alert and continues does nothing"
-        yield from _parameter_problems(loc, rule, rule.playbook, policy.defaults)
+        yield from _parameter_problems(loc, rule, rule.playbook, policy.defaults, catalog)
     yield from _parameter_problems(
-        ("fallback",), policy.fallback, policy.fallback.playbook, policy.defaults
+        ("fallback",), policy.fallback, policy.fallback.playbook, policy.defaults, catalog
     )
 
 
@@ -715,7 +874,7 @@ def format_loc(loc: Sequence[str | int]) -> str:
 def _all_field_names() -> list[str]:
     names: set[str] = set()
     for model in (
-        Policy, Rule, Fallback, Defaults, Match, TicketTarget, Close, Throttle, Suppress,
+        Policy, Rule, Fallback, Defaults, Match, TicketTarget, Throttle, Suppress,
         Allow, Digest, Templates,
     ):  # fmt: skip
         for name, info in model.model_fields.items():
@@ -748,8 +907,12 @@ def _problems_from_validation(
     return sorted(problems.values(), key=lambda p: (p.line or 0, p.field))
 
 
-def parse_policy(text: str, origin: str = "<policy>") -> Policy:
-    """Validate policy ``text``; raise `PolicyError` listing every problem with its line."""
+def parse_policy(
+    text: str, origin: str = "<policy>", catalog: PlaybookCatalog | None = None
+) -> Policy:
+    """Validate policy ``text`` against the playbooks of ``catalog`` (the process's registered
+    playbooks by default); raise `PolicyError` listing every problem with its line."""
+    catalog = catalog if catalog is not None else default_catalog()
     if len(text.encode("utf-8", "replace")) > MAX_POLICY_BYTES:
         raise PolicyError(
             [PolicyProblem(origin, None, "(file)", f"larger than {MAX_POLICY_BYTES} bytes")]
@@ -784,8 +947,14 @@ def parse_policy(text: str, origin: str = "<policy>") -> Policy:
     try:
         policy = Policy.model_validate(data)
     except ValidationError as exc:
-        raise PolicyError(problems + _problems_from_validation(exc, index.lines, origin)) from None
-    for loc, message in _semantic_problems(policy):
+        found = problems + _problems_from_validation(exc, index.lines, origin)
+        for loc, message in _unknown_playbooks(data, catalog):
+            path, line = _resolve(index.lines, loc)
+            found.append(PolicyProblem(origin, line, format_loc(path), message))
+        raise PolicyError(sorted(found, key=lambda p: (p.line or 0, p.field))) from None
+    # An unknown playbook is reported alone, as a schema error is: its rule cannot be checked.
+    unknown = list(_unknown_playbooks(data, catalog))
+    for loc, message in unknown or _semantic_problems(policy, catalog):
         path, line = _resolve(index.lines, loc)
         problems.append(PolicyProblem(origin, line, format_loc(path), message))
     if problems:
@@ -793,6 +962,7 @@ def parse_policy(text: str, origin: str = "<policy>") -> Policy:
     policy._origin = origin
     policy._lines = index.lines
     policy._sha256 = hashlib.sha256(text.encode()).hexdigest()
+    policy._catalog = catalog
     return policy
 
 
@@ -811,8 +981,8 @@ def read_policy_text(path: Path) -> str:
     raise PolicyError([PolicyProblem(str(path), None, "(file)", reason)])
 
 
-def load_policy(path: Path) -> Policy:
-    return parse_policy(read_policy_text(path), str(path))
+def load_policy(path: Path, catalog: PlaybookCatalog | None = None) -> Policy:
+    return parse_policy(read_policy_text(path), str(path), catalog)
 
 
 def default_policy_text() -> str:

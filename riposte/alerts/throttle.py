@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from riposte.alerts.matching import Decision, PlannedAction
 from riposte.alerts.model import Alert, EntityType
-from riposte.alerts.policy import Digest, Playbook, format_duration
+from riposte.alerts.policy import Digest, format_duration
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -39,6 +39,7 @@ class Disposition(StrEnum):
     CLOSE = "close"  # closed at the source as benign / false positive
     SUPPRESSED = "suppressed"  # allowlisted, or inside a suppression window
     IGNORED = "ignored"  # the policy says to do nothing
+    RUN = "run"  # a playbook that keeps no ticket accounting ran its own steps
 
 
 class _Frozen(BaseModel):
@@ -92,7 +93,7 @@ class Outcome(_Frozen):
     """What to do for one planned action, and what to record once it is done."""
 
     rule: str
-    playbook: Playbook
+    playbook: str
     disposition: Disposition
     reason: str
     at: datetime
@@ -218,12 +219,12 @@ def gate(
     Pass the alert's ``created_at`` as ``at`` so that a retried run, or another worker, lands
     in the same windows and so on the same ticket keys.
 
-    Order: ignore, allowlist, suppression window, then the playbook: close, digest, or a
-    ticket (incident grouping first, then the throttle, else the alert's own ticket).
+    Order: ignore, allowlist, suppression window, then by the playbook's gating: close, digest,
+    run, or a ticket (incident grouping first, then the throttle, else the alert's own ticket).
     """
     if at.tzinfo is None:
         raise ValueError("decision times must carry a timezone")
-    if action.playbook == Playbook.IGNORE:
+    if action.gating == "ignore":
         return _outcome(action, at, Disposition.IGNORED, "the policy ignores it")
     if action.allowlisted:
         return _outcome(action, at, Disposition.SUPPRESSED, action.allowlisted)
@@ -241,9 +242,12 @@ def gate(
             )
             return _outcome(action, at, Disposition.SUPPRESSED, reason, key_values=values)
 
-    if action.playbook == Playbook.CLOSE_BENIGN:
+    if action.gating == "close":
         return _outcome(action, at, Disposition.CLOSE, "closed by policy", suppress_key)
-    if action.playbook == Playbook.DIGEST:
+    if action.gating == "run":
+        reason = f"the {action.playbook} playbook runs its steps"
+        return _outcome(action, at, Disposition.RUN, reason, suppress_key)
+    if action.gating == "digest":
         if action.digest is None:  # the policy loader refuses this; kept for hand-built actions
             raise ValueError(f"rule {action.rule!r}: the digest playbook needs a digest")
         bucket = digest_bucket(action.digest, at)

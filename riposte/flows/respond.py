@@ -2,8 +2,8 @@
 
 Both run the same per-alert response, `answer`: fetch the alert, `decide` with the policy in
 force (throttles, incident grouping, suppression), then carry out each outcome with its
-playbook's steps (`riposte.flows.playbooks`): a ticket and messages, a note on an open ticket, a
-digest entry, a close at the source, or nothing but a record. Calm traffic gets one
+playbook (`riposte.playbooks`, built-in or registered): a ticket and messages, a note on an
+open ticket, a digest entry, a close at the source, or nothing but a record. Calm traffic gets one
 `respond_to_alert` run per alert; a burst gets batches, where each alert's steps are task runs
 named after it, because a flow run per alert costs the Prefect server about six times more than
 a task run (see the README's figures).
@@ -24,14 +24,14 @@ from riposte.alerts.model import Alert
 from riposte.alerts.policy_store import PolicySnapshot
 from riposte.alerts.response import AlertRef, Delivery, Ticket, ref_for
 from riposte.blocks import BlockCache, DefenderCredentials
-from riposte.flows.playbooks import (
+from riposte.playbooks.context import (
     DEFAULT_DEFENDER,
     ActionResult,
     NotificationsFailed,
     Plan,
     Response,
-    carry_out,
 )
+from riposte.playbooks.runner import carry_out, report_problems
 from riposte.settings import get_settings
 from riposte.tasks.alerts import AlertUpdate, fetch_alert
 from riposte.tasks.policy import Verdict, current_policy, decide
@@ -88,6 +88,7 @@ def answer(
     finds the step done and gets it back Cached instead of doing it twice.
     """
     logger = get_run_logger()
+    report_problems(logger)
     response = Response(plan, blocks)
     alert: Alert = fetch_alert(response.defender, ref.source, ref.alert_id)
     if snapshot is None:
@@ -286,6 +287,8 @@ def _action_lines(action: ActionResult) -> list[str]:
         lines.append(f"| closed at the source | {action.closed} |")
     if action.containment:
         lines.append(f"| containment | {action.containment} |")
+    for note in action.notes:
+        lines.append(f"| playbook | {note} |")
     upd = action.alert_update
     if upd is not None:
         status = f"set to {upd.status}" if upd.status_changed else f"left as {upd.status}"

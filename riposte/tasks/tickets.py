@@ -3,6 +3,7 @@ as a numbered note, each exactly once."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from prefect.blocks.core import Block
@@ -136,3 +137,40 @@ def comment_on_ticket(
         )
         client.add_note(ticket, f"{text}\n\n{marker}")
     return TicketComment(ticket=ticket, alert_number=number, added=True)
+
+
+# Marks a playbook's own note (`add_note`): not an alert note, so it is not counted as one.
+PLAYBOOK_NOTE_MARKER = "Riposte note key:"
+
+
+def _note_digest(alert: Alert, text: str) -> str:
+    return hashlib.sha256(f"{alert.correlation_key}\n{text}".encode()).hexdigest()[:24]
+
+
+def _note_key(context: TaskRunContext, params: dict[str, Any]) -> str:
+    alert: Alert = params["alert"]
+    ticket: Ticket = params["ticket"]
+    return cache_key(
+        "note",
+        _note_digest(alert, params["text"]),
+        ticket.key,
+        block_identity(params["ticketing"]),
+    )
+
+
+@external_call(_note_key, name="note {alert.source}-{alert.id} {ticket.key}")
+def add_note(ticketing: TicketingCredentials, alert: Alert, ticket: Ticket, text: str) -> bool:
+    """Add a playbook's ``text`` to ``ticket`` once; False when that note is there already.
+
+    Example:
+        ```python
+        add_note(ticketing, alert, ticket, "The source IP is a partner's: not blocked")
+        ```
+    """
+    client = ticketing.get_client()
+    marker = f"{PLAYBOOK_NOTE_MARKER} {_note_digest(alert, text)}"
+    with exclusive(cache_key("notes", block_identity(ticketing), ticket.key)):
+        if any(marker in note for note in client.notes(ticket)):
+            return False
+        client.add_note(ticket, f"{text}\n\n{marker}")
+    return True

@@ -1,0 +1,70 @@
+"""Carry out one policy action with its playbook: the seam between the flows and the playbooks."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from riposte.alerts.matching import PlannedAction
+from riposte.alerts.model import Alert
+from riposte.alerts.response import Ticket
+from riposte.alerts.throttle import Disposition, Outcome
+from riposte.playbooks.context import ActionResult, Context, Response
+from riposte.playbooks.registry import Registry, registry
+from riposte.tasks.policy import record_response
+
+# Dispositions for which the playbook runs; the others (suppressed, ignored) are only recorded.
+_RESPONDED = (
+    Disposition.TICKET,
+    Disposition.COMMENT,
+    Disposition.DIGEST,
+    Disposition.CLOSE,
+    Disposition.RUN,
+)
+
+_reported: set[str] = set()
+_reported_lock = threading.Lock()
+
+
+def report_problems(
+    logger: logging.Logger | logging.LoggerAdapter[Any], found: Registry | None = None
+) -> None:
+    """Log, once per process, every playbook source that could not be loaded."""
+    for problem in (found or registry()).problems:
+        text = str(problem)
+        with _reported_lock:
+            if text in _reported:
+                continue
+            _reported.add(text)
+        logger.error("Playbook not loaded: %s", text)
+
+
+def run_action(ctx: Context) -> ActionResult:
+    """Run the playbook of ``ctx.action`` with its parameters; the result of its steps."""
+    found = registry().get(ctx.action.playbook)
+    params = found.params_model.model_validate(ctx.action.params)
+    found(ctx.alert, params, ctx)
+    return ctx.result
+
+
+def carry_out(
+    response: Response,
+    alert: Alert,
+    action: PlannedAction,
+    outcome: Outcome,
+    open_tickets: dict[str, Ticket] | None = None,
+) -> ActionResult:
+    """Do what ``outcome`` says with the playbook's steps; a suppressed or ignored alert is
+    only recorded. A response made starts the rule's suppression window."""
+    if outcome.disposition not in _RESPONDED:
+        return ActionResult(
+            rule=outcome.rule,
+            playbook=str(outcome.playbook),
+            disposition=str(outcome.disposition),
+            reason=outcome.reason,
+        )
+    result = run_action(Context(response, alert, action, outcome, open_tickets))
+    if outcome.suppress_key:
+        record_response(alert, outcome.suppress_key, outcome.at)
+    return result
