@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import ipaddress
+import json
 import re
 from collections.abc import Iterable
 from datetime import timedelta
@@ -233,6 +234,9 @@ class Explanation(_Frozen):
             out.append("  no rule stopped the evaluation: the fallback applies")
         for action in self.decision.actions:
             out.append(f"Actions of '{action.rule}' (playbook {action.playbook}):")
+            if action.params:
+                given = json.dumps(action.params, sort_keys=True, ensure_ascii=True)
+                out.append(f"  parameters given to the playbook: {given}")
             out.extend(f"  - {step}" for step in action.steps())
         return out
 

@@ -261,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     from riposte.deployments.policy_cli import add_policy_commands
 
     add_policy_commands(sub)
+    from riposte.deployments.playbook_cli import add_playbook_commands
+
+    add_playbook_commands(sub)
     return parser
 
 

@@ -46,9 +46,20 @@ def _load(path: Path | None) -> Policy:
     return load_policy(path) if path is not None else default_policy()
 
 
+def _playbook_problems() -> int:
+    """Print every playbook source that did not load; how many there were."""
+    from riposte.playbooks.registry import registry
+
+    problems = registry().problems
+    for problem in problems:
+        print(f"{problem} (playbook not loaded)")
+    return len(problems)
+
+
 def cmd_policy_check(args: argparse.Namespace) -> int:
     path = _policy_path(args.file)
     origin = str(path) if path is not None else DEFAULT_POLICY_NAME
+    broken_playbooks = _playbook_problems()
     try:
         policy = _load(path)
         problems = template_validator(_templates_dir(args.templates_dir))(policy)
@@ -63,6 +74,12 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
         return 1
     for warning in policy.warnings():
         print(f"{warning} (warning)")
+    if broken_playbooks:
+        print(
+            f"{origin}: {broken_playbooks} playbook source(s) did not load (RIPOSTE_PLAYBOOKS)",
+            file=sys.stderr,
+        )
+        return 1
     playbooks = Counter(str(rule.playbook) for rule in policy.rules)
     counts = ", ".join(f"{name} {n}" for name, n in sorted(playbooks.items()))
     print(

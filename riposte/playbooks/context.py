@@ -11,7 +11,7 @@ the run sends none again. Steps go through the per-API rate limits of the client
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -32,6 +32,10 @@ from riposte.tasks.policy import ticket_place, ticketing_block_name
 from riposte.tasks.tickets import add_note, comment_on_ticket, open_ticket
 
 DEFAULT_DEFENDER = "riposte-defender"
+
+containment_starter: Callable[[ContainmentRequest], str] = start_containment
+"""How a containment request becomes a `contain_alert` run; `riposte playbook run` without a
+local stack records the request instead (no approval flow serves its temporary server)."""
 
 
 class NotificationsFailed(RuntimeError):
@@ -83,8 +87,6 @@ class Response:
         self.plan = plan
         self.blocks = blocks or BlockCache()
         self.defender = self.blocks.load(DefenderCredentials, plan.defender_block)
-        self.start_containment = start_containment
-        """How a containment request becomes a run (`riposte playbook run` records it)."""
 
     def ticketing(self, action: PlannedAction) -> TicketingCredentials:
         name = ticketing_block_name(action.ticket, self.plan.ticketing_block)
@@ -428,7 +430,7 @@ class Context:
             ticketing_block=ticketing_block_name(self.action.ticket, response.plan.ticketing_block),
             ticket=ticket if ticket is not None else self.result.ticket,
         )
-        run_id = response.start_containment(request)
+        run_id = containment_starter(request)
         if plan.automatic:
             outcome = f"started without approval (policy says automatic): run {run_id}"
         else:
