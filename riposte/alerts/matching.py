@@ -33,11 +33,11 @@ from riposte.alerts.policy import (
     OnTimeout,
     Policy,
     Rule,
+    RuleParameters,
     Suppress,
     Templates,
     Throttle,
     TicketTarget,
-    _Parameters,
     format_duration,
     validate_playbook_params,
 )
@@ -449,7 +449,7 @@ def _priority(
 
 
 def containment_plan(
-    params: _Parameters, defaults: Defaults, requires_approval: bool
+    params: RuleParameters, defaults: Defaults, requires_approval: bool
 ) -> ContainmentPlan | None:
     """The rule's containment merged over ``defaults.containment``, or None without actions."""
     merged = (params.containment or Containment()).merged_over(defaults.containment)
@@ -469,7 +469,7 @@ def containment_plan(
 def _plan(
     policy: Policy, rule: Rule | None, index: int | None, alert: Alert, globally_allowed: str | None
 ) -> PlannedAction:
-    params: _Parameters = rule if rule is not None else policy.fallback
+    params: RuleParameters = rule if rule is not None else policy.fallback
     defaults = policy.defaults
     name = rule.playbook if rule is not None else policy.fallback.playbook
     info = policy.playbook(name)

@@ -85,7 +85,7 @@ class PlaybookInfo(Protocol):
     gating: Gating
 
     def problems(
-        self, params: BaseModel, rule: _Parameters, defaults: Defaults
+        self, params: BaseModel, rule: RuleParameters, defaults: Defaults
     ) -> Iterator[tuple[tuple[str | int, ...], str]]:
         """Checks across fields: (location under the rule, message)."""
         ...
@@ -543,7 +543,7 @@ def _playbook_name(value: str) -> str:
 PlaybookName = Annotated[str, AfterValidator(_playbook_name)]
 
 
-class _Parameters(_Strict):
+class RuleParameters(_Strict):
     """What every playbook may be given; a rule or the fallback leaves out what the defaults
     give. A playbook's own parameters (its `params` model) sit beside these in the rule."""
 
@@ -572,7 +572,7 @@ class _Parameters(_Strict):
         return dict(self.model_extra or {})
 
 
-class Rule(_Parameters):
+class Rule(RuleParameters):
     """When ``match`` holds, run ``playbook`` with these parameters (defaults fill the rest)."""
 
     name: RuleName
@@ -582,7 +582,7 @@ class Rule(_Parameters):
     continue_: bool = Field(False, alias="continue")
 
 
-class Fallback(_Parameters):
+class Fallback(RuleParameters):
     """What happens to an alert no rule stopped at."""
 
     playbook: PlaybookName = Playbook.TICKET_AND_NOTIFY.value
@@ -726,7 +726,7 @@ def validate_playbook_params(
 
 
 def _parameter_problems(
-    loc: Loc, params: _Parameters, name: str, defaults: Defaults, catalog: PlaybookCatalog
+    loc: Loc, params: RuleParameters, name: str, defaults: Defaults, catalog: PlaybookCatalog
 ) -> Iterator[tuple[Loc, str]]:
     info = catalog.get(name)
     if info is None:

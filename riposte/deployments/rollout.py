@@ -206,4 +206,23 @@ def deploy(
         say(ensure_automations(client, recovery_automations(settings)))
     if not run_prefect_deploy:
         return 0
-    return prefect_deploy(prefect_file)
+    code = prefect_deploy(prefect_file)
+    if code == 0:
+        say(apply_playbook_deployments())
+    return code
+
+
+def apply_playbook_deployments() -> str:
+    """The `run_playbook/<name>` deployments of the registered playbooks, on the work pool
+    (generated: their run forms come from the playbooks' parameter models)."""
+    from riposte.deployments.playbook_deployments import playbook_deployments
+    from riposte.playbooks.registry import registry
+
+    problems = registry().problems
+    for problem in problems:
+        print(f"riposte deploy: playbook not loaded: {problem}")
+    names = []
+    for deployment, _ in playbook_deployments():
+        deployment.apply(work_pool_name=WORK_POOL)
+        names.append(deployment.name)
+    return f"Playbook deployments on the {WORK_POOL} pool: {', '.join(names)}"

@@ -81,7 +81,10 @@ def deployments(settings: Settings) -> list[tuple[RunnerDeployment, Flow[Any, An
         description="Apply the policy's default outcome to approvals nobody answered in time.",
         entrypoint_type=EntrypointType.MODULE_PATH,
     )
+    from riposte.deployments.playbook_deployments import playbook_deployments
+
     return [
+        *playbook_deployments(),
         (cast(RunnerDeployment, contain), contain_alert),
         (cast(RunnerDeployment, sweep), expire_approvals),
         (cast(RunnerDeployment, digest), post_digests),
@@ -100,6 +103,9 @@ def main() -> None:
     riposte_logger.addHandler(handler)
     riposte_logger.setLevel(logging.INFO)
     settings = get_settings()
+    from riposte.playbooks.runner import report_problems
+
+    report_problems(riposte_logger)
     serve_forever(
         Responder(
             deployments(settings),

@@ -17,6 +17,7 @@ then names it (``playbook: my_playbook``) with its parameters beside the rule's 
 
 from riposte.alerts.containment import ActionKind
 from riposte.alerts.model import Alert, Entity, EntityType, Severity
+from riposte.alerts.policy import Defaults, RuleParameters
 from riposte.alerts.response import Delivery, Ticket
 from riposte.playbooks.api import NoParams, Playbook, PlaybookDefinitionError, playbook
 from riposte.playbooks.context import (
@@ -44,6 +45,7 @@ __all__ = [
     "ActionResult",
     "Alert",
     "Context",
+    "Defaults",
     "Delivery",
     "Entity",
     "EntityType",
@@ -56,6 +58,7 @@ __all__ = [
     "PlaybookLoadError",
     "Registry",
     "Response",
+    "RuleParameters",
     "Severity",
     "Ticket",
     "TicketStep",

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from riposte.alerts.policy import RULE_FIELDS, Defaults, Gating, _Parameters
+from riposte.alerts.policy import RULE_FIELDS, Defaults, Gating, RuleParameters
 from riposte.alerts.response import Priority
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ P = TypeVar("P", bound=BaseModel)
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 Loc = tuple[str | int, ...]
-Checks = Callable[[Any, _Parameters, Defaults], Iterator[tuple[Loc, str]]]
+Checks = Callable[[Any, RuleParameters, Defaults], Iterator[tuple[Loc, str]]]
 Describe = Callable[[Any, "PlannedAction"], list[str]]
 
 
@@ -113,7 +113,7 @@ class Playbook(Generic[P]):
     # --- PlaybookInfo, for the policy ---------------------------------------------------------
 
     def problems(
-        self, params: BaseModel, rule: _Parameters, defaults: Defaults
+        self, params: BaseModel, rule: RuleParameters, defaults: Defaults
     ) -> Iterator[tuple[Loc, str]]:
         if self._checks is not None:
             yield from self._checks(params, rule, defaults)
@@ -124,12 +124,12 @@ class Playbook(Generic[P]):
             return list(self._describe(params, action))
         from riposte.alerts.matching import ticket_steps
 
-        first = (self.description.strip().splitlines() or [f"run the {self.name} playbook"])[0]
-        lines = [f"run the {self.name} playbook: {first}"]
+        summary = " ".join(self.description.strip().split("\n\n")[0].split())
+        lines = [f"run the {self.name} playbook" + (f": {summary}" if summary else "")]
         if self.opens_ticket:
-            lines.extend(f"  may {step}" for step in ticket_steps(action))
+            lines.extend(f"as its code decides: {step}" for step in ticket_steps(action))
         if action.containment is not None:
-            lines.append(f"  may {action.containment.describe()}")
+            lines.append(f"as its code decides: {action.containment.describe()}")
         return lines
 
     def parameters(self) -> list[dict[str, Any]]:

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from riposte.alerts.matching import PlannedAction
 from riposte.alerts.model import Alert
-from riposte.alerts.policy import Close, Defaults, _Parameters
+from riposte.alerts.policy import Close, Defaults, RuleParameters
 from riposte.playbooks.api import Loc, playbook
 from riposte.playbooks.context import Context
 
@@ -22,7 +22,7 @@ class CloseParams(BaseModel):
 
 
 def _checks(
-    params: CloseParams, rule: _Parameters, defaults: Defaults
+    params: CloseParams, rule: RuleParameters, defaults: Defaults
 ) -> Iterator[tuple[Loc, str]]:
     if params.close is None:
         yield (), "the close_benign playbook needs `close: {classification, reason}`"

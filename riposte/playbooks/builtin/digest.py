@@ -6,12 +6,14 @@ from collections.abc import Iterator
 
 from riposte.alerts.matching import PlannedAction
 from riposte.alerts.model import Alert
-from riposte.alerts.policy import Defaults, _Parameters, format_duration
+from riposte.alerts.policy import Defaults, RuleParameters, format_duration
 from riposte.playbooks.api import Loc, NoParams, playbook
 from riposte.playbooks.context import Context
 
 
-def _checks(params: NoParams, rule: _Parameters, defaults: Defaults) -> Iterator[tuple[Loc, str]]:
+def _checks(
+    params: NoParams, rule: RuleParameters, defaults: Defaults
+) -> Iterator[tuple[Loc, str]]:
     if rule.digest is None and defaults.digest is None:
         yield (), "the digest playbook needs `digest: {channel, period}` here or in defaults"
 
