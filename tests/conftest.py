@@ -41,6 +41,8 @@ os.environ.update(
         # the session, and tests that need another policy rewrite the file (`use_policy`).
         "RIPOSTE_POLICY_FILE": str(_STATE / "policy.yaml"),
         "RIPOSTE_DIGEST_PAUSED": "true",
+        # Workers load the same playbooks as the local stack: the built-ins and the example.
+        "RIPOSTE_PLAYBOOKS": str(Path(__file__).resolve().parent.parent / "examples" / "playbooks"),
         # The approval tests run the timeout sweep themselves, when they mean to.
         "RIPOSTE_APPROVAL_SWEEP_SECONDS": "3600",
         # Approval links point at the session's intake (`intake_url`).

@@ -352,7 +352,7 @@ def test_broken_policy_reports_every_problem_as_file_line_field() -> None:
     assert problems(BROKEN) == [
         "p.yaml:3: rules[0].match.severty: unknown field (did you mean 'severity'?)",
         "p.yaml:6: rules[1].playbook: unknown playbook 'escalat' (did you mean 'escalate'?); "
-        "known: close_benign, digest, escalate, ignore, ticket_and_notify",
+        "known: close_benign, dfa_block_source_ip, digest, escalate, ignore, ticket_and_notify",
         "p.yaml:9: rules[2].match.ip_in[0]: 10.0.0.5/24 has host bits set",
         "p.yaml:10: rules[2].match.title_pattern: not a valid regular expression: missing ), "
         "unterminated subpattern at position 0",

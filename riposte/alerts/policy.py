@@ -715,10 +715,9 @@ def validate_playbook_params(
                     f"{info.name} playbook (its parameters: {theirs})",
                 )
             )
-    if problems:
-        return None, problems
     try:
-        return model.model_validate(dict(given)), []
+        validated = model.model_validate({k: v for k, v in given.items() if k in known})
+        return (None if problems else validated), problems
     except ValidationError as exc:
         for error in exc.errors():
             problems.append((tuple(error.get("loc", ())), _message(error)))
@@ -765,7 +764,7 @@ def _parameter_problems(
 
 def _unknown_playbook(name: str, catalog: PlaybookCatalog) -> str:
     known = ", ".join(sorted(catalog))
-    hint = difflib.get_close_matches(name, sorted(catalog), n=1)
+    hint = difflib.get_close_matches(name, sorted(catalog), n=1, cutoff=0.75)
     did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
     return f"unknown playbook {name!r}{did_you_mean}; known: {known}"
 

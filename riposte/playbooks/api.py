@@ -160,7 +160,7 @@ def _type_name(annotation: Any) -> str:
     return re.sub(r"\b[a-z_.]+\.", "", str(annotation)).replace("typing.", "")
 
 
-def _check_signature(fn: Callable[..., Any], name: str) -> type[BaseModel] | None:
+def _check_signature(fn: Callable[..., Any], name: str, has_params: bool) -> type[BaseModel] | None:
     """The parameters model named by the function's annotation, after checking its shape."""
     where = _where(fn)
     if inspect.iscoroutinefunction(fn):
@@ -184,14 +184,22 @@ def _check_signature(fn: Callable[..., Any], name: str) -> type[BaseModel] | Non
             f"{where}: playbook {name}: takes {shown}; a playbook takes exactly "
             "(alert, params, ctx): the alert, its parameters and the step context"
         )
+    annotation = positional[1].annotation
+    if annotation is inspect.Parameter.empty:
+        return None
     try:
-        hints = typing.get_type_hints(fn)
-    except Exception:  # annotations naming what the module did not import: use the argument
-        hints = {}
-    hinted = hints.get(positional[1].name)
+        hinted = typing.get_type_hints(fn).get(positional[1].name)
+    except Exception:
+        hinted = None
     if isinstance(hinted, type) and issubclass(hinted, BaseModel):
         return hinted
-    return None
+    if has_params:
+        return None
+    raise PlaybookDefinitionError(
+        f"{where}: playbook {name}: the annotation of `{positional[1].name}` ({annotation!r}) is "
+        "not a pydantic model this module can resolve; define the model at module level, or "
+        "pass `params=` to @playbook"
+    )
 
 
 def playbook(
@@ -239,7 +247,7 @@ def playbook(
                 f"{_where(function)}: playbook {playbook_name!r}: a name is lowercase letters, "
                 "digits and '_' (at most 63), starting with a letter"
             )
-        hinted = _check_signature(function, playbook_name)
+        hinted = _check_signature(function, playbook_name, params is not None)
         model = params or hinted or NoParams
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
             raise PlaybookDefinitionError(
