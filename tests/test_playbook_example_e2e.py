@@ -16,7 +16,6 @@ from uuid import UUID
 import httpx
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import FlowRun
 
 from riposte.settings import BATCH_DEPLOYMENT
@@ -146,7 +145,8 @@ def test_the_example_sends_low_severity_to_the_digest_without_a_ticket(
     wait_completed(push(intake_url, [alert]))
     assert issues_about(sandbox, [alert["id"]]) == []
     assert teams_about(sandbox, [alert["id"]]) == []
-    entries = [e for e in read_entries(since=sent_at - timedelta(hours=1)) if e.alert.id == alert["id"]]
+    since = sent_at - timedelta(hours=1)
+    entries = [e for e in read_entries(since=since) if e.alert.id == alert["id"]]
     assert [e.rule for e in entries] == ["apis-block-source"]
 
 
@@ -170,7 +170,7 @@ def test_a_burst_answered_by_respond_batch_gets_one_ticket_per_group_and_a_retry
     noted = [a for a in ids if any(a in comment_text(i) for i in issues)]
     assert len(noted) == 28
     assert len(teams_about(sandbox, ids)) == 2
-    requests = [contain_run(alert, state="paused") for alert in _openers(sandbox, alerts, issues)]
+    requests = [contain_run(alert, state="paused") for alert in _openers(alerts, issues)]
     assert len(requests) == 2 and len({r.id for r in requests}) == 2
 
     before = side_effects(sandbox)
@@ -229,20 +229,12 @@ def _deployment_id(name: str) -> UUID:
         return client.read_deployment_by_name(name).id
 
 
-def _openers(
-    sandbox: httpx.Client, alerts: list[dict[str, Any]], issues: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
+def _openers(alerts: list[dict[str, Any]], issues: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The alerts that opened the issues (named in a description, not in a comment)."""
     openers = []
     for alert in alerts:
         for issue in issues:
-            if alert["id"] in json.dumps(issue["fields"]) and alert["id"] not in comment_text(issue):
+            described = alert["id"] in json.dumps(issue["fields"])
+            if described and alert["id"] not in comment_text(issue):
                 openers.append(alert)
     return openers
-
-
-def _runs(run_ids: set[str]) -> list[FlowRun]:
-    with get_client(sync_client=True) as client:
-        return client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(r) for r in run_ids]))
-        )

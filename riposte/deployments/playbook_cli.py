@@ -16,6 +16,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -162,7 +163,7 @@ def _fail(message: str) -> int:
     return _BAD_INPUT
 
 
-def _read_alert(path: Path) -> tuple[dict[str, Any], Any]:
+def _read_alert(path: Path) -> tuple[Mapping[str, Any], Any]:
     """The file's one alert payload and its normalized alert; `ValueError` saying what is wrong."""
     from riposte.alerts.errors import AlertParseError
     from riposte.alerts.sources import iter_alert_payloads, parse_alert
