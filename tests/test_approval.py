@@ -242,7 +242,7 @@ def test_containment_outside_escalate_is_refused() -> None:
         "playbook: escalate\n    containment: {actions: [block_ip",
         "playbook: ticket_and_notify\n    containment: {actions: [block_ip",
     )
-    with pytest.raises(PolicyError, match="only the escalate playbook contains"):
+    with pytest.raises(PolicyError, match="the ticket_and_notify playbook does not contain"):
         parse_policy(text)
 
 

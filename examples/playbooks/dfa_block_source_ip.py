@@ -57,8 +57,6 @@ def _checks(
 ) -> Iterator[tuple[tuple[str, ...], str]]:
     if params.block and rule.containment is None and defaults.containment is None:
         yield ("block",), "block: true needs `containment: {actions: [block_ip]}` with approvers"
-    if rule.digest is None and defaults.digest is None:
-        yield (), "needs `digest: {channel, period}` here or in defaults, for low severity"
 
 
 @playbook(opens_ticket=True, contains=True, uses_digest=True, checks=_checks)

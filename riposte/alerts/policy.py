@@ -740,12 +740,20 @@ def _parameter_problems(
         for field in ("throttle", "group_by_incident", "ticket"):
             if getattr(params, field) not in (None, False):
                 yield (*loc, field), f"the {name} playbook opens no ticket: remove `{field}`"
+    if info.uses_digest and params.digest is None and defaults.digest is None:
+        yield loc, f"the {name} playbook needs `digest: {{channel, period}}` here or in defaults"
     if params.digest is not None and not info.uses_digest:
         users = _names(catalog, lambda i: i.uses_digest)
-        yield (*loc, "digest"), f"only the {users} playbook(s) use `digest`; remove it"
+        yield (
+            (*loc, "digest"),
+            f"the {name} playbook uses no digest (those that do: {users}); remove `digest`",
+        )
     if params.containment is not None and not info.contains:
         users = _names(catalog, lambda i: i.contains)
-        yield (*loc, "containment"), f"only the {users} playbook contains; remove `containment`"
+        yield (
+            (*loc, "containment"),
+            f"the {name} playbook does not contain (those that do: {users}); remove `containment`",
+        )
     if info.contains:
         merged = (params.containment or Containment()).merged_over(defaults.containment)
         automatic = merged.automatic or params.containment_requires_approval is False

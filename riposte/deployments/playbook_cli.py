@@ -39,6 +39,7 @@ def cmd_playbook_list(args: argparse.Namespace) -> int:
             "description": " ".join(p.description.strip().split("\n\n")[0].split()),
             "opens_ticket": p.opens_ticket,
             "contains": p.contains,
+            "uses_digest": p.uses_digest,
             "parameters": p.parameters(),
         }
         for p in sorted(found.playbooks.values(), key=lambda p: p.name)
@@ -58,7 +59,8 @@ def cmd_playbook_list(args: argparse.Namespace) -> int:
 
 
 _PLAYBOOK_TEMPLATE = '''\
-"""{name}: what this playbook does, in one line (shown by `riposte playbook list`)."""
+"""{name}: a playbook of this team's (the function's docstring is what `riposte playbook list`
+shows)."""
 
 from __future__ import annotations
 
@@ -126,13 +128,17 @@ def cmd_playbook_new(args: argparse.Namespace) -> int:
     try:
         name = TypeAdapter(PlaybookName).validate_python(args.name)
     except ValidationError as exc:
-        print(f"riposte playbook new: {exc.errors()[0]['msg']}", file=sys.stderr)
+        message = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+        print(f"riposte playbook new: {message}", file=sys.stderr)
         return _BAD_INPUT
     folder = Path(args.dir)
     files = {folder / f"{name}.py": _PLAYBOOK_TEMPLATE, folder / f"test_{name}.py": _TEST_TEMPLATE}
     taken = [str(p) for p in files if p.exists()]
     if taken:
-        print(f"riposte playbook new: {', '.join(taken)} exists; not overwritten", file=sys.stderr)
+        print(
+            f"riposte playbook new: {', '.join(taken)}: already there; not overwritten",
+            file=sys.stderr,
+        )
         return _BAD_INPUT
     if name in _registry().playbooks:
         print(
@@ -183,8 +189,13 @@ def _check_params(name: str, text: str | None) -> dict[str, Any]:
 
     found = _registry()
     if name not in found.playbooks:
+        import difflib
+
         known = ", ".join(sorted(found.playbooks))
-        raise ValueError(f"unknown playbook {name!r}; known: {known}")
+        hint = difflib.get_close_matches(name, sorted(found.playbooks), n=1, cutoff=0.75)
+        did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
+        unset = "" if os.environ.get("RIPOSTE_PLAYBOOKS") else " (RIPOSTE_PLAYBOOKS is not set)"
+        raise ValueError(f"unknown playbook {name!r}{did_you_mean}; known: {known}{unset}")
     if text is None:
         return {}
     try:
@@ -279,12 +290,19 @@ def cmd_playbook_run(args: argparse.Namespace) -> int:
         payload, alert = _read_alert(Path(args.alert_file))
     except ValueError as exc:
         return _fail(str(exc))
-    if args.policy and not Path(args.policy).is_file():
-        return _fail(f"{args.policy}: no such policy file")
+    from riposte.alerts.policy import PolicyError, load_policy
     from riposte.deployments.stack import stack_env, status
     from riposte.settings import get_settings
 
     settings = get_settings()
+    policy_path = Path(args.policy) if args.policy else settings.policy_file
+    if policy_path is not None:
+        try:
+            load_policy(policy_path)
+        except PolicyError as exc:
+            more = len(exc.problems) - 1
+            also = f" (and {more} more: riposte policy check {policy_path})" if more else ""
+            return _fail(f"{exc.problems[0]}{also}")
     own: _OwnStack | None = None
     if status(settings)["running"]:
         env = stack_env(settings)

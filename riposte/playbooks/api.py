@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from riposte.alerts.policy import RULE_FIELDS, Defaults, Gating, RuleParameters
+from riposte.alerts.policy import RULE_FIELDS, Defaults, Gating, RuleParameters, format_duration
 from riposte.alerts.response import Priority
 
 if TYPE_CHECKING:
@@ -130,6 +130,11 @@ class Playbook(Generic[P]):
             lines.extend(f"as its code decides: {step}" for step in ticket_steps(action))
         if action.containment is not None:
             lines.append(f"as its code decides: {action.containment.describe()}")
+        if action.digest is not None:
+            lines.append(
+                f"as its code decides: add it to the digest posted to {action.digest.channel} "
+                f"every {format_duration(action.digest.period)}"
+            )
         return lines
 
     def parameters(self) -> list[dict[str, Any]]:

@@ -136,6 +136,13 @@ def _joined(outcome: Outcome) -> str:
     return f"same group as the alert that opened it (rule {outcome.rule})"
 
 
+def registry_declares_digest(name: str) -> bool:
+    from riposte.playbooks.registry import registry
+
+    found = registry().playbooks.get(name)
+    return bool(found and found.uses_digest)
+
+
 def public_ips(alert: Alert) -> list[str]:
     """The alert's IP entities that are global addresses (never private, loopback, link-local,
     reserved or multicast), in order, without repeats."""
@@ -361,13 +368,20 @@ class Context:
         bucket = self.outcome.digest
         if bucket is None:
             if self.action.digest is None:
+                declared = registry_declares_digest(self.action.playbook)
                 raise ValueError(
-                    f"rule {self.rule!r}: no digest to add to (`digest: {{channel, period}}` "
-                    "in the rule or in defaults; the playbook must be declared uses_digest=True)"
+                    f"rule {self.rule!r}: no digest to add to: "
+                    + (
+                        "give `digest: {channel, period}` in the rule or in defaults"
+                        if declared
+                        else f"declare the {self.action.playbook} playbook uses_digest=True"
+                    )
                 )
             bucket = digest_bucket(self.action.digest, self.outcome.at)
         added = add_to_digest(self.alert, bucket, self.rule)
         self.result.digest = added.key
+        if self.result.ticket is None:
+            self.result.disposition = str(Disposition.DIGEST)
         return added.key
 
     # --- containment ------------------------------------------------------------------------

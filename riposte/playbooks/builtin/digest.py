@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 from riposte.alerts.matching import PlannedAction
 from riposte.alerts.model import Alert
-from riposte.alerts.policy import Defaults, RuleParameters, format_duration
-from riposte.playbooks.api import Loc, NoParams, playbook
+from riposte.alerts.policy import format_duration
+from riposte.playbooks.api import NoParams, playbook
 from riposte.playbooks.context import Context
-
-
-def _checks(
-    params: NoParams, rule: RuleParameters, defaults: Defaults
-) -> Iterator[tuple[Loc, str]]:
-    if rule.digest is None and defaults.digest is None:
-        yield (), "the digest playbook needs `digest: {channel, period}` here or in defaults"
 
 
 def _describe(params: NoParams, action: PlannedAction) -> list[str]:
@@ -27,7 +18,7 @@ def _describe(params: NoParams, action: PlannedAction) -> list[str]:
     ]
 
 
-@playbook(gating="digest", uses_digest=True, notifies=False, checks=_checks, describe=_describe)
+@playbook(gating="digest", uses_digest=True, notifies=False, describe=_describe)
 def digest(alert: Alert, params: NoParams, ctx: Context) -> None:
     """Record the alert in its digest bucket; the scheduled digest flow posts the summary."""
     ctx.add_to_digest()
