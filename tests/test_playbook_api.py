@@ -273,8 +273,8 @@ rules:
 """
     found = problems_of(text)
     assert (
-        "p.yaml:3: rules[0]: needs `digest: {channel, period}` here or in defaults, for low "
-        "severity" in found
+        "p.yaml:3: rules[0]: the dfa_block_source_ip playbook needs `digest: {channel, period}` "
+        "here or in defaults" in found
     )
     assert any(
         p.startswith("p.yaml:6: rules[0].block: block: true needs `containment") for p in found
@@ -367,11 +367,11 @@ def test_policy_check_names_an_unknown_playbook_with_file_and_line(tmp_path: Pat
         (["dfa_block_source_ip", "ALERT", "--params", "[1]"], "--params must be a JSON object"),
         (
             ["dfa_block_source_ip", "ALERT", "--params", '{"never_block": ["x"]}'],
-            "--params: never_block.0: ",
+            "--params: never_block[0]: value is not a valid IPv4 or IPv6 network",
         ),
         (
             ["dfa_block_source_ip", "ALERT", "--params", '{"blok": true}'],
-            "--params: blok: Extra inputs are not permitted",
+            "--params: blok: unknown field (did you mean 'block'?)",
         ),
     ],
 )
@@ -439,3 +439,162 @@ def test_playbook_run_of_the_example_on_its_own_sandbox_names_the_ticket_it_open
     assert asked["actions"] == [
         "Block IP address 185.220.101.34 (DE) in Defender for Endpoint (AlertAndBlock)"
     ]
+
+
+# --- what an adversary or a careless author could do -------------------------------------------
+
+
+def test_a_run_by_hand_takes_only_the_playbook_s_own_parameters() -> None:
+    from riposte.alerts.policy import default_policy
+    from riposte.flows.playbooks import manual_action
+
+    policy = default_policy()
+    alert = api_alert("h-1", "API_AccessFromSuspiciousIP")
+    for smuggled in (
+        {"playbook": "escalate"},
+        {"containment": {"actions": ["block_ip"], "automatic": True}},
+        {"channels": ["slack-incoming-webhook/mallory"]},
+        {"containment_requires_approval": False},
+    ):
+        with pytest.raises(ValueError, match="neither a rule field nor a parameter"):
+            manual_action(policy, alert, "digest", smuggled)
+    with pytest.raises(ValueError, match="nevr_block.*did you mean 'never_block'"):
+        manual_action(policy, alert, "dfa_block_source_ip", {"nevr_block": ["192.0.2.0/24"]})
+    action = manual_action(policy, alert, "dfa_block_source_ip", {"block": False})
+    assert action.params["block"] is False and action.containment is None
+
+
+def test_a_playbook_narrows_the_rule_s_containment_and_never_widens_it() -> None:
+    from riposte.alerts.throttle import Disposition, Outcome
+    from riposte.playbooks import Context
+
+    text = EXAMPLE_POLICY.replace("containment: {actions: [block_ip]}", (
+        "containment: {actions: [revoke_sessions], automatic: true}"
+    ))  # fmt: skip
+    policy = parse_policy(text, "p.yaml")
+    alert = api_alert("w-1", "API_AccessFromSuspiciousIP", ip="185.220.101.34")
+    action = evaluate(policy, alert).final
+    outcome = Outcome(
+        rule=action.rule,
+        playbook=action.playbook,
+        disposition=Disposition.TICKET,
+        reason="test",
+        at=alert.created_at,
+    )
+    ctx = Context(None, alert, action, outcome)  # type: ignore[arg-type]
+    with pytest.raises(
+        ValueError, match="asked for block_ip, which the rule's containment does not"
+    ):
+        ctx.request_containment(["block_ip"])
+
+
+BROKEN_AUTHOR = """\
+    from pydantic import BaseModel, field_validator
+    from riposte.playbooks import playbook
+
+    class Params(BaseModel):
+        level: int = 1
+
+        @field_validator("level")
+        @classmethod
+        def _level(cls, value):
+            return value.lower()  # an int has no lower(): the author's bug
+
+    def _checks(params, rule, defaults):
+        raise RuntimeError("check bug")
+        yield
+
+    def _describe(params, action):
+        raise IndexError("describe bug")
+
+    @playbook(checks=_checks, describe=_describe)
+    def buggy(alert, params: Params, ctx):
+        pass
+"""
+
+
+def test_a_playbook_author_s_bugs_become_policy_problems_not_tracebacks(tmp_path: Path) -> None:
+    write(tmp_path, "buggy.py", BROKEN_AUTHOR)
+    found = load_registry(str(tmp_path), with_entry_points=False)
+    catalog = found.playbooks
+    rule = "version: 1\nfallback: {playbook: ignore}\nrules:\n  - name: b\n    playbook: buggy\n"
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(rule, "p.yaml", catalog)
+    assert [str(p) for p in caught.value.problems] == [
+        "p.yaml:4: rules[0]: the buggy playbook's own checks failed: RuntimeError: check bug"
+    ]
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(rule + "    level: 3\n", "p.yaml", catalog)
+    (problem,) = caught.value.problems
+    assert str(problem).startswith(
+        "p.yaml:4: rules[0]: the buggy playbook's parameter model failed"
+    )
+
+
+def test_aliased_parameters_survive_the_plan(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "aliased.py",
+        """\
+        from pydantic import BaseModel, ConfigDict, Field
+        from riposte.playbooks import playbook
+
+        class Params(BaseModel):
+            model_config = ConfigDict(extra="forbid")
+            never_block: list[str] = Field(default_factory=list, alias="never-block")
+
+        @playbook
+        def aliased(alert, params: Params, ctx):
+            pass
+        """,
+    )
+    catalog = load_registry(str(tmp_path), with_entry_points=False).playbooks
+    text = (
+        "version: 1\nfallback: {playbook: ignore}\n"
+        "rules:\n  - name: a\n    playbook: aliased\n    never-block: [x]\n"
+    )
+    policy = parse_policy(text, "p.yaml", catalog)
+    action = evaluate(policy, make_alert("al-1")).final
+    assert action.params == {"never-block": ["x"]}
+    assert catalog["aliased"].params_model.model_validate(action.params).never_block == ["x"]
+
+
+def test_sys_exit_at_import_is_a_problem_and_helpers_in_a_folder_are_not(tmp_path: Path) -> None:
+    write(tmp_path, "good.py", GOOD)
+    exiting = write(tmp_path, "needs_token.py", "import sys\nsys.exit('missing ACME_TOKEN')\n")
+    write(tmp_path, "ipsets.py", "PARTNERS = ['192.0.2.0/24']\n")
+    found = load_registry(str(tmp_path), with_entry_points=False)
+    assert "team_ticket" in found.playbooks
+    assert [(p.source, p.message) for p in found.problems] == [
+        (str(exiting), "does not import: it called sys.exit('missing ACME_TOKEN')")
+    ]
+
+
+def test_gating_must_be_known_and_agree_with_the_flags() -> None:
+    with pytest.raises(PlaybookDefinitionError, match="gating 'digset' is not one of"):
+        playbook(name="g1", gating="digset")(lambda alert, params, ctx: None)  # type: ignore[arg-type]
+    with pytest.raises(PlaybookDefinitionError, match="needs uses_digest=True"):
+        playbook(name="g2", gating="digest")(lambda alert, params, ctx: None)
+    with pytest.raises(PlaybookDefinitionError, match="needs opens_ticket=True"):
+        playbook(name="g3", gating="ticket")(lambda alert, params, ctx: None)
+
+
+def test_notes_reach_the_run_report_as_text_never_as_markdown() -> None:
+    from riposte.flows.respond import _markdown_text
+
+    hostile = "Reset at [IT helpdesk](https://evil.example/r) ![](https://evil.example/p) | col `x`"
+    shown = _markdown_text(hostile)
+    assert shown.startswith("`") and shown.endswith("`") and shown.count("`") == 2
+    assert "\\|" in shown and "| col" not in shown.replace("\\|", "")
+
+
+def test_a_failing_describe_does_not_fail_explain_or_the_decision(tmp_path: Path) -> None:
+    from riposte.alerts.matching import explain
+
+    fixed = BROKEN_AUTHOR.replace("raise RuntimeError", "return iter(())  #")
+    write(tmp_path, "buggy.py", fixed.replace("return value.lower()", "return value"))
+    catalog = load_registry(str(tmp_path), with_entry_points=False).playbooks
+    text = "version: 1\nfallback: {playbook: ignore}\nrules:\n  - name: b\n    playbook: buggy\n"
+    policy = parse_policy(text, "p.yaml", catalog)
+    shown = explain(policy, make_alert("d-1")).text()
+    assert "(the buggy playbook's describe failed: IndexError: describe bug)" in shown

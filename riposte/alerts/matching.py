@@ -494,7 +494,7 @@ def _plan(
         rule=rule.name if rule is not None else FALLBACK_RULE,
         rule_index=index,
         playbook=name,
-        params=model.model_dump(mode="json"),
+        params=model.model_dump(mode="json", by_alias=True),
         gating=info.gating,
         opens_ticket=info.opens_ticket,
         priority=_priority(params.priority, defaults, alert, info.min_priority),
@@ -509,7 +509,11 @@ def _plan(
         digest=(params.digest or defaults.digest) if info.uses_digest else None,
         allowlisted=globally_allowed or allowlist_reason(params.allow, alert),
     )
-    return action.model_copy(update={"described": tuple(info.describe(action))})
+    try:
+        described = tuple(info.describe(action))
+    except Exception as exc:  # words for explain and the report: never worth failing a response
+        described = (f"(the {name} playbook's describe failed: {type(exc).__name__}: {exc})",)
+    return action.model_copy(update={"described": described})
 
 
 def explain(policy: Policy, alert: Alert) -> Explanation:

@@ -722,6 +722,13 @@ def validate_playbook_params(
         for error in exc.errors():
             problems.append((tuple(error.get("loc", ())), _message(error)))
         return None, problems
+    except Exception as exc:  # the playbook's own validator failed: its author's bug, said here
+        problems.append(((), f"the {info.name} playbook's parameter model failed: {_why(exc)}"))
+        return None, problems
+
+
+def _why(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:300]
 
 
 def _parameter_problems(
@@ -766,7 +773,11 @@ def _parameter_problems(
                 ),
             )
     if model is not None:
-        for sub, message in info.problems(model, params, defaults):
+        try:
+            own = list(info.problems(model, params, defaults))
+        except Exception as exc:  # the playbook's own check failed: its author's bug
+            own = [((), f"the {name} playbook's own checks failed: {_why(exc)}")]
+        for sub, message in own:
             yield (*loc, *sub), message
 
 
@@ -961,7 +972,11 @@ def parse_policy(
         raise PolicyError(sorted(found, key=lambda p: (p.line or 0, p.field))) from None
     # An unknown playbook is reported alone, as a schema error is: its rule cannot be checked.
     unknown = list(_unknown_playbooks(data, catalog))
-    for loc, message in unknown or _semantic_problems(policy, catalog):
+    try:
+        semantic = unknown or list(_semantic_problems(policy, catalog))
+    except Exception as exc:  # a playbook's code failed in a way the guards did not foresee
+        semantic = [((), f"checking the playbooks' parameters failed: {_why(exc)}")]
+    for loc, message in semantic:
         path, line = _resolve(index.lines, loc)
         problems.append(PolicyProblem(origin, line, format_loc(path), message))
     if problems:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -185,8 +186,6 @@ def _read_alert(path: Path) -> tuple[Mapping[str, Any], Any]:
 
 
 def _check_params(name: str, text: str | None) -> dict[str, Any]:
-    from pydantic import ValidationError
-
     found = _registry()
     if name not in found.playbooks:
         import difflib
@@ -204,12 +203,12 @@ def _check_params(name: str, text: str | None) -> dict[str, Any]:
         raise ValueError(f"--params is not JSON ({exc.msg})") from None
     if not isinstance(params, dict):
         raise ValueError("--params must be a JSON object of the playbook's parameters")
-    try:
-        found.get(name).params_model.model_validate(params)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ())) or "(parameters)"
-        raise ValueError(f"--params: {where}: {first['msg']}") from None
+    from riposte.alerts.policy import format_loc, validate_playbook_params
+
+    _, problems = validate_playbook_params(found.get(name), params)
+    if problems:
+        loc, message = problems[0]
+        raise ValueError(f"--params: {format_loc(loc) if loc else '(parameters)'}: {message}")
     return params
 
 
@@ -282,6 +281,8 @@ class _OwnStack:
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 process.kill()
+                process.wait(timeout=20)
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def cmd_playbook_run(args: argparse.Namespace) -> int:

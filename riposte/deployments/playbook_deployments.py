@@ -46,7 +46,13 @@ def playbook_form(found: Playbook[Any], base: ParameterSchema) -> ParameterSchem
         "description": "The alert's id in that API (as in the alert's Defender link)",
         "position": 1,
     }
-    model = found.params_model.model_json_schema(ref_template="#/definitions/{model}")
+    try:
+        model = found.params_model.model_json_schema(ref_template="#/definitions/{model}")
+    except Exception as exc:  # a model of types with no JSON schema: a plain JSON object then
+        model = {
+            "type": "object",
+            "description": f"(no form: the model has no JSON schema: {type(exc).__name__})",
+        }
     schema.definitions.update(model.pop("$defs", {}))
     model["title"] = f"Parameters of {found.name}"
     model["description"] = (

@@ -17,7 +17,13 @@ from prefect.runtime import flow_run as current_flow_run
 
 from riposte.alerts.matching import PlannedAction, evaluate
 from riposte.alerts.model import Alert
-from riposte.alerts.policy import Fallback, Playbook, Policy
+from riposte.alerts.policy import (
+    Fallback,
+    Playbook,
+    Policy,
+    format_loc,
+    validate_playbook_params,
+)
 from riposte.alerts.throttle import gate
 from riposte.playbooks.context import (
     DEFAULT_DEFENDER,
@@ -57,23 +63,31 @@ def manual_action(
     ``params`` over the playbook's own; never throttled, grouped, suppressed or allowlisted.
     Raises `ValueError` naming what is wrong with ``params``."""
     info = policy.playbook(playbook)
+    given = dict(params or {})
+    # Only the playbook's own parameters: a person running it by hand (or whoever can create a
+    # run through the Prefect API) never sets the rule's containment, approvers or channels.
+    _, problems = validate_playbook_params(info, given)
+    if problems:
+        raise ValueError(
+            "; ".join(f"{format_loc(loc) if loc else '(parameters)'}: {m}" for loc, m in problems)
+        )
     chosen = next((a for a in evaluate(policy, alert).actions if a.playbook == playbook), None)
     if chosen is None:
         manual = policy.model_copy(
-            update={
-                "rules": (),
-                "allow": None,
-                "fallback": Fallback.model_validate({"playbook": playbook, **(params or {})}),
-            }
+            update={"rules": (), "allow": None, "fallback": Fallback(playbook=playbook)}
         )
         chosen = evaluate(manual, alert).final
-    elif params:
-        merged = info.params_model.model_validate({**chosen.params, **params})
-        chosen = chosen.model_copy(update={"params": merged.model_dump(mode="json")})
+    if given:
+        merged = info.params_model.model_validate({**chosen.params, **given})
+        chosen = chosen.model_copy(update={"params": merged.model_dump(mode="json", by_alias=True)})
     chosen = chosen.model_copy(
         update={"throttle": None, "group_by_incident": False, "suppress": None, "allowlisted": None}
     )
-    return chosen.model_copy(update={"described": tuple(info.describe(chosen))})
+    try:
+        described = tuple(info.describe(chosen))
+    except Exception as exc:  # words only: never worth failing the run
+        described = (f"(the {playbook} playbook's describe failed: {type(exc).__name__}: {exc})",)
+    return chosen.model_copy(update={"described": described})
 
 
 def run_by_hand(

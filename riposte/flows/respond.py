@@ -262,6 +262,13 @@ def _row(summary: ResponseSummary) -> dict[str, str]:
     }
 
 
+def _markdown_text(text: str) -> str:
+    """``text`` shown as itself in a markdown table cell: a code span (no link, autolink, image
+    or emphasis), on one line, its pipes escaped (GFM splits cells on them even in code)."""
+    flat = " ".join(text.split()).replace("`", "'").replace("|", "\\|")
+    return f"`{flat}`" if flat else ""
+
+
 def _artifact_key(summary: ResponseSummary) -> str:
     name = f"response-{summary.source}-{summary.alert_id}".lower()
     slug = re.sub(r"[^a-z0-9-]+", "-", name).strip("-")
@@ -288,7 +295,7 @@ def _action_lines(action: ActionResult) -> list[str]:
     if action.containment:
         lines.append(f"| containment | {action.containment} |")
     for note in action.notes:
-        lines.append(f"| playbook | {note} |")
+        lines.append(f"| playbook | {_markdown_text(note)} |")
     upd = action.alert_update
     if upd is not None:
         status = f"set to {upd.status}" if upd.status_changed else f"left as {upd.status}"

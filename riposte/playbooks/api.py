@@ -259,6 +259,22 @@ def playbook(
                 f"{_where(function)}: playbook {playbook_name}: `params` must be a pydantic "
                 f"model class, not {model!r}"
             )
+        chosen = gating or ("ticket" if opens_ticket else "run")
+        if chosen not in typing.get_args(Gating):
+            raise PlaybookDefinitionError(
+                f"{_where(function)}: playbook {playbook_name}: gating {chosen!r} is not one of "
+                f"{', '.join(typing.get_args(Gating))}"
+            )
+        if chosen == "digest" and not uses_digest:
+            raise PlaybookDefinitionError(
+                f"{_where(function)}: playbook {playbook_name}: gating 'digest' needs "
+                "uses_digest=True"
+            )
+        if chosen == "ticket" and not opens_ticket:
+            raise PlaybookDefinitionError(
+                f"{_where(function)}: playbook {playbook_name}: gating 'ticket' needs "
+                "opens_ticket=True"
+            )
         clashes = sorted({(f.alias or n) for n, f in model.model_fields.items()} & RULE_FIELDS)
         if clashes:
             raise PlaybookDefinitionError(
@@ -276,7 +292,7 @@ def playbook(
             notifies=notifies,
             pages_oncall=pages_oncall,
             min_priority=min_priority,
-            gating=gating or ("ticket" if opens_ticket else "run"),
+            gating=chosen,
             checks=checks,
             describe=describe,
         )

@@ -411,6 +411,15 @@ class Context:
             self.result.containment = outcome
             return outcome
         kinds = [ActionKind(k) for k in actions] if actions is not None else list(plan.actions)
+        beyond = [str(k) for k in kinds if k not in plan.actions]
+        if beyond:
+            # The policy says what may be contained (and whether without approval): a playbook
+            # narrows it, never widens it.
+            raise ValueError(
+                f"rule {self.rule!r}: the {self.action.playbook} playbook asked for "
+                f"{', '.join(beyond)}, which the rule's containment does not name "
+                f"(it names {', '.join(str(a) for a in plan.actions)})"
+            )
         targets = set(only_targets) if only_targets is not None else None
         try:
             planned = plan_actions(self.alert, kinds, comment=f"Riposte, policy rule {self.rule}")

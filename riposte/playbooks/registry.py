@@ -81,6 +81,8 @@ class Registry:
 
 
 def _reason(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):
+        return f"does not import: it called sys.exit({exc.code!r})"
     if isinstance(exc, SyntaxError):
         return f"does not import: {exc.msg} at {exc.filename}:{exc.lineno}"
     frames = traceback.extract_tb(exc.__traceback__)
@@ -111,10 +113,10 @@ def _playbooks_of(module: ModuleType) -> list[Playbook[Any]]:
     return [value for value in vars(module).values() if isinstance(value, Playbook)]
 
 
-def _load_module(registry: Registry, origin: str, load: Any) -> None:
+def _load_module(registry: Registry, origin: str, load: Any, *, helper_ok: bool = False) -> None:
     try:
         module = load()
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a module's sys.exit() must not end the worker
         registry.problems.append(LoadProblem(origin, _reason(exc)))
         return
     found = [module] if isinstance(module, Playbook) else None
@@ -123,7 +125,8 @@ def _load_module(registry: Registry, origin: str, load: Any) -> None:
     if found is None and isinstance(module, ModuleType):
         found = _playbooks_of(module)
     if not found:
-        registry.problems.append(LoadProblem(origin, "defines no playbook (`@playbook`)"))
+        if not helper_ok:  # a folder's helper module (imported by its playbooks) is no problem
+            registry.problems.append(LoadProblem(origin, "defines no playbook (`@playbook`)"))
         return
     for item in found:
         registry.add(item, origin)
@@ -165,7 +168,12 @@ def load_registry(spec: str | None = None, *, with_entry_points: bool = True) ->
             if not files:
                 registry.problems.append(LoadProblem(item, "folder holds no .py file"))
             for file in files:
-                _load_module(registry, str(file), lambda f=file: _module_from_file(f))
+                _load_module(
+                    registry,
+                    str(file),
+                    lambda f=file: _module_from_file(f),
+                    helper_ok=path.is_dir(),
+                )
         else:
             _load_module(registry, item, lambda m=item: importlib.import_module(m))
     if with_entry_points:

@@ -178,8 +178,10 @@ class Verdict(BaseModel):
 def _decide_key(context: TaskRunContext, params: dict[str, Any]) -> str:
     alert: Alert = params["alert"]
     snapshot: PolicySnapshot = params["snapshot"]
+    # v2: planned actions carry the playbook's parameters; a decision pickled by an older
+    # release lacks them, so it is not reused.
     return cache_key(
-        "decide",
+        "decide-v2",
         alert.correlation_key,
         response_revision(alert),
         snapshot.sha256,
