@@ -9,7 +9,7 @@ import yaml
 
 from riposte.deployments.rollout import CRASH_RERUNS, WORK_POOL, recovery_automations
 from riposte.deployments.serve import deployments
-from riposte.settings import Settings
+from riposte.settings import PLAYBOOK_FLOW, Settings
 
 PREFECT_YAML = Path(__file__).resolve().parent.parent / "prefect.yaml"
 
@@ -23,6 +23,8 @@ def _served() -> dict[str, dict[str, Any]]:
     served = {}
     # The settings' defaults, not this test session's environment: prefect.yaml holds defaults.
     for deployment, flow in deployments(Settings.model_construct()):
+        if flow.name == PLAYBOOK_FLOW:
+            continue  # generated from the registered playbooks: `riposte deploy` applies them
         limit = deployment.concurrency_limit
         served[deployment.name] = {
             "flow": flow.name,
@@ -70,3 +72,22 @@ def test_recovery_automations_rerun_only_responses_and_only_a_few_times() -> Non
     assert match["prefect.run-count"] == [str(n) for n in range(CRASH_RERUNS + 1)]
     related = rerun.trigger.match_related  # type: ignore[union-attr]
     assert related.root["prefect.resource.name"] == ["respond_to_alert", "respond_batch"]  # type: ignore[union-attr]
+
+
+def test_every_registered_playbook_is_served_with_a_run_form_of_its_own() -> None:
+    from riposte.playbooks import registry
+
+    served = {
+        deployment.name: deployment
+        for deployment, flow in deployments(Settings.model_construct())
+        if flow.name == PLAYBOOK_FLOW
+    }
+    assert set(served) == set(registry().playbooks)
+    for name, deployment in served.items():
+        assert deployment.entrypoint == "riposte.flows.playbooks.run_playbook", name
+        form = deployment._parameter_openapi_schema
+        assert form.properties["params"]["title"] == f"Parameters of {name}"
+        assert form.properties["source"]["enum"] == [
+            "cloud_apps", "defender_cloud", "defender_endpoint", "graph"
+        ]  # fmt: skip
+        assert "playbook" not in form.properties
