@@ -598,3 +598,17 @@ def test_a_failing_describe_does_not_fail_explain_or_the_decision(tmp_path: Path
     policy = parse_policy(text, "p.yaml", catalog)
     shown = explain(policy, make_alert("d-1")).text()
     assert "(the buggy playbook's describe failed: IndexError: describe bug)" in shown
+
+
+def test_an_installed_package_ships_playbooks_through_the_entry_point_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path, "acme_playbooks.py", GOOD.replace("team_ticket", "acme_ticket"))
+    dist = tmp_path / "acme_playbooks-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-playbooks\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[riposte.playbooks]\nacme = acme_playbooks\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    found = load_registry("")
+    assert found.problems == []
+    assert found.playbooks["acme_ticket"].origin == "entry point acme (acme_playbooks)"

@@ -402,7 +402,9 @@ class TicketTarget(_Strict):
 class Close(_Strict):
     """How `close_benign` closes the alert at the source."""
 
-    classification: Literal["benign", "false_positive"] = "benign"
+    classification: Literal["benign", "false_positive"] = Field(
+        "benign", description="benign (real but expected activity) or false_positive"
+    )
     reason: str = Field(min_length=3, max_length=1000, description="Shown on the closed alert")
 
 
