@@ -332,7 +332,8 @@ def cmd_playbook_run(args: argparse.Namespace) -> int:
         "shared_stack": shared,
         "json": args.json,
     }
-    inner_env = {**os.environ, **env}
+    # The report is the output: Prefect's own progress lines only when asked for.
+    inner_env = {"PREFECT_LOGGING_LEVEL": "WARNING", **os.environ, **env}
     if args.policy:
         inner_env["RIPOSTE_POLICY_FILE"] = str(Path(args.policy).resolve())
     try:
