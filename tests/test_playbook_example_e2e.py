@@ -200,6 +200,9 @@ def test_the_example_runs_by_hand_from_its_deployment_form(sandbox: httpx.Client
     params = schema["properties"]["params"]["properties"]
     assert params["never_block"]["description"].startswith("Networks never blocked")
     assert params["digest_at_most"]["default"] == "low"
+    # Whole, not a bare reference (the UI leaves those out), with the field's own title.
+    assert params["digest_at_most"]["title"] == "Digest At Most"
+    assert "low" in params["digest_at_most"]["enum"] and "$ref" not in json.dumps(params)
     assert all(p.get("description") for p in schema["properties"].values())
     assert "playbook" not in schema["properties"]
 

@@ -53,7 +53,12 @@ def playbook_form(found: Playbook[Any], base: ParameterSchema) -> ParameterSchem
             "type": "object",
             "description": f"(no form: the model has no JSON schema: {type(exc).__name__})",
         }
-    schema.definitions.update(model.pop("$defs", {}))
+    # References inlined: the UI leaves out a field that is a bare `$ref` with siblings (an enum
+    # with a default and a description), so the form shows every field only when it is whole.
+    for field_name, prop in model.get("properties", {}).items():
+        if isinstance(prop, dict):  # a `$ref` field has no title of its own: the enum's would show
+            prop.setdefault("title", field_name.replace("_", " ").title())
+    model = _inline(model, model.pop("$defs", {}))
     model["title"] = f"Parameters of {found.name}"
     model["description"] = (
         "Over the policy's parameters for this alert (of the rule that picks this playbook, "
@@ -76,6 +81,21 @@ def playbook_form(found: Playbook[Any], base: ParameterSchema) -> ParameterSchem
         properties.pop(name, None)
     schema.required = [r for r in schema.required if r not in _HIDDEN]
     return schema
+
+
+def _inline(node: Any, definitions: dict[str, Any], depth: int = 0) -> Any:
+    if depth > 20:  # a model that refers to itself: the rest stays a plain object
+        return {"type": "object"}
+    if isinstance(node, list):
+        return [_inline(item, definitions, depth) for item in node]
+    if not isinstance(node, dict):
+        return node
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/definitions/"):
+        target = definitions.get(ref.removeprefix("#/definitions/"), {"type": "object"})
+        siblings = {k: v for k, v in node.items() if k != "$ref"}
+        return _inline({**target, **siblings}, definitions, depth + 1)
+    return {k: _inline(v, definitions, depth) for k, v in node.items()}
 
 
 def playbook_deployments() -> list[tuple[RunnerDeployment, Flow[Any, Any]]]:
