@@ -46,11 +46,12 @@ class Settings(BaseSettings):
     approval_keys: str = Field(
         "",
         description="Comma-separated keys (32+ bytes) that sign approval links; the first signs, "
-        "all verify. Empty: the Prefect Secret block `approval_secret_block`",
+        "all verify. Empty: the file `approval_key_file`",
     )
-    approval_secret_block: str = Field(
-        "riposte-approval-key",
-        description="Prefect Secret block holding the approval link keys (comma-separated)",
+    approval_key_file: Path | None = Field(
+        None,
+        description="File holding the approval link keys (comma-separated), on the intake and "
+        "every worker. Never a Prefect block or a work pool variable: the Prefect API shows those",
     )
     public_url: str | None = Field(
         None,

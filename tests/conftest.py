@@ -41,6 +41,8 @@ os.environ.update(
         # the session, and tests that need another policy rewrite the file (`use_policy`).
         "RIPOSTE_POLICY_FILE": str(_STATE / "policy.yaml"),
         "RIPOSTE_DIGEST_PAUSED": "true",
+        # The approval link keys, in a file as the local stack keeps them (never in Prefect).
+        "RIPOSTE_APPROVAL_KEY_FILE": str(_STATE / "approval.key"),
         # Workers load the same playbooks as the local stack: the built-ins and the example.
         "RIPOSTE_PLAYBOOKS": str(Path(__file__).resolve().parent.parent / "examples" / "playbooks"),
         # The approval tests run the timeout sweep themselves, when they mean to.

@@ -8,6 +8,7 @@ import base64
 import json
 import secrets
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from uuid import UUID, uuid4
 
 import pytest
@@ -286,3 +287,40 @@ def test_alerts_sharing_a_ticket_and_targets_make_one_request() -> None:
     assert first.key == second.key  # one request: same ticket, same action on the same IP
     other_ticket = second.model_copy(update={"ticket": ticket.model_copy(update={"id": "y"})})
     assert other_ticket.key != first.key
+
+
+def test_approval_keys_come_from_the_environment_or_a_file_never_from_prefect(
+    tmp_path: Path,
+) -> None:
+    from riposte.blocks.approval import (
+        ApprovalKeysMissing,
+        ensure_approval_key,
+        load_approval_keys,
+    )
+    from riposte.settings import Settings
+
+    key_file = tmp_path / "keys" / "approval.key"
+    settings = Settings(approval_keys="", approval_key_file=key_file)
+    with pytest.raises(ApprovalKeysMissing, match="does not exist"):
+        load_approval_keys(settings)
+    assert ensure_approval_key(settings) is True
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    first = key_file.read_text()
+    assert ensure_approval_key(settings) is False and key_file.read_text() == first  # kept
+    signed = load_approval_keys(settings).sign(
+        LinkClaims.new(
+            run=uuid4(), request="r", params="p", approver="a@b.c", decision="approve",
+            expires=datetime.now(UTC) + timedelta(minutes=5),
+        )
+    )  # fmt: skip
+    assert load_approval_keys(settings).open(signed)["approver"] == "a@b.c"
+    key_file.write_text("  \n")
+    with pytest.raises(ApprovalKeysMissing, match="is empty"):
+        load_approval_keys(settings)
+    with pytest.raises(ApprovalKeysMissing, match="RIPOSTE_APPROVAL_KEY_FILE"):
+        load_approval_keys(Settings(approval_keys="", approval_key_file=None))
+    env = Settings(approval_keys="k" * 40, approval_key_file=None)
+    assert load_approval_keys(env).open(load_approval_keys(env).sign(LinkClaims.new(
+        run=uuid4(), request="r", params="p", approver="x@y.z", decision="reject",
+        expires=datetime.now(UTC) + timedelta(minutes=5),
+    )))["decision"] == "reject"  # fmt: skip

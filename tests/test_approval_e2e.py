@@ -14,6 +14,7 @@ import os
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -274,6 +275,34 @@ def test_reject_by_link_contains_nothing_and_forged_links_are_refused(
     assert any("rejected by bob@contoso.com" in n for n in ticket_notes(sandbox))
 
 
+@pytest.mark.usefixtures("containment_policy")
+def test_a_well_signed_link_for_someone_who_is_not_an_approver_decides_nothing(
+    sandbox: httpx.Client, intake_url: str
+) -> None:
+    """The review's forgery: with the signing key in hand, a link minted for someone the policy
+    never named. The intake checks the approver against the request, not only the signature."""
+    alert = fresh(1)
+    respond(sandbox, intake_url, alert)
+    contain_run(alert, state="paused")
+    real = links(sandbox)[(ALICE, "approve")]
+    token = real.rsplit("/", 1)[1]
+    keys = load_approval_keys()
+    claims = LinkClaims.model_validate(keys.open(token))
+    minted = keys.sign(claims.model_copy(update={"approver": "ciso@example.com"}))
+    forged = real.replace(token, minted)
+    for method in (httpx.get, httpx.post):
+        refused = method(forged, timeout=30)
+        assert refused.status_code == 401, refused.text
+        assert "not made for one of this request's approvers" in refused.text
+    assert indicators(sandbox) == []
+    still = contain_run(alert, state="paused")  # still waiting for a real approver
+    assert still.state is not None and still.state.is_paused()
+    taken = httpx.post(real, data={"reason": "ok"}, timeout=30)
+    assert taken.status_code == 200, taken.text
+    done = contain_run(alert, state="final")
+    assert "approved by alice@contoso.com by signed link" in (done.state.message or "")  # type: ignore[union-attr]
+
+
 def test_timeout_applies_the_default_outcome_and_expired_links_say_so(
     sandbox: httpx.Client, intake_url: str, containment_policy: Callable[[str], None]
 ) -> None:
@@ -422,3 +451,31 @@ def test_an_approver_reached_by_email_gets_links_of_their_own(
 
 def _claims_of(token: str) -> str:
     return str(load_approval_keys().open(token).get("decision"))
+
+
+def test_the_approval_keys_are_nowhere_in_what_the_prefect_api_answers(
+    sandbox: httpx.Client, intake_url: str, containment_policy: Callable[[str], None]
+) -> None:
+    """The review read the signing key from `POST /api/block_documents/filter` with
+    `include_secrets`; it now lives only in the intake's and the workers' key file."""
+    from tests.conftest import PREFECT_API_URL
+
+    alert = fresh(1)
+    respond(sandbox, intake_url, alert)
+    contain_run(alert, state="paused")  # links were signed: the key is in use
+    secret = Path(os.environ["RIPOSTE_APPROVAL_KEY_FILE"]).read_text().strip()
+    assert len(secret) >= 32
+    answers = [
+        httpx.post(
+            f"{PREFECT_API_URL}/block_documents/filter",
+            json={"include_secrets": True, "limit": 200},
+            timeout=30,
+        ),
+        httpx.post(f"{PREFECT_API_URL}/variables/filter", json={"limit": 200}, timeout=30),
+        httpx.post(f"{PREFECT_API_URL}/deployments/filter", json={"limit": 200}, timeout=30),
+        httpx.post(f"{PREFECT_API_URL}/work_pools/filter", json={}, timeout=30),
+    ]
+    for answer in answers:
+        assert answer.status_code == 200, answer.text
+        assert secret not in answer.text
+    assert "riposte-approval-key" not in answers[0].text

@@ -5,9 +5,9 @@ searched for each of them and for its usual encodings.
 The secrets: the Defender client secret (and the legacy Cloud Apps token), the ServiceNow password,
 the Jira API token, the Slack webhook's secret path, the Teams workflow signature, the SMTP
 password, the intake's bearer tokens and HMAC keys (from settings and from a Secret block), the
-keys that sign approval links (the responder's from settings, the intake's from the Secret block
-`riposte-approval-key`; each signs with its own and verifies the other's), and the access tokens
-the sandbox's Entra ID issued during the run. The approval links themselves are bearer
+keys that sign approval links (the responder's from settings, the intake's from its key file,
+`RIPOSTE_APPROVAL_KEY_FILE`; each signs with its own and verifies the other's), and the access
+tokens the sandbox's Entra ID issued during the run. The approval links themselves are bearer
 credentials for one decision: they belong in the chat and email messages that carry them to
 their approver, and nowhere else.
 
@@ -53,7 +53,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 from urllib.parse import quote, quote_plus
 from uuid import UUID
 
@@ -72,8 +72,7 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.states import Cancelled
 from pydantic import SecretStr
 
-from riposte.alerts.approval import LinkClaims
-from riposte.blocks.approval import load_approval_keys
+from riposte.alerts.approval import ApprovalKeys, LinkClaims
 from riposte.deployments.signing import SIGNATURE_HEADER, sign
 from riposte.deployments.stack import SANDBOX_PREFIX, _fresh_ids
 from riposte.sandbox.app import create_app as create_sandbox
@@ -194,7 +193,7 @@ class Canaries:
                 "approval signing key (RIPOSTE_APPROVAL_KEYS)", "cnry+ApprovalEnv/{}=key"
             ),
             approval_block_key=Canary.make(
-                "approval signing key (Secret block)", "cnry+ApprovalBlk/{}=key"
+                "approval signing key (RIPOSTE_APPROVAL_KEY_FILE)", "cnry+ApprovalFile/{}=key"
             ),
         )
 
@@ -444,6 +443,11 @@ class Stack:
     logs: dict[str, Path]
     answers: list[httpx.Response] = field(default_factory=list)
 
+    @property
+    def approval_keys(self) -> str:
+        """The keys the intake verifies links with (its key file's)."""
+        return f"{self.canaries.approval_block_key.value},{self.canaries.approval_key.value}"
+
     def push(self, source: str, payload: Any, auth: str) -> httpx.Response:
         """Post ``payload`` to the intake, authenticated by ``auth``: token, hmac, block-token,
         block-hmac, or anything else to send that very text as the Authorization header."""
@@ -491,7 +495,6 @@ def stack(
 
     from riposte.blocks import DefenderCredentials, EmailSmtp
     from riposte.deployments.local import sandbox_blocks, save_sandbox_blocks
-    from riposte.settings import get_settings
 
     canaries = Canaries.make()
     config = canaries.sandbox_config()
@@ -530,14 +533,13 @@ def stack(
         )
         stack.callback(save_sandbox_blocks, sandbox_url, sandbox_config)  # the session's again
         save_sandbox_blocks(url, config)  # makes the approval key block if there is none
-        approval_block = get_settings().approval_secret_block
-        session_key = cast(Secret[Any], Secret.load(approval_block)).get()
-        stack.callback(lambda: Secret(value=session_key).save(approval_block, overwrite=True))
-        # The responder signs links with the key of its settings, the intake with the block's
+        # The responder signs links with the key of its settings, the intake with its key file's
         # (the first of each list); each verifies the other's (rotation).
         approval_env = canaries.approval_key.value
         approval_blk = canaries.approval_block_key.value
-        Secret(value=f"{approval_blk},{approval_env}").save(approval_block, overwrite=True)
+        approval_file = logs["intake"].parent / "approval.key"
+        approval_file.write_text(f"{approval_blk},{approval_env}")
+        approval_file.chmod(0o600)
         defender = sandbox_blocks(url, config)["riposte-defender"]
         assert isinstance(defender, DefenderCredentials)
         defender.cloud_apps_api_token = SecretStr(canaries.cloud_apps_token.value)
@@ -590,7 +592,8 @@ def stack(
                 "RIPOSTE_INTAKE_TOKENS": canaries.intake_token.value,
                 "RIPOSTE_INTAKE_HMAC_KEYS": canaries.intake_hmac_key.value,
                 "RIPOSTE_INTAKE_SECRET_BLOCK": INTAKE_KEYS_BLOCK,
-                "RIPOSTE_APPROVAL_KEYS": "",  # the Secret block's keys
+                "RIPOSTE_APPROVAL_KEYS": "",  # the key file's keys
+                "RIPOSTE_APPROVAL_KEY_FILE": str(approval_file),
             },
         )
         stack.callback(_stop, intake)
@@ -729,7 +732,7 @@ def approval_links(stack: Stack) -> list[Link]:
             payload = part.get_payload(decode=True)
             if isinstance(payload, bytes):
                 texts.append(("email", payload.decode("utf-8", "replace")))
-    keys = load_approval_keys()  # this process has no RIPOSTE_APPROVAL_KEYS: the block's
+    keys = ApprovalKeys.from_text(stack.approval_keys)  # the keys the intake verifies with
     found: dict[str, Link] = {}
     for channel, text in texts:
         for match in LINK.finditer(text):

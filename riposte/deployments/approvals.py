@@ -146,6 +146,21 @@ async def _check(
         raise _Refused(
             _page(401, "This link is not valid", "<p>It does not belong to this request.</p>")
         )
+    if claims.approver not in {a.name for a in request.approvers}:
+        # A well-signed link for someone the policy never named (a key that leaked, a link
+        # minted by hand) decides nothing.
+        logger.warning(
+            "Refused an approval link for %r: not an approver of request %s",
+            claims.approver[:200],
+            request.key,
+        )
+        raise _Refused(
+            _page(
+                401,
+                "This link is not valid",
+                "<p>It was not made for one of this request's approvers.</p>",
+            )
+        )
     if run.state is None or not run.state.is_paused():
         state = html.escape((run.state.name if run.state else None) or "unknown")
         raise _Refused(

@@ -233,6 +233,7 @@ class _OwnStack:
             "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(self.folder / "results"),
             "PREFECT_LOGGING_LEVEL": "WARNING",
             "RIPOSTE_HOME": str(self.folder / "riposte"),
+            "RIPOSTE_APPROVAL_KEY_FILE": str(self.folder / "approval.key"),
         }
         self.sandbox_url = f"http://127.0.0.1:{self.sandbox_port}"
         self.processes: list[subprocess.Popen[bytes]] = []

@@ -58,9 +58,31 @@ def stack_env(settings: Settings) -> dict[str, str]:
         "PREFECT_SERVER_API_PORT": str(settings.prefect_port),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(home / "results"),
+        # The Prefect API answers only with this credential, and to no other origin than its UI:
+        # open, it would let any local process or web page read and change the runs.
+        "PREFECT_SERVER_API_AUTH_STRING": prefect_auth_string(settings),
+        "PREFECT_API_AUTH_STRING": prefect_auth_string(settings),
+        "PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS": settings.prefect_ui_url.rstrip("/"),
         "RIPOSTE_HOME": str(home),
+        # Workers sign approval links and the intake verifies them with this key, kept out of
+        # Prefect (whose API anyone who reaches it can read).
+        "RIPOSTE_APPROVAL_KEY_FILE": str(
+            (settings.approval_key_file or home / "approval.key").resolve()
+        ),
         "RIPOSTE_POLL_SOURCES": "graph,defender_endpoint,cloud_apps,defender_cloud",
     }
+
+
+PREFECT_AUTH_USER = "riposte"
+
+
+def prefect_auth_file(settings: Settings) -> Path:
+    return settings.home.resolve() / "prefect-api.auth"
+
+
+def prefect_auth_string(settings: Settings) -> str:
+    """``user:password`` for the local Prefect API (HTTP Basic), made once, in a 0600 file."""
+    return f"{PREFECT_AUTH_USER}:{local_secret(prefect_auth_file(settings))}"
 
 
 def status(settings: Settings) -> dict[str, Any]:
@@ -313,6 +335,10 @@ def print_banner(
         "(simulated Defender, ServiceNow, Jira, Slack, Teams)"
     )
     say(f"  Intake token    in {settings.home.resolve() / 'intake.token'}")
+    say(
+        f"  Prefect login   {info['prefect_ui']}/login asks for `{PREFECT_AUTH_USER}:<password>`, "
+        f"the password being in {prefect_auth_file(settings)}"
+    )
     if samples:
         say(
             f"  Sample alerts   {samples['loaded']} loaded into the simulated Defender; "
