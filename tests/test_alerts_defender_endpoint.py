@@ -95,10 +95,14 @@ def test_portal_link_is_built_from_the_id_when_the_api_gives_none() -> None:
 
 def test_portal_link_quotes_the_id_and_a_given_link_wins() -> None:
     built = defender_endpoint.parse(minimal(id="a/b c"))
-    given_link = defender_endpoint.parse(minimal(alertWebUrl="https://example.test/alert"))
+    given = "https://security.microsoft.com/alerts/da1_2?tid=t"
+    given_link = defender_endpoint.parse(minimal(alertWebUrl=given))
+    foreign = defender_endpoint.parse(minimal(alertWebUrl="https://example.test/alert"))
 
     assert built.portal_url == "https://security.microsoft.com/alerts/a%2Fb%20c"
-    assert given_link.portal_url == "https://example.test/alert"
+    assert given_link.portal_url == given
+    # A link off the vendor's portal hosts never becomes a button: the built one stands in.
+    assert foreign.portal_url == "https://security.microsoft.com/alerts/da1_2"
 
 
 def test_documented_evidence_gives_device_account_process_and_files() -> None:

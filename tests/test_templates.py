@@ -73,8 +73,14 @@ def test_teams_message_is_an_adaptive_card_with_actions() -> None:
     message = teams_message(alert_with(title=HOSTILE_TITLE), TICKET)
     card = message["attachments"][0]["content"]
     assert card["type"] == "AdaptiveCard" and card["version"] == "1.4"
-    assert card["body"][0]["text"] == HOSTILE_TITLE
-    assert card["body"][0]["color"] == "warning"
+    title = card["body"][0]
+    # A text run (never markdown), carrying the title as it is.
+    assert title["type"] == "RichTextBlock"
+    assert title["inlines"][0] == {
+        "type": "TextRun", "text": HOSTILE_TITLE, "weight": "Bolder", "size": "Medium",
+        "color": "warning",
+    }  # fmt: skip
+    assert {b["type"] for b in card["body"]} == {"RichTextBlock"}
     assert [a["title"] for a in card["actions"]] == ["Open INC0010001", "Open in Defender"]
     assert CHAT_RENDERERS["teams"] is teams_message
 

@@ -230,6 +230,12 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         return checked(super().call_binop(context, operator, left, right), f"a {operator!r}")
 
 
+def teams_text(text: str, **style: Any) -> dict[str, Any]:
+    """An Adaptive Card element showing ``text`` as itself: a RichTextBlock's TextRun, which
+    Teams does not read as markdown (a TextBlock would turn `[x](https://...)` into a link)."""
+    return {"type": "RichTextBlock", "inlines": [{"type": "TextRun", "text": text, **style}]}
+
+
 def slack_escape(value: Any) -> str:
     """Escape the three characters Slack mrkdwn gives meaning to (mentions, links)."""
     return str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
@@ -450,8 +456,11 @@ class MessageRenderer:
         }
 
     def slack(self, alert: Alert, ticket: Ticket | None) -> dict[str, Any]:
-        """Slack Block Kit message with a text fallback for notifications."""
-        return self._json("slack", **self._chat_context(alert, ticket))
+        """Slack Block Kit message with a text fallback for notifications (Slack reads that
+        text as mrkdwn too: escaped, so an alert's `<!channel>` or `<url|label>` stays text)."""
+        context = self._chat_context(alert, ticket)
+        context["text"] = slack_escape(context["text"])
+        return self._json("slack", **context)
 
     def teams(self, alert: Alert, ticket: Ticket | None) -> dict[str, Any]:
         """A Teams Workflows message carrying one Adaptive Card (schema 1.4)."""
@@ -510,7 +519,7 @@ class MessageRenderer:
                 "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
                 "type": "AdaptiveCard",
                 "version": "1.4",
-                "body": [{"type": "TextBlock", "text": text, "wrap": True}],
+                "body": [teams_text(line) for line in text.splitlines() or [""]],
             }
             attachment = {
                 "contentType": "application/vnd.microsoft.card.adaptive",

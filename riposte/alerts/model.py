@@ -6,6 +6,7 @@ import re
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -81,6 +82,50 @@ def _source_name(value: str) -> str:
     return value
 
 
+# The hosts Microsoft's Defender portals live on (commercial and US government clouds).
+PORTAL_HOSTS = frozenset(
+    {
+        "security.microsoft.com",
+        "security.microsoft.us",
+        "securitycenter.windows.com",
+        "securitycenter.microsoft.com",
+        "portal.azure.com",
+        "portal.azure.us",
+        "portal.cloudappsecurity.com",
+    }
+)
+# Defender for Cloud Apps portals are per tenant and region: contoso.eu2.portal.cloudappsecurity.com
+PORTAL_HOST_SUFFIXES = (".portal.cloudappsecurity.com", ".portal.cloudappsecurity.us")
+# RFC 3986's characters, less the quotes and brackets: nothing that ends a Slack `<url|label>`,
+# a markdown link or an HTML attribute.
+_URL_CHARS = re.compile(r"^[A-Za-z0-9\-._~:/?#@!$&()*+,;=%]+$")
+
+
+def safe_portal_url(value: str | None) -> str | None:
+    """``value`` when it is an https URL on a Defender portal host, else None."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not _URL_CHARS.match(text) or len(text) > 2048:
+        return None
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        return None
+    host = (parts.hostname or "").lower()
+    if (
+        parts.scheme.lower() != "https"
+        or parts.username
+        or parts.password
+        or port not in (None, 443)
+    ):
+        return None
+    if host in PORTAL_HOSTS or host.endswith(PORTAL_HOST_SUFFIXES):
+        return text
+    return None
+
+
 class Alert(BaseModel):
     """A Defender alert, whatever API it came from.
 
@@ -109,7 +154,9 @@ class Alert(BaseModel):
     updated_at: UTCDateTime
     entities: tuple[Entity, ...] = ()
     mitre_techniques: tuple[str, ...] = ()
-    portal_url: str | None = None
+    portal_url: Annotated[str | None, AfterValidator(safe_portal_url)] = None
+    """The alert in its vendor's portal: kept only as an https URL on a portal host of the
+    vendor's (an attacker-written link must never become a button or a link in a message)."""
     raw: dict[str, Any] = Field(default_factory=dict, repr=False)
 
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx
@@ -27,6 +28,16 @@ _IMPACT_URGENCY = {
     Priority.MEDIUM: ("2", "2"),
     Priority.LOW: ("3", "3"),
 }
+
+
+# ServiceNow renders `[code]...[/code]` in journal fields and descriptions as HTML where the
+# instance allows code tags (glide.ui.security.allow_codetag): text from an alert must not open one.
+_CODE_TAG = re.compile(r"\[\s*(/?)\s*code\s*\]", re.IGNORECASE)
+
+
+def plain_text(text: str) -> str:
+    """``text`` with every `[code]`/`[/code]` tag broken (`(code)`), so it stays text."""
+    return _CODE_TAG.sub(lambda m: f"({m.group(1)}code)", text)
 
 
 class ServiceNowCredentials(TicketingCredentials):
@@ -126,8 +137,8 @@ class ServiceNowClient(TicketingClient):
     def create(self, draft: TicketDraft) -> Ticket:
         impact, urgency = _IMPACT_URGENCY[draft.priority]
         fields: dict[str, str] = {
-            "short_description": draft.summary,
-            "description": draft.description,
+            "short_description": plain_text(draft.summary),
+            "description": plain_text(draft.description),
             "impact": impact,
             "urgency": urgency,
             "category": "security",
@@ -148,7 +159,7 @@ class ServiceNowClient(TicketingClient):
             f"work note on {ticket.key}",
             "PATCH",
             f"{self.TABLE}/{ticket.id}",
-            json={"work_notes": text},
+            json={"work_notes": plain_text(text)},
         )
 
     def notes(self, ticket: Ticket) -> list[str]:

@@ -277,7 +277,7 @@ def _artifact_key(summary: ResponseSummary) -> str:
 
 def _action_lines(action: ActionResult) -> list[str]:
     lines = [f"| rule | `{action.rule}`: {action.playbook}, {action.disposition} |"]
-    lines.append(f"| why | {action.reason} |")
+    lines.append(f"| why | {_markdown_text(action.reason)} |")
     ticket = action.ticket
     if ticket is not None:
         if action.alert_number is not None:
@@ -286,14 +286,14 @@ def _action_lines(action: ActionResult) -> list[str]:
             verb = "created" if action.ticket_created else "found existing"
         lines.append(f"| ticket | {verb} {ticket.system} [{ticket.key}]({ticket.url}) |")
     for d in action.deliveries:
-        result = "sent" if d.delivered else f"NOT sent: {d.detail}"
+        result = "sent" if d.delivered else f"NOT sent: {_markdown_text(d.detail)}"
         lines.append(f"| message {d.channel} | {result} |")
     if action.digest:
         lines.append(f"| digest | recorded in `{action.digest}` |")
     if action.closed:
-        lines.append(f"| closed at the source | {action.closed} |")
+        lines.append(f"| closed at the source | {_markdown_text(action.closed)} |")
     if action.containment:
-        lines.append(f"| containment | {action.containment} |")
+        lines.append(f"| containment | {_markdown_text(action.containment)} |")
     for note in action.notes:
         lines.append(f"| playbook | {_markdown_text(note)} |")
     upd = action.alert_update
@@ -310,7 +310,7 @@ def _report(summary: ResponseSummary) -> str:
     lines = [
         f"# Response to {summary.source} alert `{summary.alert_id}`",
         "",
-        f"**{summary.title}** ({summary.severity}).",
+        f"{_markdown_text(summary.title)} ({summary.severity}).",
         "",
         f"Policy: {summary.policy}{fallback}, sha256 `{summary.policy_sha256[:12]}`.",
         "",
@@ -319,6 +319,7 @@ def _report(summary: ResponseSummary) -> str:
     ]
     for action in summary.actions:
         lines.extend(_action_lines(action))
-    if summary.portal_url:
-        lines += ["", f"[Open the alert in Defender]({summary.portal_url})"]
+    if summary.portal_url:  # an https URL on a Defender portal host (`safe_portal_url`)
+        target = summary.portal_url.replace("(", "%28").replace(")", "%29")
+        lines += ["", f"[Open the alert in Defender]({target})"]
     return "\n".join(lines)

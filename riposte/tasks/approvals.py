@@ -20,7 +20,7 @@ from riposte.alerts.approval import (
     Decision,
     LinkClaims,
 )
-from riposte.alerts.messages import EmailContent
+from riposte.alerts.messages import EmailContent, teams_text
 from riposte.alerts.model import Alert
 from riposte.alerts.response import Delivery, Ticket
 from riposte.blocks.approval import load_approval_keys
@@ -139,10 +139,9 @@ def _slack(text: str) -> str:
 
 
 def _teams_card(title: str, lines: list[str], actions: list[dict[str, str]]) -> dict[str, Any]:
-    body: list[dict[str, Any]] = [
-        {"type": "TextBlock", "text": title, "weight": "Bolder", "wrap": True}
-    ]
-    body.extend({"type": "TextBlock", "text": line, "wrap": True} for line in lines)
+    # Text runs, never markdown: the title and facts carry the alert's (hostile) text.
+    body: list[dict[str, Any]] = [teams_text(title, weight="Bolder")]
+    body.extend(teams_text(line) for line in lines)
     content: dict[str, Any] = {
         "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
         "type": "AdaptiveCard",

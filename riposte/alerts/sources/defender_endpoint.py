@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 from riposte.alerts.errors import AlertParseError
-from riposte.alerts.model import Alert, Entity, EntityType, Severity, Status
+from riposte.alerts.model import Alert, Entity, EntityType, Severity, Status, safe_portal_url
 from riposte.alerts.sources._common import (
     account_value,
     build_alert,
@@ -139,7 +139,8 @@ def parse(payload: Mapping[str, Any]) -> Alert:
         entities=_entities(payload),
         # The docs type `mitreTechniques` as a String while every example sends a list.
         mitre_techniques=text_items(get(payload, "mitreTechniques"), "mitreTechniques"),
-        portal_url=text(get(payload, "alertWebUrl"), "alertWebUrl")
+        # A given link on a portal host wins; any other is refused for the one built here.
+        portal_url=safe_portal_url(text(get(payload, "alertWebUrl"), "alertWebUrl"))
         or PORTAL_ALERT_URL.format(id=quote(alert_id, safe="")),
         raw=plain(payload),
     )
