@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -226,12 +227,32 @@ def describe_body(response: httpx.Response, limit: int = 300) -> str:
     return str(data)[:limit]
 
 
+_URL_IN_TEXT = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://\S+")
+
+
+def without_request_url(text: str, request: httpx.Request | None) -> str:
+    """``text`` with the request's URL, path and query taken out, and any URL at all: a server
+    that echoes the path (a webhook's secret path, a token in the query) must not put it into
+    a run's state, a log or an exception."""
+    if request is not None:
+        url = request.url
+        pieces = {str(url), url.raw_path.decode("ascii", "replace"), url.path, url.query.decode()}
+        pieces |= {p for p in url.path.split("/") if len(p) >= 8}  # each long segment alone
+        for piece in sorted((p for p in pieces if len(p) >= 4), key=len, reverse=True):
+            text = text.replace(piece, "[path]")
+    return _URL_IN_TEXT.sub("[url]", text)
+
+
 def check(response: httpx.Response, system: str, action: str) -> httpx.Response:
     """Turn an error response into the matching ExternalServiceError; return it otherwise."""
     if response.is_success:
         return response
     code = response.status_code
-    detail = describe_body(response)
+    try:
+        request: httpx.Request | None = response.request
+    except RuntimeError:  # a response built by hand, not sent
+        request = None
+    detail = without_request_url(describe_body(response), request)
     message = f"{action} failed: {detail}" if detail else f"{action} failed"
     error: type[ExternalServiceError]
     if code in (401, 403):

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Generator, Iterator
 from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar
+from urllib.parse import quote
 
 import httpx
 from prefect.blocks.core import Block
@@ -317,9 +318,13 @@ class GraphSecurityClient:
     def _call(self, action: str, method: str, url: str, **kwargs: Any) -> Any:
         return send(self._http, GRAPH, action, method, url, **kwargs).json()
 
+    def _alert_path(self, alert_id: str) -> str:
+        # Quoted whole: an id is a value, never a path (`../../x` must not leave the API).
+        return f"{self.ALERTS}/{quote(alert_id, safe='')}"
+
     def get_alert(self, alert_id: str) -> dict[str, Any]:
         body: dict[str, Any] = self._call(
-            f"get alert {alert_id}", "GET", f"{self.ALERTS}/{alert_id}"
+            f"get alert {alert_id}", "GET", self._alert_path(alert_id)
         )
         return body
 
@@ -360,7 +365,7 @@ class GraphSecurityClient:
 
     def update_alert(self, alert_id: str, **changes: str) -> dict[str, Any]:
         body: dict[str, Any] = self._call(
-            f"update alert {alert_id}", "PATCH", f"{self.ALERTS}/{alert_id}", json=changes
+            f"update alert {alert_id}", "PATCH", self._alert_path(alert_id), json=changes
         )
         return body
 
@@ -368,7 +373,7 @@ class GraphSecurityClient:
         body = self._call(
             f"comment on alert {alert_id}",
             "POST",
-            f"{self.ALERTS}/{alert_id}/comments",
+            f"{self._alert_path(alert_id)}/comments",
             json={"@odata.type": "microsoft.graph.security.alertComment", "comment": comment},
         )
         comments: list[dict[str, Any]] = body.get("value", [])

@@ -11,6 +11,7 @@ import asyncio
 import hmac
 import json
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -25,19 +26,26 @@ from fastapi.responses import JSONResponse
 from prefect.blocks.system import Secret
 from prefect.client.orchestration import PrefectClient, get_client
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+from starlette.requests import ClientDisconnect
 
 from riposte.alerts.errors import AlertParseError
 from riposte.alerts.model import Alert, Status
 from riposte.alerts.response import AlertRef, ref_for
 from riposte.alerts.sources import SOURCES, iter_alert_payloads, parser_for
 from riposte.deployments.approvals import approval_router
-from riposte.deployments.signing import SIGNATURE_HEADER, verify
+from riposte.deployments.signing import SIGNATURE_HEADER, plausible, verify
 from riposte.settings import Settings, get_settings
 from riposte.tasks.runs import RunRequest, plan_runs
 
 logger = logging.getLogger("riposte.intake")
 
 MAX_BODY_BYTES = 1024 * 1024
+# A sender has this long to deliver its body once its credentials passed (a 1 MiB body needs
+# well under a second on any link a Defender automation uses).
+BODY_SECONDS = 10.0
+# Connections the intake serves at once; more are answered 503 by uvicorn at once, so a crowd
+# of slow clients cannot hold every socket. Keep-alive connections close after 5 s idle.
+MAX_CONNECTIONS = 200
 RETRY_AFTER_SECONDS = "5"
 
 
@@ -58,6 +66,15 @@ class SenderKeys:
 
     def __bool__(self) -> bool:
         return bool(self.tokens or self.hmac_keys)
+
+    def may_send(self, request: Request) -> bool:
+        """Checked before the body is read: a bearer token that matches, or a signature header
+        that is well formed and fresh (verified against the body once it is read). Anyone else
+        is refused without holding memory or a socket for their body."""
+        signed = request.headers.get(SIGNATURE_HEADER)
+        if signed is not None:
+            return bool(self.hmac_keys) and plausible(signed)
+        return self.authenticates(request, b"")
 
     def authenticates(self, request: Request, body: bytes) -> bool:
         signed = request.headers.get(SIGNATURE_HEADER)
@@ -239,6 +256,22 @@ def _keys_of(run_request: RunRequest) -> list[str]:
     return [AlertRef.model_validate({**params}).key]
 
 
+MAX_ID_CHARS = 256
+_ID_FORBIDDEN = re.compile(r"[/\\\x00-\x1f\x7f]")
+
+
+def id_problem(value: str) -> str | None:
+    """Why ``value`` cannot be an alert id, or None: an id becomes part of URL paths, run names
+    and keys, so it holds no path separator or control character and has a sane length."""
+    if len(value) > MAX_ID_CHARS:
+        return f"longer than {MAX_ID_CHARS} characters"
+    if _ID_FORBIDDEN.search(value):
+        return "holds a path separator or a control character"
+    if value.strip(".") == "":
+        return "is dots only"
+    return None
+
+
 def create_app(settings: Settings | None = None, prefect_api_url: str | None = None) -> FastAPI:
     """The intake app; ``prefect_api_url`` overrides the Prefect API of the current settings."""
     settings = settings or get_settings()
@@ -294,12 +327,21 @@ def create_app(settings: Settings | None = None, prefect_api_url: str | None = N
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
             return _error(413, f"body larger than {MAX_BODY_BYTES} bytes")
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_BODY_BYTES:
-                return _error(413, f"body larger than {MAX_BODY_BYTES} bytes")
         keys = await keyring.current()
+        if not keys.may_send(request):
+            return _error(401, "unauthorized", **{"WWW-Authenticate": "Bearer"})
+        body = bytearray()
+        try:
+            async with asyncio.timeout(BODY_SECONDS):
+                async for chunk in request.stream():
+                    body += chunk
+                    if len(body) > MAX_BODY_BYTES:
+                        return _error(413, f"body larger than {MAX_BODY_BYTES} bytes")
+        except TimeoutError:
+            return _error(408, f"the body did not arrive within {BODY_SECONDS:.0f} s")
+        except ClientDisconnect:
+            logger.info("A sender went away before its body was read (%d bytes)", len(body))
+            return _error(400, "the body was cut short")
         if not keys.authenticates(request, bytes(body)):
             return _error(401, "unauthorized", **{"WWW-Authenticate": "Bearer"})
         if source not in SOURCES:
@@ -326,6 +368,10 @@ def create_app(settings: Settings | None = None, prefect_api_url: str | None = N
             return _error(422, str(exc))
         if not alerts:
             return _error(422, "no alert in the body")
+        for index, alert in enumerate(alerts):
+            problem = id_problem(alert.id)
+            if problem:
+                return _error(422, f"alert [{index}]: id: {problem}")
 
         # A resolved alert needs no response; it is acknowledged so that the sender stops.
         refs = [ref_for(alert) for alert in alerts if alert.status != Status.RESOLVED]
@@ -361,7 +407,12 @@ def main() -> None:
 
     settings = get_settings()
     uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.intake_port, log_level="warning"
+        create_app(settings),
+        host=settings.host,
+        port=settings.intake_port,
+        log_level="warning",
+        limit_concurrency=MAX_CONNECTIONS,
+        timeout_keep_alive=5,
     )
 
 

@@ -26,6 +26,23 @@ def sign(body: bytes, keys: list[bytes], timestamp: int | None = None) -> str:
     return ",".join([f"t={t}", *(f"v1={signature(k, t, body)}" for k in keys)])
 
 
+def plausible(header: str, *, now: float | None = None, tolerance: int = TOLERANCE_SECONDS) -> bool:
+    """Whether ``header`` is worth reading a body for: well formed, with a fresh timestamp and
+    at least one signature of the right shape. Says nothing of whether it verifies."""
+    timestamp: int | None = None
+    signatures = 0
+    for part in header.split(",")[:16]:
+        name, _, value = part.strip().partition("=")
+        if name == "t" and value.isascii() and value.isdigit() and len(value) <= 12:
+            timestamp = int(value)
+        elif name == "v1" and len(value.strip()) == 64:
+            signatures += 1
+    if timestamp is None or not signatures:
+        return False
+    current = time.time() if now is None else now
+    return abs(current - timestamp) <= tolerance
+
+
 def verify(
     header: str,
     body: bytes,

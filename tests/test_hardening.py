@@ -1,0 +1,258 @@
+"""The outside review's findings, each as it was reproduced: hostile alert text, paths, error
+messages and unauthenticated clients, against the real intake, clients and simulators."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI, Request
+from fastapi.responses import PlainTextResponse
+from pydantic import SecretStr
+
+from riposte.alerts.messages import MessageRenderer
+from riposte.alerts.model import safe_portal_url
+from riposte.alerts.response import Ticket
+from riposte.blocks.errors import ExternalServiceError, ServiceNotFoundError
+from riposte.sandbox.samples import sample_graph_alerts
+from tests.alert_factory import make_alert
+from tests.conftest import INTAKE_TOKEN
+from tests.servers import serve_in_thread
+
+PHISH = (
+    "Hidden file ran [Approve isolation now](https://evil.example/approve) **URGENT** <!channel> "
+    "<https://evil.example/x|Approve> <img src=https://evil.example/p.png>"
+)
+
+
+@pytest.fixture
+def blocks(sandbox: httpx.Client, sandbox_url: str, sandbox_config: Any) -> dict[str, Any]:
+    from riposte.deployments.local import sandbox_blocks
+
+    return sandbox_blocks(sandbox_url, sandbox_config)
+
+
+TICKET = Ticket(system="servicenow", key="INC0010001", id="abc", url="https://x/inc", created=True)
+
+
+# --- 2. alert text that phishes through chat -----------------------------------------------------
+
+
+def test_a_phishing_title_stays_text_in_slack_fallback_and_teams() -> None:
+    alert = make_alert(title=PHISH, portal_url="https://evil.example/portal")
+    renderer = MessageRenderer()
+    slack = renderer.slack(alert, TICKET)
+    assert "<!channel>" not in slack["text"] and "<https://evil" not in slack["text"]
+    assert "&lt;!channel&gt;" in slack["text"]
+    assert "evil.example/portal" not in json.dumps(slack)  # no portal link off Microsoft's hosts
+    teams = renderer.teams(alert, TICKET)
+    card = teams["attachments"][0]["content"]
+    # Every element that carries text is a text run: Teams reads no markdown in those.
+    assert {b["type"] for b in card["body"]} == {"RichTextBlock"}
+    assert card["body"][0]["inlines"][0]["text"] == PHISH
+    assert [a["title"] for a in card["actions"]] == ["Open INC0010001"]  # no evil button
+
+
+def test_portal_links_are_kept_only_on_the_vendors_hosts() -> None:
+    kept = [
+        "https://security.microsoft.com/alerts/da637?tid=1",
+        "https://portal.azure.com/#blade/Microsoft_Azure_Security/AlertBlade/alertId/1",
+        "https://contoso.eu2.portal.cloudappsecurity.com/#/alerts/5f1",
+    ]
+    for url in kept:
+        assert safe_portal_url(url) == url
+    for url in (
+        "https://evil.example/approve",
+        "javascript:alert(1)",
+        "http://security.microsoft.com/alerts/1",
+        "https://security.microsoft.com.evil.example/",
+        "https://user:pw@security.microsoft.com/",
+        "https://security.microsoft.com/x|Approve now>",
+        "https://security.microsoft.com/a b",
+        "https://security.microsoft.com:8443/",
+    ):
+        assert safe_portal_url(url) is None, url
+    assert make_alert(portal_url="https://evil.example/").portal_url is None
+
+
+def test_the_approval_card_and_timeout_notice_carry_the_title_as_text() -> None:
+    from riposte.alerts.approval import ApproverRef, ContainmentRequest
+    from riposte.alerts.containment import ActionKind, ContainmentAction
+    from riposte.alerts.response import AlertRef
+    from riposte.blocks import TeamsWorkflowWebhook
+    from riposte.tasks.approvals import approval_message
+
+    request = ContainmentRequest(
+        alert=AlertRef(source="graph", alert_id="a-1", revision="high"),
+        alert_title=PHISH,
+        severity="high",
+        rule="r",
+        actions=(ContainmentAction(kind=ActionKind.BLOCK_IP, target="185.220.101.34", label="x"),),
+        approvers=(ApproverRef(name="a@b.c", channels=("teams-workflow-webhook/t",)),),
+        timeout_seconds=600,
+        on_timeout="reject",
+        defender_block="riposte-defender",
+    )
+    teams = TeamsWorkflowWebhook(url=SecretStr("https://example.invalid/x"), channel="SOC")
+    links = {"approve": "https://intake/approvals/a", "reject": "https://intake/approvals/r"}
+    card = approval_message(teams, request, "a@b.c", links, datetime.now(UTC))
+    assert isinstance(card, dict)
+    content = card["attachments"][0]["content"]
+    assert {b["type"] for b in content["body"]} == {"RichTextBlock"}
+    assert [a["url"] for a in content["actions"]] == [links["approve"], links["reject"]]
+
+
+# --- 4. HTML and markdown through the response report -------------------------------------------
+
+
+def test_the_response_report_shows_the_title_and_reasons_as_text() -> None:
+    from riposte.flows.respond import ResponseSummary, _report
+    from riposte.playbooks import ActionResult
+
+    summary = ResponseSummary(
+        alert_id="a-1",
+        source="graph",
+        severity="high",
+        title=PHISH + " | col",
+        portal_url="https://security.microsoft.com/alerts/a-1(x)",
+        policy="p",
+        policy_sha256="0" * 64,
+        policy_fallback=False,
+        matched_rules=["r"],
+        actions=[
+            ActionResult(rule="r", playbook="p", disposition="ticket", reason="ip=<img src=x>")
+        ],
+    )
+    report = _report(summary)
+    title_line = report.splitlines()[2]
+    assert title_line.startswith("`") and "<img" in title_line  # inside a code span: text
+    assert title_line.count("`") == 2 and "\\|" in title_line
+    assert "| why | `ip=<img src=x>` |" in report
+    assert "(https://security.microsoft.com/alerts/a-1%28x%29)" in report
+
+
+# --- 5. ServiceNow [code] ---------------------------------------------------------------------
+
+
+def test_servicenow_never_receives_a_code_tag(blocks: Any, sandbox: httpx.Client) -> None:
+    from riposte.alerts.response import Priority, TicketDraft
+
+    client = blocks["riposte-servicenow"].get_client()
+    ticket = client.create(
+        TicketDraft(
+            correlation_key="riposte-graph-code-1",
+            summary="[CODE]<b>x</b>[/code]",
+            description="cmd: [code]<script>alert(1)</script>[/code] and [ Code ]",
+            priority=Priority.LOW,
+            source_label="t",
+        )
+    )
+    client.add_note(ticket, "reason: [code]<img src=x onerror=alert(1)>[/CODE]")
+    (record,) = sandbox.get("/_sandbox/servicenow/incidents").json()
+    stored = json.dumps(record).lower()
+    assert "[code]" not in stored and "[/code]" not in stored and "[ code ]" not in stored
+    assert "(code)<script>" in stored
+
+
+# --- 6. ids are values --------------------------------------------------------------------------
+
+
+def test_a_graph_alert_id_never_leaves_the_alerts_path(blocks: Any, sandbox: httpx.Client) -> None:
+    graph = blocks["riposte-defender"].source_client("graph")
+    with pytest.raises(ServiceNotFoundError):
+        graph.get("../../../../_sandbox/faults")
+
+
+def test_the_intake_refuses_ids_that_are_paths(intake_url: str) -> None:
+    for bad, why in (
+        ("../../../../_sandbox/faults", "path separator"),
+        ("a\x00b", "control character"),
+        ("x" * 300, "longer than 256"),
+    ):
+        alert = sample_graph_alerts(datetime.now(UTC))[0] | {"id": bad}
+        r = httpx.post(
+            f"{intake_url}/alerts/graph",
+            json=alert,
+            headers={"Authorization": f"Bearer {INTAKE_TOKEN}"},
+            timeout=60,
+        )
+        assert r.status_code == 422, r.text
+        assert r.json()["detail"].startswith("alert [0]: id: ") and why in r.json()["detail"]
+
+
+# --- 7. errors never carry URLs -----------------------------------------------------------------
+
+
+@pytest.fixture
+def echoing_server() -> Iterator[str]:
+    """A server that echoes the request's path and query in its 404, as some do."""
+    app = FastAPI()
+
+    @app.post("/{rest:path}")
+    async def echo(rest: str, request: Request) -> PlainTextResponse:
+        return PlainTextResponse(f"no route for {request.url} ({request.url.path})", 404)
+
+    with serve_in_thread(app) as url:
+        yield url
+
+
+def test_a_webhook_secret_echoed_by_a_server_stays_out_of_the_error(echoing_server: str) -> None:
+    from riposte.blocks import SlackIncomingWebhook
+
+    secret = "T0SECRET/B0SECRET/xoxsecretpathvalue1234"
+    block = SlackIncomingWebhook(
+        url=SecretStr(f"{echoing_server}/services/{secret}?token=querysecret"),
+        channel="soc",
+        timeout_seconds=5,
+    )
+    with pytest.raises(ExternalServiceError) as caught:
+        block.get_client().post({"text": "hi"})
+    message = str(caught.value)
+    for part in ("xoxsecretpathvalue1234", "B0SECRET", "querysecret", "/services/"):
+        assert part not in message, message
+    assert "404" in message
+
+
+# --- 3 and 8. unauthenticated clients -----------------------------------------------------------
+
+
+def _raw(host: str, port: int, request: bytes, wait: float = 10.0) -> bytes:
+    with socket.create_connection((host, port), timeout=wait) as s:
+        s.sendall(request)
+        return s.recv(4096)
+
+
+def test_the_intake_refuses_before_it_reads_a_body(intake_url: str) -> None:
+    """A client that announces 1 MB and sends none of it: refused at once, not held."""
+    host, port = intake_url.removeprefix("http://").split(":")
+    head = (
+        f"POST /alerts/graph HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {1024 * 1000}\r\n"
+    )
+    for auth in ("", "Authorization: Bearer wrong\r\n", "X-Riposte-Signature: t=1,v1=00\r\n"):
+        started = time.monotonic()
+        answer = _raw(host, int(port), (head + auth + "\r\n").encode())
+        assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+        assert time.monotonic() - started < 5
+
+
+def test_an_authenticated_sender_that_stalls_gets_408_and_others_are_answered(
+    intake_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import riposte.deployments.intake as intake
+
+    monkeypatch.setattr(intake, "BODY_SECONDS", 1.0)
+    host, port = intake_url.removeprefix("http://").split(":")
+    stalled = (
+        f"POST /alerts/graph HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {INTAKE_TOKEN}\r\nContent-Length: 5000\r\n\r\n{{"
+    ).encode()
+    answer = _raw(host, int(port), stalled)
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b"did not arrive within 1 s" in answer
