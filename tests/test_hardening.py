@@ -22,7 +22,7 @@ from riposte.alerts.response import Ticket
 from riposte.blocks.errors import ExternalServiceError, ServiceNotFoundError
 from riposte.sandbox.samples import sample_graph_alerts
 from tests.alert_factory import make_alert
-from tests.conftest import INTAKE_TOKEN
+from tests.conftest import INTAKE_TOKEN, wait_until
 from tests.servers import serve_in_thread
 
 PHISH = (
@@ -256,3 +256,103 @@ def test_an_authenticated_sender_that_stalls_gets_408_and_others_are_answered(
     answer = _raw(host, int(port), stalled)
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert b"did not arrive within 1 s" in answer
+
+
+def _rss_kib(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):  # noqa: SIM115 - a tiny procfs read
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def _open_sockets(pid: int) -> int:
+    import os
+
+    return sum(1 for fd in os.listdir(f"/proc/{pid}/fd") if "socket" in _readlink(pid, fd))
+
+
+def _readlink(pid: int, fd: str) -> str:
+    import os
+
+    try:
+        return os.readlink(f"/proc/{pid}/fd/{fd}")
+    except OSError:
+        return ""
+
+
+@pytest.mark.e2e
+def test_300_unauthenticated_slow_clients_hold_neither_memory_nor_sockets(
+    prefect_server: str, tmp_path: Any
+) -> None:
+    """The review's load: 300 unauthenticated clients, each announcing 1 MB and sending part of
+    it slowly; then 50 that hang up mid-body. The intake (as `riposte intake` runs it) answers
+    each at once, keeps its memory, closes their sockets, logs little, and meanwhile answers an
+    authenticated alert."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.servers import free_port
+
+    port = free_port()
+    log = tmp_path / "intake.log"
+    token = "load-test-token-" + os.urandom(8).hex()
+    env = {**os.environ, "RIPOSTE_INTAKE_PORT": str(port), "RIPOSTE_INTAKE_TOKENS": token}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "riposte.deployments.intake"],
+            env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        before = _rss_kib(proc.pid)
+        head = (
+            f"POST /alerts/graph HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
+            f"\r\nContent-Length: {1024 * 1024}\r\n\r\n"
+        ).encode()
+        clients = []
+        for _ in range(300):
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            s.sendall(head + b"[" + b" " * 60_000)  # the start of a body, never finished
+            clients.append(s)
+        answered = httpx.post(
+            f"{url}/alerts/graph",
+            json=sample_graph_alerts(datetime.now(UTC))[0],
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=60,
+        )
+        assert answered.status_code in (202, 503), answered.text  # answered, not held
+        statuses = [s.recv(64).split(b"\r\n")[0] for s in clients]
+        # Refused at once: 401 before the body is read, or 503 from the connection limit.
+        refusals = {b"HTTP/1.1 401 Unauthorized", b"HTTP/1.1 503 Service Unavailable"}
+        assert set(statuses) <= refusals and b"HTTP/1.1 401 Unauthorized" in statuses, statuses
+        grown = _rss_kib(proc.pid) - before
+        # The intake closes each refused connection itself, while its client still holds it.
+        held = wait_until(
+            lambda: (n := _open_sockets(proc.pid)) < 50 and n, timeout=30, what="sockets closed"
+        )
+        for s in clients:
+            s.close()
+        for _ in range(50):  # hang up mid-body
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+                s.sendall(head + b"[1,2")
+        wait_until(lambda: _open_sockets(proc.pid) < 50, timeout=30, what="hung-up sockets gone")
+        print(
+            f"\nintake: {statuses.count(b'HTTP/1.1 401 Unauthorized')} x 401, "
+            f"{statuses.count(b'HTTP/1.1 503 Service Unavailable')} x 503, +{grown} KiB RSS for "
+            f"300 slow clients, {held} sockets open after, log {len(log.read_bytes())} bytes"
+        )
+        assert grown < 60 * 1024, f"the intake grew by {grown} KiB"
+        assert len(log.read_bytes()) < 20_000, log.read_text()[-2000:]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

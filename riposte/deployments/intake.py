@@ -146,6 +146,12 @@ def _error(status: int, detail: str, **headers: str) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status, headers=headers or None)
 
 
+def _refusal(status: int, detail: str, **headers: str) -> JSONResponse:
+    """An answer given before the body was read: the connection closes with it, so that a
+    client cannot hold it open by never sending the rest."""
+    return _error(status, detail, **headers, Connection="close")
+
+
 class RunStarter:
     """Creates response runs through the Prefect API, looking each deployment up once."""
 
@@ -326,22 +332,22 @@ def create_app(settings: Settings | None = None, prefect_api_url: str | None = N
         """Accept one alert, a list of alerts, or the source's envelope (`value` / `data`)."""
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-            return _error(413, f"body larger than {MAX_BODY_BYTES} bytes")
+            return _refusal(413, f"body larger than {MAX_BODY_BYTES} bytes")
         keys = await keyring.current()
         if not keys.may_send(request):
-            return _error(401, "unauthorized", **{"WWW-Authenticate": "Bearer"})
+            return _refusal(401, "unauthorized", **{"WWW-Authenticate": "Bearer"})
         body = bytearray()
         try:
             async with asyncio.timeout(BODY_SECONDS):
                 async for chunk in request.stream():
                     body += chunk
                     if len(body) > MAX_BODY_BYTES:
-                        return _error(413, f"body larger than {MAX_BODY_BYTES} bytes")
+                        return _refusal(413, f"body larger than {MAX_BODY_BYTES} bytes")
         except TimeoutError:
-            return _error(408, f"the body did not arrive within {BODY_SECONDS:.0f} s")
+            return _refusal(408, f"the body did not arrive within {BODY_SECONDS:.0f} s")
         except ClientDisconnect:
             logger.info("A sender went away before its body was read (%d bytes)", len(body))
-            return _error(400, "the body was cut short")
+            return _refusal(400, "the body was cut short")
         if not keys.authenticates(request, bytes(body)):
             return _error(401, "unauthorized", **{"WWW-Authenticate": "Bearer"})
         if source not in SOURCES:
