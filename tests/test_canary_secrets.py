@@ -540,6 +540,14 @@ def stack(
         approval_file = logs["intake"].parent / "approval.key"
         approval_file.write_text(f"{approval_blk},{approval_env}")
         approval_file.chmod(0o600)
+        # The session's responder may run this module's containment runs too (both serve the
+        # same deployments): its key file holds the same keys for as long as this module runs.
+        session_keys = Path(os.environ["RIPOSTE_APPROVAL_KEY_FILE"])
+        held = session_keys.read_text() if session_keys.exists() else None
+        session_keys.write_text(f"{approval_blk},{approval_env}")
+        stack.callback(
+            lambda: session_keys.write_text(held) if held else session_keys.unlink(missing_ok=True)
+        )
         defender = sandbox_blocks(url, config)["riposte-defender"]
         assert isinstance(defender, DefenderCredentials)
         defender.cloud_apps_api_token = SecretStr(canaries.cloud_apps_token.value)
