@@ -356,3 +356,32 @@ def test_300_unauthenticated_slow_clients_hold_neither_memory_nor_sockets(
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_jira_links_only_the_defender_portal_never_an_alert_s_url() -> None:
+    from riposte.alerts.adf import to_adf
+    from riposte.alerts.response import Priority, Route
+
+    alert = make_alert(
+        description="Reset your password at https://evil.example/reset now",
+        portal_url="https://security.microsoft.com/alerts/a-1",
+    )
+    route = Route(priority=Priority.HIGH, open_ticket=True, notify=False, reason="r")
+    adf = MessageRenderer().jira_description(alert, route)
+    hrefs = [
+        mark["attrs"]["href"]
+        for node in _walk(adf)
+        for mark in node.get("marks", [])
+        if mark.get("type") == "link"
+    ]
+    assert hrefs == ["https://security.microsoft.com/alerts/a-1"]
+    assert "https://evil.example/reset" in json.dumps(adf)  # shown, as text
+    note = to_adf("approver's reason: see https://evil.example/x")
+    assert "link" not in json.dumps(note)
+
+
+def _walk(node: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(node, dict):
+        yield node
+        for child in node.get("content", []) or []:
+            yield from _walk(child)

@@ -1,9 +1,15 @@
-"""Plain text to Atlassian Document Format, the rich-text shape Jira Cloud REST v3 requires."""
+"""Plain text to Atlassian Document Format, the rich-text shape Jira Cloud REST v3 requires.
+
+Only links to the Defender portals become link marks: the rest of the text (an alert's
+description, a command line, an approver's reason) may hold an attacker's URL, which stays text.
+"""
 
 from __future__ import annotations
 
 import re
 from typing import Any
+
+from riposte.alerts.model import safe_portal_url
 
 _URL = re.compile(r"https?://[^\s<>\"')]+")
 
@@ -12,9 +18,11 @@ def _inline(line: str) -> list[dict[str, Any]]:
     nodes: list[dict[str, Any]] = []
     pos = 0
     for match in _URL.finditer(line):
+        url = match.group(0)
+        if safe_portal_url(url) is None:
+            continue  # stays in the text around it, unlinked
         if match.start() > pos:
             nodes.append({"type": "text", "text": line[pos : match.start()]})
-        url = match.group(0)
         nodes.append(
             {"type": "text", "text": url, "marks": [{"type": "link", "attrs": {"href": url}}]}
         )
