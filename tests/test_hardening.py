@@ -385,3 +385,57 @@ def _walk(node: Any) -> Iterator[dict[str, Any]]:
         yield node
         for child in node.get("content", []) or []:
             yield from _walk(child)
+
+
+@pytest.mark.e2e
+@pytest.mark.usefixtures("served_flows")
+def test_a_hostile_alert_pushed_through_the_intake_reaches_every_simulator_as_text(
+    sandbox: httpx.Client, intake_url: str
+) -> None:
+    """The review's payloads in one Graph alert, answered by the session's policy (a ServiceNow
+    ticket, Slack and Teams): what each simulator received holds them only as text."""
+    import os
+
+    from prefect.client.orchestration import get_client
+
+    from tests.test_policy_e2e import load, push, wait_completed
+
+    alert = sample_graph_alerts(datetime.now(UTC))[0]
+    alert_id = f"hostile-{os.urandom(5).hex()}"
+    alert.update(
+        id=alert_id,
+        providerAlertId=alert_id,
+        title=PHISH + " [code]<script>alert(1)</script>[/code]",
+        description="Click [here](javascript:alert(1)) or https://evil.example/r [code]x[/code]",
+        alertWebUrl="https://evil.example/portal",
+    )
+    load(sandbox, [alert])
+    (run,) = wait_completed(push(intake_url, [alert]))
+
+    slack = [m for m in sandbox.get("/_sandbox/slack/messages").json() if alert_id in json.dumps(m)]
+    assert len(slack) == 1
+    payload = slack[0]["payload"] if "payload" in slack[0] else slack[0]
+    text = json.dumps(payload)
+    assert "<!channel>" not in text and "<https://evil" not in text
+    assert "evil.example/portal" not in text
+
+    teams = [m for m in sandbox.get("/_sandbox/teams/messages").json() if alert_id in json.dumps(m)]
+    assert len(teams) == 1
+    card = teams[0]["payload"]["attachments"][0]["content"]
+    assert {b["type"] for b in card["body"]} == {"RichTextBlock"}
+    assert all("evil.example" not in a["url"] for a in card.get("actions", []))
+
+    incidents = [
+        i for i in sandbox.get("/_sandbox/servicenow/incidents").json() if alert_id in json.dumps(i)
+    ]
+    assert len(incidents) == 1
+    stored = json.dumps(incidents[0]).lower()
+    assert "[code]" not in stored and "[/code]" not in stored
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts()
+    (report,) = [a for a in artifacts if a.flow_run_id == run.id and a.type == "markdown"]
+    lines = str(report.data).splitlines()
+    title = lines[2]
+    assert title.startswith("`") and title.count("`") == 2, title  # one code span: text
+    assert "evil.example/portal" not in str(report.data)
