@@ -439,3 +439,49 @@ def test_a_hostile_alert_pushed_through_the_intake_reaches_every_simulator_as_te
     title = lines[2]
     assert title.startswith("`") and title.count("`") == 2, title  # one code span: text
     assert "evil.example/portal" not in str(report.data)
+
+
+# --- lagging search -------------------------------------------------------------------------------
+
+
+def test_find_or_create_stays_exactly_once_while_jira_search_lags(
+    stack_blocks: list[str], sandbox: httpx.Client
+) -> None:
+    """Jira Cloud's search may not show an issue for a while after it was created: a retry
+    whose first attempt created the issue (and was killed before its result was kept) finds it
+    through the record of its creation and `reconcileIssues`, and opens no second one."""
+    import os
+
+    from riposte.alerts.response import Priority, TicketDraft
+    from riposte.blocks import JiraCredentials
+    from riposte.tasks.ledgers import TicketLedger, TicketRecords
+    from riposte.tasks.tickets import _find_or_create, block_identity
+
+    sandbox.post("/_sandbox/jira/settings", json={"search_lag_seconds": 60}).raise_for_status()
+    jira = JiraCredentials.load("riposte-jira")
+    client = jira.get_client()
+    key = f"riposte-graph-lag-{os.urandom(5).hex()}"
+    group = f"riposte-t-lagging-{os.urandom(5).hex()}"
+    draft = TicketDraft(
+        correlation_key=key,
+        group_key=group,
+        summary="[Defender] lag",
+        description="d",
+        priority=Priority.HIGH,
+        source_label="t",
+    )
+    first = _find_or_create(jira, draft, key, group)
+    assert first.created
+    assert client.find(key) is None  # the search really lags: a plain find-or-create would dup
+    again = _find_or_create(jira, draft, key, group)
+    assert again.key == first.key and not again.created
+    issues = [i for i in sandbox.get("/_sandbox/jira/issues").json() if key in json.dumps(i)]
+    assert len(issues) == 1
+    # The throttle's ledger counts it too, so the next alert of the group joins it.
+    records = TicketRecords(block_identity(jira))
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    assert TicketLedger(client, None).count_since(group, epoch) == 0  # search alone: blind
+    ledger = TicketLedger(client, None, records)
+    assert ledger.count_since(group, epoch) == 1
+    opened = ledger.open_ticket_for(group)
+    assert opened is not None and opened.key == first.key

@@ -797,6 +797,7 @@ def test_jira_create_reports_invalid_fields_in_errors(
 
 
 def test_jira_search_by_label_pages_with_token_absent_on_last_page(sb: Sandbox) -> None:
+    sb.http.post("/_sandbox/jira/settings", json={"search_lag_seconds": 0})  # paging, not lag
     for _ in range(5):
         new_issue(sb, labels=["burst"])
     new_issue(sb, labels=["other"])
@@ -823,6 +824,7 @@ def test_jira_search_by_label_pages_with_token_absent_on_last_page(sb: Sandbox) 
 
 
 def test_jira_search_accepts_post_body_and_bare_values(sb: Sandbox) -> None:
+    sb.http.post("/_sandbox/jira/settings", json={"search_lag_seconds": 0})  # the body, not lag
     new_issue(sb, labels=["x1"])
     new_issue(sb, labels=["x2"])
     response = sb.http.post(

@@ -115,10 +115,14 @@ def test_jira_issue_goes_to_the_policy_project_with_the_group_label(
     client = jira.get_client()
     key = f"{GROUP}-20240612060000-1"
     ticket = client.find_or_create(draft(key, project="SEC", group_key=GROUP))
-    assert client.find(key, project="SEC") == ticket.model_copy(update={"created": False})
+    # Jira's search lags behind its writes: the new issue's id makes it see it at once.
+    recent = [ticket.id]
+    assert client.find(key, project="SEC", recent=recent) == ticket.model_copy(
+        update={"created": False}
+    )
     (issue,) = sandbox.get("/_sandbox/jira/issues").json()
     assert set(issue["fields"]["labels"]) == {key, GROUP, "riposte"}
-    (grouped,) = client.group(GROUP, project="SEC")
+    (grouped,) = client.group(GROUP, project="SEC", recent=recent)
     assert grouped.correlation_key == key and grouped.ticket.key == ticket.key
     client.add_note(ticket, "Alert 2 on this ticket.\n\nRiposte alert key: riposte-graph-b")
     assert client.notes(ticket) == ["Alert 2 on this ticket.\nRiposte alert key: riposte-graph-b"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -84,33 +85,40 @@ class JiraClient(TicketingClient):
     def _project(self, project: str | None) -> str:
         return project or self.creds.project_key
 
-    def _search(self, jql: str, action: str, limit: int) -> list[dict[str, Any]]:
-        response = send(
-            self._http,
-            SYSTEM,
-            action,
-            "GET",
-            "/rest/api/3/search/jql",
-            params={"jql": jql, "fields": "labels,status", "maxResults": str(limit)},
-        )
+    def _search(
+        self, jql: str, action: str, limit: int, reconcile: Sequence[str] = ()
+    ) -> list[dict[str, Any]]:
+        params: list[tuple[str, str]] = [
+            ("jql", jql),
+            ("fields", "labels,status"),
+            ("maxResults", str(limit)),
+        ]
+        # Search reads an index that lags behind writes; the issues named here are read as
+        # they are now (Jira takes up to 50).
+        params += [("reconcileIssues", issue_id) for issue_id in list(reconcile)[:50]]
+        response = send(self._http, SYSTEM, action, "GET", "/rest/api/3/search/jql", params=params)
         issues = response.json().get("issues", [])
         return [i for i in issues if isinstance(i, dict)]
 
-    def find(self, correlation_key: str, *, project: str | None = None) -> Ticket | None:
+    def find(
+        self, correlation_key: str, *, project: str | None = None, recent: Sequence[str] = ()
+    ) -> Ticket | None:
         jql = f'project = "{self._project(project)}" AND labels = "{correlation_key}"'
-        for issue in self._search(jql, "issue search", 10):
+        for issue in self._search(jql, "issue search", 10, recent):
             labels = (issue.get("fields") or {}).get("labels") or []
             if correlation_key in labels:
                 return self._ticket(issue, created=False)
         return None
 
-    def group(self, group_key: str, *, project: str | None = None) -> list[GroupedTicket]:
+    def group(
+        self, group_key: str, *, project: str | None = None, recent: Sequence[str] = ()
+    ) -> list[GroupedTicket]:
         """Issues labelled with the group key; each also carries its own correlation key."""
         jql = (
             f'project = "{self._project(project)}" AND labels = "{group_key}" ORDER BY created DESC'
         )
         found = []
-        for issue in self._search(jql, "issue group search", GROUP_LOOKUP_LIMIT):
+        for issue in self._search(jql, "issue group search", GROUP_LOOKUP_LIMIT, recent):
             labels = [str(label) for label in (issue.get("fields") or {}).get("labels") or []]
             if group_key not in labels:
                 continue

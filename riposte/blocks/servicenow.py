@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -91,7 +92,11 @@ class ServiceNowClient(TicketingClient):
             created=created,
         )
 
-    def find(self, correlation_key: str, *, project: str | None = None) -> Ticket | None:
+    def find(
+        self, correlation_key: str, *, project: str | None = None, recent: Sequence[str] = ()
+    ) -> Ticket | None:
+        # The Table API queries the database itself: what was written is found (`recent` is
+        # for searches that lag behind writes, such as Jira's).
         response = send(
             self._http,
             SYSTEM,
@@ -111,7 +116,9 @@ class ServiceNowClient(TicketingClient):
                 return self._ticket(record, created=False)
         return None
 
-    def group(self, group_key: str, *, project: str | None = None) -> list[GroupedTicket]:
+    def group(
+        self, group_key: str, *, project: str | None = None, recent: Sequence[str] = ()
+    ) -> list[GroupedTicket]:
         """Incidents whose correlation id is the group key or starts with it (throttle slots)."""
         response = send(
             self._http,

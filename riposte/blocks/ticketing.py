@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 
 from prefect.blocks.core import Block
 from pydantic import BaseModel, ConfigDict
@@ -40,8 +41,11 @@ class TicketingClient(ABC):
     """Tickets keyed by the alert's correlation key, kept in the ticketing system itself."""
 
     @abstractmethod
-    def find(self, correlation_key: str, *, project: str | None = None) -> Ticket | None:
-        """The ticket carrying exactly this correlation key, if any (``project``: Jira only)."""
+    def find(
+        self, correlation_key: str, *, project: str | None = None, recent: Sequence[str] = ()
+    ) -> Ticket | None:
+        """The ticket carrying exactly this correlation key, if any (``project``: Jira only).
+        ``recent``: ids of tickets created lately, which a lagging search must include."""
 
     @abstractmethod
     def create(self, draft: TicketDraft) -> Ticket: ...
@@ -55,8 +59,11 @@ class TicketingClient(ABC):
         so that a note is added only if it is not there yet."""
 
     @abstractmethod
-    def group(self, group_key: str, *, project: str | None = None) -> list[GroupedTicket]:
-        """The tickets opened under ``group_key`` (see `in_group`), newest first."""
+    def group(
+        self, group_key: str, *, project: str | None = None, recent: Sequence[str] = ()
+    ) -> list[GroupedTicket]:
+        """The tickets opened under ``group_key`` (see `in_group`), newest first; ``recent`` as
+        for `find`."""
 
     def find_or_create(self, draft: TicketDraft) -> Ticket:
         """The ticket for this correlation key, created only if none exists yet.

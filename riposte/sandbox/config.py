@@ -35,6 +35,9 @@ class SandboxConfig(BaseModel):
     teams_flow_id: str = "sandbox-flow"
     teams_sig: str = "sandbox-teams-sig"
     token_lifetime_seconds: int = Field(default=3599, ge=1)
+    # Jira Cloud's search reads an index that lags behind writes ("recent updates might not be
+    # immediately visible"): a few seconds by default, as on a real site; 0 turns it off.
+    jira_search_lag_seconds: float = Field(default=2.0, ge=0.0)
     cloud_apps_legacy_token: str = "sandbox-mdca-legacy-token"
     # The Azure subscriptions the simulated tenant holds; the first one owns the sample alerts.
     subscription_ids: list[str] = Field(default_factory=lambda: [SUBSCRIPTION_ID], min_length=1)

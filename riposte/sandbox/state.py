@@ -254,7 +254,7 @@ class SandboxState:
         self.cloud_apps = CloudAppsState()
         self.defender_cloud = DefenderCloudState()
         self.servicenow = ServiceNowState()
-        self.jira = JiraState()
+        self.jira = JiraState(search_lag_seconds=self.config.jira_search_lag_seconds)
         self.chat = ChatState()
         self.faults = FaultState()
         self.requests = RequestLog()

@@ -12,8 +12,11 @@ system itself and Prefect Variables, never the memory of a process.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import hashlib
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
+from prefect.blocks.core import Block
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import VariableCreate, VariableUpdate
 from prefect.exceptions import ObjectAlreadyExists
@@ -34,17 +37,130 @@ def slot_of(correlation_key: str, group_key: str) -> tuple[datetime, int] | None
         return None
 
 
-class TicketLedger:
-    """`ThrottleLedger` over a ticketing client; one lookup per group per decision."""
+def block_identity(block: Block) -> str:
+    """Which saved block a step talks through: part of its keys, so two blocks never share."""
+    return f"{block.get_block_type_slug()}/{block._block_document_name or 'unsaved'}"
 
-    def __init__(self, client: TicketingClient, project: str | None = None) -> None:
+
+# A record outlives the lag of any search it makes up for, by far; then it is pruned.
+RECORD_HOURS = 24
+
+
+def _digest(text: str, length: int) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+class TicketRecords:
+    """The tickets Riposte created lately, in Prefect Variables, where a later attempt is sure
+    to see them: a ticketing system's search may lag behind its writes (Jira Cloud: "recent
+    updates might not be immediately visible"), and a retry or a second worker that searched
+    only would open the same ticket twice. Written under the ticket's lock, right after the
+    create; read before every search, whose `recent` ids make the search see them (Jira's
+    `reconcileIssues`).
+
+    One Variable per ticket, named `rtk-<block>-<group>-<correlation key>` (hashed parts), so a
+    group's records are found by one name-prefix query.
+    """
+
+    def __init__(self, block: str) -> None:
+        self.prefix = f"rtk-{_digest(block, 10)}-"
+
+    def _name(self, correlation_key: str, group_key: str | None) -> str:
+        group = _digest(group_key, 12) if group_key else "own"
+        return f"{self.prefix}{group}-{_digest(correlation_key, 20)}"
+
+    def get(self, correlation_key: str, group_key: str | None) -> Ticket | None:
+        with get_client(sync_client=True) as client:
+            held = client.read_variable_by_name(self._name(correlation_key, group_key))
+        return _ticket(held.value if held is not None else None)
+
+    def in_group(self, group_key: str) -> list[Ticket]:
+        name = f"{self.prefix}{_digest(group_key, 12)}-"
+        return [t for t in (_ticket(v) for v in self._like(name)) if t is not None]
+
+    def _like(self, prefix: str, limit: int = 200) -> list[Any]:
+        with get_client(sync_client=True) as client:
+            response = client.request(
+                "POST",
+                "/variables/filter",
+                json={"variables": {"name": {"like_": f"{prefix}%"}}, "limit": limit},
+            )
+            response.raise_for_status()
+        return [v.get("value") for v in response.json() if isinstance(v, dict)]
+
+    def put(self, correlation_key: str, group_key: str | None, ticket: Ticket) -> None:
+        value = {"ck": correlation_key, **ticket.model_dump(mode="json", exclude={"created"})}
+        value["at"] = datetime.now(UTC).isoformat()
+        with get_client(sync_client=True) as client:
+            try:
+                client.create_variable(
+                    VariableCreate(
+                        name=self._name(correlation_key, group_key), value=value, tags=["riposte"]
+                    )
+                )
+            except ObjectAlreadyExists:
+                return  # another attempt recorded the same ticket
+            self._prune(client)
+
+    def _prune(self, client: Any) -> None:
+        """Drop some records older than `RECORD_HOURS`: each create looks at 50 (in the order
+        of their hashed names, so a different few each time the set changes)."""
+        cutoff = datetime.now(UTC) - timedelta(hours=RECORD_HOURS)
+        response = client.request(
+            "POST",
+            "/variables/filter",
+            json={
+                "variables": {"name": {"like_": f"{self.prefix}%"}},
+                "sort": "NAME_ASC",
+                "limit": 50,
+            },
+        )
+        if response.status_code != 200:
+            return
+        old = [
+            v["name"]
+            for v in response.json()
+            if isinstance(v, dict) and _older(v.get("created"), cutoff)
+        ]
+        for name in old[:20]:
+            client.delete_variable_by_name(name)
+
+
+def _older(created: Any, cutoff: datetime) -> bool:
+    try:
+        return datetime.fromisoformat(str(created)) < cutoff
+    except ValueError:
+        return False
+
+
+def _ticket(value: Any) -> Ticket | None:
+    if not isinstance(value, dict):
+        return None
+    try:
+        return Ticket.model_validate({**value, "created": False})
+    except ValueError:
+        return None
+
+
+class TicketLedger:
+    """`ThrottleLedger` over a ticketing client; one lookup per group per decision, which also
+    sees the group's tickets a lagging search does not show yet (`TicketRecords`)."""
+
+    def __init__(
+        self,
+        client: TicketingClient,
+        project: str | None = None,
+        records: TicketRecords | None = None,
+    ) -> None:
         self.client = client
         self.project = project
+        self.records = records
         self._groups: dict[str, list[GroupedTicket]] = {}
 
     def _group(self, key: str) -> list[GroupedTicket]:
         if key not in self._groups:
-            found = self.client.group(key, project=self.project)
+            recent = [t.id for t in self.records.in_group(key)] if self.records else []
+            found = self.client.group(key, project=self.project, recent=recent)
             # Latest first by the slot and number in the key, not by creation time: the order
             # is then the same for every worker, whatever the clocks.
             epoch = datetime.min.replace(tzinfo=UTC)

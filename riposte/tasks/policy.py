@@ -35,7 +35,9 @@ from riposte.tasks._common import external_call
 from riposte.tasks.ledgers import (
     NoTickets,
     TicketLedger,
+    TicketRecords,
     VariableSuppressions,
+    block_identity,
     record_response_time,
 )
 
@@ -217,7 +219,8 @@ def decide(
         if block is not None and needs_ledger:
             ticketing = blocks.load(TicketingCredentials, block)
             project = ticket_place(action.ticket, ticketing)["project"]
-            ledger = TicketLedger(ticketing.get_client(), project)
+            records = TicketRecords(block_identity(ticketing))
+            ledger = TicketLedger(ticketing.get_client(), project, records)
         outcome = gate(
             action, alert, at=alert.created_at, tickets=ledger, suppressions=suppressions
         )

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from prefect.blocks.core import Block
 from prefect.context import TaskRunContext
 from pydantic import BaseModel, ConfigDict
 
@@ -14,20 +13,17 @@ from riposte.alerts.matching import PlannedAction
 from riposte.alerts.messages import MessageRenderer
 from riposte.alerts.model import Alert
 from riposte.alerts.policy import Templates
-from riposte.alerts.response import Ticket
+from riposte.alerts.response import Ticket, TicketDraft
 from riposte.blocks.ticketing import TicketingCredentials
 from riposte.settings import get_settings
 from riposte.tasks._cache import cache_key, exclusive
 from riposte.tasks._common import external_call
+from riposte.tasks.ledgers import TicketRecords, block_identity
 from riposte.tasks.policy import ticket_place, ticket_system
 
 # Appended to every note Riposte adds to a ticket, on a line of its own, whatever the template
 # says: it is how a repeated step finds its note, and how notes are counted.
 NOTE_MARKER = "Riposte alert key:"
-
-
-def block_identity(block: Block) -> str:
-    return f"{block.get_block_type_slug()}/{block._block_document_name or 'unsaved'}"
 
 
 def note_marker(alert: Alert) -> str:
@@ -84,13 +80,31 @@ def open_ticket(
     draft = renderer.ticket_draft(
         alert, action.route(), system=system, correlation_key=correlation_key
     ).model_copy(update={**ticket_place(action.ticket, ticketing), "group_key": group_key})
-    ticket = ticketing.get_client().find_or_create(draft)
+    ticket = _find_or_create(ticketing, draft, correlation_key, group_key)
     own = ticket.created or correlation_key == alert.correlation_key
     return OpenedTicket(
         ticket=ticket,
         correlation_key=correlation_key,
         opened_by=alert.correlation_key if own else "",
     )
+
+
+def _find_or_create(
+    ticketing: TicketingCredentials, draft: TicketDraft, correlation_key: str, group_key: str | None
+) -> Ticket:
+    """Find-or-create that stays exactly-once when the system's search lags behind its writes:
+    a ticket this step created before (a retry, a re-run after a kill, another worker) is in
+    `TicketRecords`, and its id makes the search see it."""
+    client = ticketing.get_client()
+    records = TicketRecords(block_identity(ticketing))
+    held = records.get(correlation_key, group_key)
+    recent = [held.id] if held is not None else []
+    found = client.find(correlation_key, project=draft.project, recent=recent)
+    if found is not None:
+        return found
+    created = client.create(draft)
+    records.put(correlation_key, group_key, created)
+    return created
 
 
 def _comment_key(context: TaskRunContext, params: dict[str, Any]) -> str:
