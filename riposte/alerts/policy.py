@@ -506,7 +506,8 @@ OnTimeout = Literal["reject", "approve"]
 
 
 class Containment(_Strict):
-    """What `escalate` may contain, and who must say yes first.
+    """What a containing playbook (`escalate`, or one declared `contains=True`) may contain, and
+    who must say yes first.
 
     Nothing runs without an approver's yes unless ``automatic: true`` says so. When nobody
     answers within ``timeout``, ``on_timeout`` decides (reject by default) and the
