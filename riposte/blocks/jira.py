@@ -62,6 +62,8 @@ class JiraCredentials(TicketingCredentials):
 class JiraClient(TicketingClient):
     """Issues through REST v3; the alert's correlation key is kept as an issue label."""
 
+    search_lags = True  # "recent updates might not be immediately visible" in JQL search
+
     def __init__(self, creds: JiraCredentials) -> None:
         self.creds = creds
         self.base_url = creds.site_url.rstrip("/")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import ClassVar
 
 from prefect.blocks.core import Block
 from pydantic import BaseModel, ConfigDict
@@ -39,6 +40,10 @@ class GroupedTicket(BaseModel):
 
 class TicketingClient(ABC):
     """Tickets keyed by the alert's correlation key, kept in the ticketing system itself."""
+
+    search_lags: ClassVar[bool] = False
+    """True when the system's search may not show a ticket for a while after it was created
+    (Jira Cloud's index): the steps then keep records of what they created."""
 
     @abstractmethod
     def find(

@@ -219,8 +219,10 @@ def decide(
         if block is not None and needs_ledger:
             ticketing = blocks.load(TicketingCredentials, block)
             project = ticket_place(action.ticket, ticketing)["project"]
-            records = TicketRecords(block_identity(ticketing))
-            ledger = TicketLedger(ticketing.get_client(), project, records)
+            client = ticketing.get_client()
+            lagging = client.search_lags
+            records = TicketRecords(block_identity(ticketing)) if lagging else None
+            ledger = TicketLedger(client, project, records)
         outcome = gate(
             action, alert, at=alert.created_at, tickets=ledger, suppressions=suppressions
         )

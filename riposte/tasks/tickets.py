@@ -96,6 +96,8 @@ def _find_or_create(
     a ticket this step created before (a retry, a re-run after a kill, another worker) is in
     `TicketRecords`, and its id makes the search see it."""
     client = ticketing.get_client()
+    if not client.search_lags:  # its search reads what was written: nothing to record
+        return client.find_or_create(draft)
     records = TicketRecords(block_identity(ticketing))
     held = records.get(correlation_key, group_key)
     recent = [held.id] if held is not None else []
