@@ -59,6 +59,30 @@ def test_a_phishing_title_stays_text_in_slack_fallback_and_teams() -> None:
     assert [a["title"] for a in card["actions"]] == ["Open INC0010001"]  # no evil button
 
 
+def test_slack_makes_no_link_or_mention_of_alert_text() -> None:
+    """Slack links bare URLs in mrkdwn unless the text object is verbatim, and in a message's
+    own text: what the simulator (after Slack's documented parsing) would render as links."""
+    from riposte.sandbox.chat import slack_rendering
+
+    # The simulator sees what Slack sees: a bare URL, a manual link and a mention.
+    naive = {"text": "Hidden file ran https://evil.example/a <https://evil.example/b|ok> <!here>"}
+    assert slack_rendering(naive) == {
+        "links": ["https://evil.example/b", "https://evil.example/a"],
+        "mentions": ["!here"],
+    }
+    title = PHISH + " see www.evil.example/w and HTTP://EVIL.EXAMPLE/c"
+    alert = make_alert(title=title, portal_url="https://security.microsoft.com/alerts/da1")
+    message = MessageRenderer().slack(alert, TICKET)
+    assert slack_rendering(message) == {
+        "links": [TICKET.url, "https://security.microsoft.com/alerts/da1"],
+        "mentions": [],
+    }
+    # The notification text is defanged too: no client makes a link of it.
+    assert "hxxps[://]evil[.]example/approve" in message["text"]
+    assert "www[.]evil[.]example/w" in message["text"]
+    assert slack_rendering({"text": message["text"]}) == {"links": [], "mentions": []}
+
+
 def test_portal_links_are_kept_only_on_the_vendors_hosts() -> None:
     kept = [
         "https://security.microsoft.com/alerts/da637?tid=1",
@@ -106,6 +130,15 @@ def test_the_approval_card_and_timeout_notice_carry_the_title_as_text() -> None:
     content = card["attachments"][0]["content"]
     assert {b["type"] for b in content["body"]} == {"RichTextBlock"}
     assert [a["url"] for a in content["actions"]] == [links["approve"], links["reject"]]
+
+    from riposte.blocks import SlackIncomingWebhook
+    from riposte.sandbox.chat import slack_rendering
+
+    slack = SlackIncomingWebhook(url=SecretStr("https://example.invalid/x"), channel="soc")
+    message = approval_message(slack, request, "a@b.c", links, datetime.now(UTC))
+    assert isinstance(message, dict)
+    # Slack links the approver's two links and nothing of the alert's title.
+    assert slack_rendering(message) == {"links": [links["approve"], links["reject"]], "mentions": []}
 
 
 # --- 4. HTML and markdown through the response report -------------------------------------------
@@ -418,6 +451,10 @@ def test_a_hostile_alert_pushed_through_the_intake_reaches_every_simulator_as_te
     text = json.dumps(payload)
     assert "<!channel>" not in text and "<https://evil" not in text
     assert "evil.example/portal" not in text
+    # What Slack would make of it: one link (the ticket), no mention, no URL of the alert's.
+    rendered = slack[0]["rendered"]
+    assert rendered["mentions"] == []
+    assert len(rendered["links"]) == 1 and "evil" not in rendered["links"][0], rendered
 
     teams = [m for m in sandbox.get("/_sandbox/teams/messages").json() if alert_id in json.dumps(m)]
     assert len(teams) == 1

@@ -56,7 +56,7 @@ def test_slack_message_is_block_kit_with_escaped_text_and_links() -> None:
     header, facts, context = message["blocks"]
     assert header["text"]["text"].startswith(":red_circle: *Evil &lt;!channel&gt; &amp;")
     assert "<!channel>" not in json.dumps(message["blocks"])
-    assert {"type": "mrkdwn", "text": "*Ticket*\nINC0010001"} in facts["fields"]
+    assert {"type": "mrkdwn", "text": "*Ticket*\nINC0010001", "verbatim": True} in facts["fields"]
     assert context["elements"][0]["text"] == (
         f"<{TICKET.url}|Open ticket INC0010001> | "
         "<https://security.microsoft.com/alerts/a-1|Open in Defender>"

@@ -236,9 +236,29 @@ def teams_text(text: str, **style: Any) -> dict[str, Any]:
     return {"type": "RichTextBlock", "inlines": [{"type": "TextRun", "text": text, **style}]}
 
 
+_URL_LIKE = re.compile(r"\b((?:https?|ftp)://|www\.)([^\s<>|]*)", re.IGNORECASE)
+
+
+def _defang_match(match: re.Match[str]) -> str:
+    start, rest = match.group(1), match.group(2)
+    host, slash, path = rest.partition("/")
+    host = host.replace(".", "[.]")
+    if start.lower() == "www.":
+        return f"www[.]{host}{slash}{path}"
+    scheme = start[:-3].lower().replace("http", "hxxp").replace("ftp", "fxp")
+    return f"{scheme}[://]{host}{slash}{path}"
+
+
+def defang(value: Any) -> str:
+    """Alert text with its URLs written as analysts write indicators
+    (`hxxps[://]evil[.]example/x`), so that no client turns them into links."""
+    return _URL_LIKE.sub(_defang_match, str(value))
+
+
 def slack_escape(value: Any) -> str:
-    """Escape the three characters Slack mrkdwn gives meaning to (mentions, links)."""
-    return str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """Alert text as Slack text: the three characters mrkdwn gives meaning to escaped (mentions,
+    `<url|label>` links) and bare URLs defanged (Slack links them unless told `verbatim`)."""
+    return defang(str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"))
 
 
 @lru_cache(maxsize=16)
@@ -335,7 +355,7 @@ class EmailContent(BaseModel):
 _SLACK_EMOJI = {Severity.HIGH: ":red_circle:", Severity.MEDIUM: ":large_orange_circle:"}
 _TEAMS_COLOR = {Severity.HIGH: "attention", Severity.MEDIUM: "warning"}
 # Slack refuses a section text over 3000 characters.
-_SLACK_SECTION_LIMIT = 3000
+SLACK_SECTION_LIMIT = 3000
 
 
 def _facts(alert: Alert, ticket: Ticket | None) -> list[tuple[str, str]]:
@@ -510,10 +530,13 @@ class MessageRenderer:
         title = text.splitlines()[0] if text else "Riposte digest"
         if kind == "slack":
             body = slack_escape(text)
-            if len(body) > _SLACK_SECTION_LIMIT:
-                body = body[: _SLACK_SECTION_LIMIT - 20] + "\n... (truncated)"
-            section = {"type": "section", "text": {"type": "mrkdwn", "text": body}}
-            return {"text": title, "blocks": [section]}
+            if len(body) > SLACK_SECTION_LIMIT:
+                body = body[: SLACK_SECTION_LIMIT - 20] + "\n... (truncated)"
+            section = {
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": body, "verbatim": True},
+            }
+            return {"text": slack_escape(title), "blocks": [section]}
         if kind == "teams":
             card = {
                 "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from typing import Any
 from urllib.parse import parse_qs
@@ -19,6 +20,53 @@ MAX_BLOCKS = 50
 
 slack_router = APIRouter(prefix="/slack")
 teams_router = APIRouter(prefix="/teams")
+
+
+# What Slack makes of a message's text (docs.slack.dev, "Formatting text for app surfaces" and
+# the text object): `<url|label>` and `<url>` are links and `<!here>`, `<!channel>`,
+# `<!everyone>`, `<@U...>`, `<#C...>`, `<!subteam^...>` mentions, always; a mrkdwn text object
+# without `"verbatim": true`, and a message's top-level text when it has no blocks, are also
+# parsed automatically: bare URLs become links. `&lt;` and `&gt;` are shown as `<` and `>`.
+_MANUAL = re.compile(r"<([^<>]+)>")
+_BARE_URL = re.compile(r"\b(?:(?:https?|ftp)://|www\.)[^\s<>|]+", re.IGNORECASE)
+
+
+def _parse_slack_text(text: str, automatic: bool, found: dict[str, list[str]]) -> None:
+    for match in _MANUAL.finditer(text):
+        target = match.group(1).split("|", 1)[0]
+        if target.startswith(("!", "@", "#")):
+            found["mentions"].append(target)
+        else:
+            found["links"].append(target)
+    if automatic:
+        found["links"].extend(_BARE_URL.findall(_MANUAL.sub(" ", text)))
+
+
+def _slack_text_object(obj: Any, found: dict[str, list[str]]) -> None:
+    # plain_text is shown as written: neither links nor mentions.
+    if isinstance(obj, dict) and isinstance(obj.get("text"), str) and obj.get("type") == "mrkdwn":
+        _parse_slack_text(obj["text"], obj.get("verbatim") is not True, found)
+
+
+def slack_rendering(payload: dict[str, Any]) -> dict[str, list[str]]:
+    """The links and mentions Slack would make of a webhook payload: what a reader can click
+    and whom it would notify."""
+    found: dict[str, list[str]] = {"links": [], "mentions": []}
+    blocks = payload.get("blocks") or []
+    text = payload.get("text")
+    if isinstance(text, str) and not blocks:  # with blocks, text is the notification only
+        _parse_slack_text(text, True, found)
+    for block in blocks:
+        _slack_text_object(block.get("text"), found)
+        for field in block.get("fields") or []:
+            _slack_text_object(field, found)
+        for element in block.get("elements") or []:
+            if isinstance(element, dict) and element.get("type") == "button":
+                if isinstance(element.get("url"), str):
+                    found["links"].append(element["url"])
+            else:
+                _slack_text_object(element, found)
+    return found
 
 
 def slack_error(status: int, text: str) -> PlainTextResponse:
@@ -66,6 +114,7 @@ async def slack_webhook(hook_path: str, request: Request) -> PlainTextResponse:
             "text": text,
             "blocks": blocks,
             "payload": payload,
+            "rendered": slack_rendering(payload),
             "received_at": utcnow().isoformat(),
         }
     )

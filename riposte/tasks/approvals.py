@@ -20,7 +20,7 @@ from riposte.alerts.approval import (
     Decision,
     LinkClaims,
 )
-from riposte.alerts.messages import EmailContent, teams_text
+from riposte.alerts.messages import SLACK_SECTION_LIMIT, EmailContent, slack_escape, teams_text
 from riposte.alerts.model import Alert
 from riposte.alerts.response import Delivery, Ticket
 from riposte.blocks.approval import load_approval_keys
@@ -120,13 +120,9 @@ def approval_message(
         )
         return EmailContent(subject=title, text=text, html=body)
     if channel.kind == "slack":
-        escaped = [_slack(line) for line in facts]
-        return {
-            "text": "\n".join(
-                [f"*{_slack(title)}*", *escaped]
-                + [f"<{links['approve']}|Approve> · <{links['reject']}|Reject>", _slack(note)]
-            )
-        }
+        return _slack_message(
+            title, facts, note, f"<{links['approve']}|Approve> · <{links['reject']}|Reject>"
+        )
     card_actions = [
         {"type": "Action.OpenUrl", "title": "Approve", "url": links["approve"]},
         {"type": "Action.OpenUrl", "title": "Reject", "url": links["reject"]},
@@ -134,8 +130,23 @@ def approval_message(
     return _teams_card(title, facts + [note], card_actions)
 
 
-def _slack(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+def _slack_message(
+    title: str, lines: list[str], note: str | None = None, links: str | None = None
+) -> dict[str, Any]:
+    """Blocks whose alert text Slack shows as written: escaped, defanged, and in mrkdwn objects
+    marked verbatim; the only links are ``links`` (ours). The fallback text is the title."""
+
+    def section(text: str) -> dict[str, Any]:
+        return {"type": "section", "text": {"type": "mrkdwn", "text": text, "verbatim": True}}
+
+    body = "\n".join([f"*{slack_escape(title)}*", *(slack_escape(line) for line in lines)])
+    blocks = [section(body[:SLACK_SECTION_LIMIT])]
+    if links:
+        blocks.append(section(links))
+    if note:
+        context = {"type": "mrkdwn", "text": slack_escape(note), "verbatim": True}
+        blocks.append({"type": "context", "elements": [context]})
+    return {"text": slack_escape(title), "blocks": blocks}
 
 
 def _teams_card(title: str, lines: list[str], actions: list[dict[str, str]]) -> dict[str, Any]:
@@ -236,7 +247,7 @@ def notify_timeout(request: ContainmentRequest, run_id: UUID, channel: str) -> D
             subject=title, text=text, html="".join(f"<p>{html.escape(x)}</p>" for x in lines)
         )
     elif target.kind == "slack":
-        message = {"text": "\n".join([f"*{_slack(title)}*", *(_slack(x) for x in lines)])}
+        message = _slack_message(title, lines)
     else:
         message = _teams_card(title, lines, [])
     _post(target, message, None)
