@@ -36,6 +36,12 @@ class Settings(BaseSettings):
     intake_hmac_keys: str = Field(
         "", description="Comma-separated HMAC-SHA256 keys for X-Riposte-Signature (rotation)"
     )
+    intake_key_file: Path | None = Field(
+        None,
+        description='File (0600) holding {"tokens": [...], "hmac_keys": [...]} as JSON, on the '
+        "intake machines; re-read when it changes, so a rotation needs no restart. Unlike a "
+        "Secret block, nothing of it is readable through the Prefect API",
+    )
     intake_secret_block: str | None = Field(
         None,
         description='Name of a Prefect Secret block holding {"tokens": [...], "hmac_keys": '

@@ -138,7 +138,10 @@ def test_the_approval_card_and_timeout_notice_carry_the_title_as_text() -> None:
     message = approval_message(slack, request, "a@b.c", links, datetime.now(UTC))
     assert isinstance(message, dict)
     # Slack links the approver's two links and nothing of the alert's title.
-    assert slack_rendering(message) == {"links": [links["approve"], links["reject"]], "mentions": []}
+    assert slack_rendering(message) == {
+        "links": [links["approve"], links["reject"]],
+        "mentions": [],
+    }
 
 
 # --- 4. HTML and markdown through the response report -------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -113,6 +114,33 @@ def test_prefect_unreachable_gives_503_with_retry_after(intake_without_prefect: 
 def test_intake_refuses_to_start_without_a_token() -> None:
     with pytest.raises(RuntimeError, match="sender keys"):
         create_app(Settings(intake_tokens=" , "))
+
+
+def test_sender_keys_from_a_key_file_rotate_without_a_restart(tmp_path: Path) -> None:
+    """`RIPOSTE_INTAKE_KEY_FILE`: keys outside Prefect (no API reader sees them), read again
+    when the file changes; a file broken mid-rotation keeps the last keys."""
+    import os
+
+    key_file = tmp_path / "intake-keys.json"
+    key_file.write_text(json.dumps({"tokens": ["old-token-123"], "hmac_keys": []}))
+    dead = f"http://127.0.0.1:{free_port()}/api"  # past the sender check means 503 here
+    app = create_app(Settings(intake_key_file=key_file), prefect_api_url=dead)
+
+    def status(token: str) -> int:
+        headers = {"Authorization": f"Bearer {token}"}
+        return _post(f"{url}/alerts/graph", json=_alert(), headers=headers, timeout=60).status_code
+
+    def rewrite(text: str, bump: int) -> None:
+        key_file.write_text(text)
+        stamp = key_file.stat().st_mtime + bump
+        os.utime(key_file, (stamp, stamp))
+
+    with serve_in_thread(app) as url:
+        assert (status("old-token-123"), status("new-token-456")) == (503, 401)
+        rewrite(json.dumps({"tokens": ["new-token-456"]}), 1)
+        assert (status("old-token-123"), status("new-token-456")) == (401, 503)
+        rewrite("{not json", 2)
+        assert (status("old-token-123"), status("new-token-456")) == (401, 503)
 
 
 def test_openapi_document_lists_the_alert_route(intake_url: str) -> None:

@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 from uuid import UUID
 
@@ -108,26 +109,75 @@ async def _keys_from_block(name: str) -> SenderKeys:
             "save the keys as one JSON string instead",
             name,
         )
+    return _sender_keys(value, f"Secret block {name!r}")
+
+
+def _sender_keys(value: Any, origin: str) -> SenderKeys:
     if not isinstance(value, dict):
-        raise ValueError(f"Secret block {name!r} must hold an object with tokens and hmac_keys")
+        raise ValueError(f"{origin} must hold an object with tokens and hmac_keys")
     return SenderKeys(
         tokens=[str(t).encode() for t in value.get("tokens", []) if t],
         hmac_keys=[str(k).encode() for k in value.get("hmac_keys", []) if k],
     )
 
 
+class KeyFile:
+    """Sender keys in a local JSON file, read again whenever it changes (a rotation is a write
+    of the file, no restart). A file that cannot be read or parsed keeps the last keys read and
+    says so once per change."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._stamp: tuple[float, int] | None = None
+        self._keys = SenderKeys([], [])
+        self.load()
+
+    def load(self) -> SenderKeys:
+        try:
+            stat = self.path.stat()
+        except OSError as exc:
+            if self._stamp != (0.0, -1):
+                self._stamp = (0.0, -1)
+                logger.warning(
+                    "Intake key file %s cannot be read: %s", self.path, exc.strerror or exc
+                )
+            return self._keys
+        stamp = (stat.st_mtime, stat.st_size)
+        if stamp == self._stamp:
+            return self._keys
+        self._stamp = stamp
+        try:
+            self._keys = _sender_keys(
+                json.loads(self.path.read_text(encoding="utf-8")), f"intake key file {self.path}"
+            )
+        except (OSError, ValueError) as exc:  # JSONDecodeError is a ValueError
+            logger.warning(
+                "Intake key file %s is not usable, keeping the last keys: %s",
+                self.path,
+                str(exc).split(":")[0],
+            )
+        return self._keys
+
+
 class KeyRing:
-    """The sender keys from settings, plus those of a Secret block re-read every minute."""
+    """The sender keys from settings, a key file read again when it changes, and a Secret block
+    re-read every minute."""
 
     REFRESH_SECONDS = 60.0
 
     def __init__(self, settings: Settings) -> None:
         self.static = SenderKeys(_split(settings.intake_tokens), _split(settings.intake_hmac_keys))
+        self.file = KeyFile(settings.intake_key_file) if settings.intake_key_file else None
         self.block = settings.intake_secret_block
         self._from_block = SenderKeys([], [])
         self._loaded_at = -self.REFRESH_SECONDS
 
+    @property
+    def configured(self) -> bool:
+        return bool(self.static) or self.file is not None or bool(self.block)
+
     async def current(self) -> SenderKeys:
+        from_file = self.file.load() if self.file else SenderKeys([], [])
         if self.block and time.monotonic() - self._loaded_at >= self.REFRESH_SECONDS:
             try:
                 self._from_block = await _keys_from_block(self.block)
@@ -137,8 +187,8 @@ class KeyRing:
                     "Cannot read sender keys from block %r: %s", self.block, type(exc).__name__
                 )
         return SenderKeys(
-            self.static.tokens + self._from_block.tokens,
-            self.static.hmac_keys + self._from_block.hmac_keys,
+            self.static.tokens + from_file.tokens + self._from_block.tokens,
+            self.static.hmac_keys + from_file.hmac_keys + self._from_block.hmac_keys,
         )
 
 
@@ -282,10 +332,10 @@ def create_app(settings: Settings | None = None, prefect_api_url: str | None = N
     """The intake app; ``prefect_api_url`` overrides the Prefect API of the current settings."""
     settings = settings or get_settings()
     keyring = KeyRing(settings)
-    if not keyring.static and not keyring.block:
+    if not keyring.configured:
         raise RuntimeError(
-            "the intake needs sender keys: RIPOSTE_INTAKE_TOKENS, RIPOSTE_INTAKE_HMAC_KEYS "
-            "or RIPOSTE_INTAKE_SECRET_BLOCK"
+            "the intake needs sender keys: RIPOSTE_INTAKE_TOKENS, RIPOSTE_INTAKE_HMAC_KEYS, "
+            "RIPOSTE_INTAKE_KEY_FILE or RIPOSTE_INTAKE_SECRET_BLOCK"
         )
 
     @asynccontextmanager
