@@ -259,9 +259,21 @@ def test_a_webhook_secret_echoed_by_a_server_stays_out_of_the_error(echoing_serv
 
 
 def _raw(host: str, port: int, request: bytes, wait: float = 10.0) -> bytes:
+    """Send ``request`` and read the answer until the server closes the connection (these
+    answers close it) or ``wait`` runs out: the head and the body may come in two reads."""
+    answer = b""
+    deadline = time.monotonic() + wait
     with socket.create_connection((host, port), timeout=wait) as s:
         s.sendall(request)
-        return s.recv(4096)
+        while time.monotonic() < deadline:
+            try:
+                chunk = s.recv(4096)
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            answer += chunk
+    return answer
 
 
 def test_the_intake_refuses_before_it_reads_a_body(intake_url: str) -> None:
@@ -525,3 +537,111 @@ def test_find_or_create_stays_exactly_once_while_jira_search_lags(
     assert ledger.count_since(group, epoch) == 1
     opened = ledger.open_ticket_for(group)
     assert opened is not None and opened.key == first.key
+
+
+def _lagging_draft(prefix: str) -> Any:
+    import os
+
+    from riposte.alerts.response import Priority, TicketDraft
+
+    key = f"riposte-graph-{prefix}-{os.urandom(5).hex()}"
+    return TicketDraft(
+        correlation_key=key,
+        summary="[Defender] lost answer",
+        description="d",
+        priority=Priority.HIGH,
+        source_label="t",
+    )
+
+
+@pytest.mark.parametrize("fault", [{"status": 502}, {"delay": 20.0}], ids=["502", "timeout"])
+def test_a_jira_create_whose_answer_is_lost_makes_one_issue_while_search_lags(
+    stack_blocks: list[str], sandbox: httpx.Client, fault: dict[str, Any]
+) -> None:
+    """Jira handled the create, then the answer was lost (a 502 from a proxy, a read timeout)
+    while its search does not show the issue yet: the step reads the issues created since it
+    took its floor, key by key (a read, not a search), and finds it instead of a second one."""
+    from riposte.blocks import JiraCredentials
+    from riposte.tasks.tickets import _find_or_create
+
+    sandbox.post("/_sandbox/jira/settings", json={"search_lag_seconds": 60}).raise_for_status()
+    jira = JiraCredentials.load("riposte-jira").model_copy(update={"timeout_seconds": 2.0})
+    # Someone else's issue first, so the floor is not simply zero.
+    JiraCredentials.load("riposte-jira").get_client().create(_lagging_draft("other"))
+    draft = _lagging_draft("lost")
+    spec = {"service": "jira", "method": "POST", "path_contains": "/issue", "times": 1}
+    sandbox.post(
+        "/_sandbox/faults", json={**spec, **fault, "after_handling": True}
+    ).raise_for_status()
+    try:
+        found = _find_or_create(jira, draft, draft.correlation_key, None)
+    except ExternalServiceError:  # what the task's retry would do next
+        found = _find_or_create(jira, draft, draft.correlation_key, None)
+    issues = [
+        i
+        for i in sandbox.get("/_sandbox/jira/issues").json()
+        if draft.correlation_key in json.dumps(i)
+    ]
+    assert [i["key"] for i in issues] == [found.key]
+    assert JiraCredentials.load("riposte-jira").get_client().find(draft.correlation_key) is None
+
+
+def test_a_create_killed_after_it_was_sent_is_found_by_the_next_attempt(
+    stack_blocks: list[str], sandbox: httpx.Client
+) -> None:
+    """The process was killed after the create left (no answer, no record): the next attempt
+    sees the pending mark the first one left, and reads what was created since its floor."""
+    from riposte.blocks import JiraCredentials
+    from riposte.tasks.ledgers import TicketRecords
+    from riposte.tasks.tickets import _find_or_create, block_identity
+
+    sandbox.post("/_sandbox/jira/settings", json={"search_lag_seconds": 60}).raise_for_status()
+    jira = JiraCredentials.load("riposte-jira")
+    client = jira.get_client()
+    draft = _lagging_draft("killed")
+    records = TicketRecords(block_identity(jira))
+    # What the first attempt did before it died: its mark, then the create itself.
+    floor = client.creation_floor()
+    assert floor is not None
+    records.mark_pending(draft.correlation_key, None, floor)
+    made = client.create(draft)
+    again = _find_or_create(jira, draft, draft.correlation_key, None)
+    assert again.key == made.key and not again.created
+    assert records.pending(draft.correlation_key, None) is None
+    issues = [
+        i
+        for i in sandbox.get("/_sandbox/jira/issues").json()
+        if draft.correlation_key in json.dumps(i)
+    ]
+    assert len(issues) == 1
+
+
+@pytest.mark.e2e
+@pytest.mark.usefixtures("served_flows")
+def test_a_slack_post_whose_answer_is_lost_is_not_posted_again(
+    sandbox: httpx.Client, intake_url: str
+) -> None:
+    """Slack took the message, then its answer never came (10 s timeout): a webhook cannot be
+    asked, so the step does not post again (nor does its task retry). One message; the run
+    completes and its report says the message is unconfirmed."""
+    import os
+
+    from prefect.client.orchestration import get_client
+
+    from tests.test_policy_e2e import load, push, wait_completed
+
+    alert = sample_graph_alerts(datetime.now(UTC))[0]
+    alert_id = f"lost-answer-{os.urandom(5).hex()}"
+    alert.update(id=alert_id, providerAlertId=alert_id)
+    load(sandbox, [alert])
+    sandbox.post(
+        "/_sandbox/faults",
+        json={"service": "slack", "after_handling": True, "delay": 12.0, "times": 1},
+    ).raise_for_status()
+    (run,) = wait_completed(push(intake_url, [alert]), timeout=180)
+    slack = [m for m in sandbox.get("/_sandbox/slack/messages").json() if alert_id in json.dumps(m)]
+    assert len(slack) == 1
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts()
+    (report,) = [a for a in artifacts if a.flow_run_id == run.id and a.type == "markdown"]
+    assert "sent, unconfirmed" in str(report.data)

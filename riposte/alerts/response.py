@@ -66,6 +66,9 @@ class Delivery(BaseModel):
     channel: str
     delivered: bool
     detail: str = ""
+    confirmed: bool = True
+    """False when the post was sent and its answer lost: the service most likely has it, and
+    it is not posted again (a second post would be a second message)."""
 
 
 class AlertRef(BaseModel):

@@ -17,6 +17,7 @@ from prefect.logging import get_run_logger
 
 from riposte.blocks.errors import (
     ExternalServiceError,
+    OutcomeUnknownError,
     ServiceAuthError,
     ServiceNotFoundError,
     ServiceRejectedError,
@@ -106,7 +107,8 @@ class ResilientTransport(httpx.BaseTransport):
             last = attempt + 1 >= self.policy.attempts
             try:
                 response = self.inner.handle_request(request)
-            except httpx.ConnectError:
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout):
+                # The request never left: safe to send again, whatever its method.
                 if last:
                     raise
                 delay = self.policy.backoff(attempt)
@@ -266,12 +268,28 @@ def check(response: httpx.Response, system: str, action: str) -> httpx.Response:
     raise error(system, message, status_code=code)
 
 
+# Failures after the whole request was sent, when the server may have acted on it.
+_SENT_THEN_LOST = (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError)
+
+
 def send(
     client: httpx.Client, system: str, action: str, method: str, url: str, **kwargs: Any
 ) -> httpx.Response:
-    """Make one call and translate transport failures into errors that carry no URL."""
+    """Make one call and translate transport failures into errors that carry no URL. A write
+    whose answer was lost after it was sent is an `OutcomeUnknownError`: it may have been
+    carried out, and only its caller knows whether it can be asked about."""
     try:
         response = client.request(method, url, **kwargs)
+    except _SENT_THEN_LOST as exc:
+        repeatable = (kwargs.get("extensions") or {}).get(IDEMPOTENT)
+        if repeatable or (repeatable is None and method.upper() in IDEMPOTENT_METHODS):
+            what = "timed out" if isinstance(exc, httpx.TimeoutException) else "lost its answer"
+            raise ServiceUnavailableError(system, f"{action} {what}") from None
+        raise OutcomeUnknownError(
+            system,
+            f"{action} was sent but its answer was lost ({type(exc).__name__}): "
+            "it may have been carried out",
+        ) from None
     except httpx.TimeoutException:
         raise ServiceUnavailableError(system, f"{action} timed out") from None
     except httpx.TransportError as exc:

@@ -28,3 +28,10 @@ class ServiceRejectedError(ExternalServiceError):
 
 class ServiceUnavailableError(ExternalServiceError):
     """The system kept failing (5xx, throttling or timeouts) after every retry."""
+
+
+class OutcomeUnknownError(ServiceUnavailableError):
+    """A write was sent in full and no answer came (a read timeout, a dropped connection): the
+    system may have carried it out. A write that the system can be asked about again (a ticket
+    found by its key) may be retried; one that cannot (a chat webhook) must not be repeated
+    blindly, or the message arrives twice."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from pydantic import Field, SecretStr
@@ -12,6 +13,7 @@ from riposte.alerts.adf import to_adf
 from riposte.alerts.response import Priority, Ticket, TicketDraft
 from riposte.blocks._http import build_http_client, send
 from riposte.blocks._pool import pooled
+from riposte.blocks.errors import ServiceNotFoundError
 from riposte.blocks.ticketing import (
     GROUP_LOOKUP_LIMIT,
     GroupedTicket,
@@ -109,6 +111,52 @@ class JiraClient(TicketingClient):
         for issue in self._search(jql, "issue search", 10, recent):
             labels = (issue.get("fields") or {}).get("labels") or []
             if correlation_key in labels:
+                return self._ticket(issue, created=False)
+        return None
+
+    def creation_floor(self, project: str | None = None) -> int | None:
+        """The number of the project's highest issue key that search shows (0 for none). Search
+        may lag, so it may be lower than the real one, never higher: every issue created after
+        this call is numbered above it."""
+        name = self._project(project)
+        issues = self._search(f'project = "{name}" ORDER BY key DESC', "issue key floor", 1)
+        if not issues:
+            return 0
+        _, _, number = str(issues[0].get("key", "")).rpartition("-")
+        return int(number) if number.isdigit() else 0
+
+    def created_since(
+        self,
+        correlation_key: str,
+        floor: int,
+        *,
+        project: str | None = None,
+        gap: int = 5,
+        limit: int = 300,
+    ) -> Ticket | None:
+        """The issue labelled ``correlation_key`` among those numbered above ``floor``, read one
+        key at a time: reading an issue is not a search, it sees every write. Stops after
+        ``gap`` missing numbers in a row (a deleted or moved issue leaves a hole) or ``limit``
+        issues."""
+        name = self._project(project)
+        number, misses = floor, 0
+        while misses < gap and number < floor + limit:
+            number += 1
+            try:
+                response = send(
+                    self._http,
+                    SYSTEM,
+                    f"read of {name}-{number}",
+                    "GET",
+                    f"/rest/api/3/issue/{quote(f'{name}-{number}', safe='')}",
+                    params={"fields": "labels"},
+                )
+            except ServiceNotFoundError:
+                misses += 1
+                continue
+            misses = 0
+            issue = response.json()
+            if correlation_key in ((issue.get("fields") or {}).get("labels") or []):
                 return self._ticket(issue, created=False)
         return None
 

@@ -70,6 +70,19 @@ class TicketingClient(ABC):
         """The tickets opened under ``group_key`` (see `in_group`), newest first; ``recent`` as
         for `find`."""
 
+    def creation_floor(self, project: str | None = None) -> int | None:
+        """For a system whose search lags: a mark taken before a create, below anything created
+        after it, so that `created_since` can read what a create whose answer was lost made.
+        None: the system needs none (its search reads what was written)."""
+        return None
+
+    def created_since(
+        self, correlation_key: str, floor: int, *, project: str | None = None
+    ) -> Ticket | None:
+        """The ticket keyed ``correlation_key`` among those created after ``floor`` (see
+        `creation_floor`), read without the lagging search."""
+        return None
+
     def find_or_create(self, draft: TicketDraft) -> Ticket:
         """The ticket for this correlation key, created only if none exists yet.
 

@@ -286,7 +286,12 @@ def _action_lines(action: ActionResult) -> list[str]:
             verb = "created" if action.ticket_created else "found existing"
         lines.append(f"| ticket | {verb} {ticket.system} [{ticket.key}]({ticket.url}) |")
     for d in action.deliveries:
-        result = "sent" if d.delivered else f"NOT sent: {_markdown_text(d.detail)}"
+        if not d.delivered:
+            result = f"NOT sent: {_markdown_text(d.detail)}"
+        elif not d.confirmed:  # sent, its answer lost: not posted again
+            result = f"sent, unconfirmed: {_markdown_text(d.detail)}"
+        else:
+            result = "sent"
         lines.append(f"| message {d.channel} | {result} |")
     if action.digest:
         lines.append(f"| digest | recorded in `{action.digest}` |")

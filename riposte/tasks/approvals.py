@@ -30,7 +30,7 @@ from riposte.blocks.ticketing import TicketingCredentials
 from riposte.settings import CONTAIN_DEPLOYMENT, get_settings
 from riposte.tasks._cache import cache_key
 from riposte.tasks._common import external_call
-from riposte.tasks.notify import Channel, channel_label, load_channel
+from riposte.tasks.notify import Channel, channel_label, load_channel, post_chat
 
 
 class ApprovalRequested(BaseModel):
@@ -173,13 +173,13 @@ def _teams_card(title: str, lines: list[str], actions: list[dict[str, str]]) -> 
     }
 
 
-def _post(channel: Channel, message: dict[str, Any] | EmailContent, to: str | None) -> None:
+def _post(channel: Channel, message: dict[str, Any] | EmailContent, to: str | None) -> Delivery:
     if isinstance(channel, EmailSmtp):
         assert isinstance(message, EmailContent)
         channel.get_client().send(message, [to] if to else None)
-    else:
-        assert isinstance(message, dict)
-        channel.get_client().post(message)
+        return Delivery(channel=to or channel_label(channel), delivered=True)
+    assert isinstance(message, dict)
+    return post_chat(channel, message)
 
 
 def _request_key(context: TaskRunContext, params: dict[str, Any]) -> str:
@@ -210,12 +210,12 @@ def request_approval(
             label = channel_label(channel)
             if isinstance(channel, EmailSmtp):
                 label = approver.address or label
-            _post(
+            sent = _post(
                 channel,
                 approval_message(channel, request, approver.name, links, expires),
                 approver.address,
             )
-            deliveries.append(Delivery(channel=label, delivered=True))
+            deliveries.append(sent.model_copy(update={"channel": label}))
         except Exception as exc:  # reported in the audit and the run log
             deliveries.append(Delivery(channel=name, delivered=False, detail=_why(exc)))
     return ApprovalRequested(approver=approver.name, deliveries=deliveries, expires=expires)
@@ -250,8 +250,7 @@ def notify_timeout(request: ContainmentRequest, run_id: UUID, channel: str) -> D
         message = _slack_message(title, lines)
     else:
         message = _teams_card(title, lines, [])
-    _post(target, message, None)
-    return Delivery(channel=channel_label(target), delivered=True)
+    return _post(target, message, None)
 
 
 def audit_marker(request: ContainmentRequest, stage: str) -> str:

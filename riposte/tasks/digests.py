@@ -31,7 +31,7 @@ from riposte.blocks.email import EmailSmtp
 from riposte.settings import get_settings
 from riposte.tasks._cache import cache_key
 from riposte.tasks._common import external_call
-from riposte.tasks.notify import Channel, channel_label
+from riposte.tasks.notify import Channel, channel_label, post_chat
 
 ENTRY_PREFIX = "riposte-digest-"  # `DigestBucket.key` starts with it
 POSTED_PREFIX = "riposte-posted-digest-"
@@ -171,5 +171,5 @@ def post_digest(
     else:
         if not isinstance(message, dict):
             raise TypeError(f"a {channel.kind} digest must render as a JSON message")
-        channel.get_client().post(message)
+        return post_chat(channel, message)
     return Delivery(channel=channel_label(channel), delivered=True)

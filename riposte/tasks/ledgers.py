@@ -12,6 +12,7 @@ system itself and Prefect Variables, never the memory of a process.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 from prefect.blocks.core import Block
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import VariableCreate, VariableUpdate
-from prefect.exceptions import ObjectAlreadyExists
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.variables import Variable
 
 from riposte.alerts.response import Ticket
@@ -87,6 +88,34 @@ class TicketRecords:
             )
             response.raise_for_status()
         return [v.get("value") for v in response.json() if isinstance(v, dict)]
+
+    def _pending_name(self, correlation_key: str, group_key: str | None) -> str:
+        # Not under `prefix`: a group's records (`in_group`) must not see these.
+        return "rtp-" + self._name(correlation_key, group_key).removeprefix("rtk-")
+
+    def pending(self, correlation_key: str, group_key: str | None) -> int | None:
+        """The floor of a create that was sent and never recorded (its answer lost, or the
+        process killed): that create may have made the ticket."""
+        with get_client(sync_client=True) as client:
+            held = client.read_variable_by_name(self._pending_name(correlation_key, group_key))
+        value = held.value if held is not None else None
+        if isinstance(value, dict) and isinstance(value.get("floor"), int):
+            return int(value["floor"])
+        return None
+
+    def mark_pending(self, correlation_key: str, group_key: str | None, floor: int) -> None:
+        """Written before a create (under the ticket's lock), removed once it is recorded."""
+        name = self._pending_name(correlation_key, group_key)
+        value = {"ck": correlation_key, "floor": floor, "at": datetime.now(UTC).isoformat()}
+        with get_client(sync_client=True) as client:
+            try:
+                client.create_variable(VariableCreate(name=name, value=value, tags=["riposte"]))
+            except ObjectAlreadyExists:
+                client.update_variable(VariableUpdate(name=name, value=value))
+
+    def clear_pending(self, correlation_key: str, group_key: str | None) -> None:
+        with get_client(sync_client=True) as client, contextlib.suppress(ObjectNotFound):
+            client.delete_variable_by_name(self._pending_name(correlation_key, group_key))
 
     def put(self, correlation_key: str, group_key: str | None, ticket: Ticket) -> None:
         value = {"ck": correlation_key, **ticket.model_dump(mode="json", exclude={"created"})}

@@ -12,8 +12,10 @@ from riposte.alerts.model import Alert
 from riposte.alerts.policy import Templates
 from riposte.alerts.response import Delivery, Ticket, response_revision
 from riposte.blocks import load_block
+from riposte.blocks._http import run_logger
 from riposte.blocks.chat import ChatWebhook, SlackIncomingWebhook, TeamsWorkflowWebhook
 from riposte.blocks.email import EmailSmtp
+from riposte.blocks.errors import OutcomeUnknownError
 from riposte.settings import get_settings
 from riposte.tasks._cache import cache_key
 from riposte.tasks._common import external_call
@@ -45,6 +47,22 @@ def channel_label(channel: Channel) -> str:
     return f"{channel.kind}:#{channel.channel}" if channel.kind != "email" else channel.channel
 
 
+def post_chat(channel: ChatWebhook, message: dict[str, Any]) -> Delivery:
+    """Post ``message`` to a chat webhook once. A post that was sent and whose answer was lost
+    (a read timeout) is not repeated, by this call or by a retry of the task: the service most
+    likely has it, and webhooks cannot be asked, so a second post would be a second message.
+    It is reported as delivered, unconfirmed, and logged."""
+    label = channel_label(channel)
+    try:
+        channel.get_client().post(message)
+    except OutcomeUnknownError as exc:
+        run_logger().warning(
+            "%s; not posted again, so that nobody gets it twice (see the channel)", exc
+        )
+        return Delivery(channel=label, delivered=True, confirmed=False, detail=str(exc)[:300])
+    return Delivery(channel=label, delivered=True)
+
+
 def _notify_key(context: TaskRunContext, params: dict[str, Any]) -> str:
     alert: Alert = params["alert"]
     # Keyed by what the message is about (the ticket's correlation key): the alerts that share
@@ -74,6 +92,5 @@ def notify(
         key = subject or alert.correlation_key
         message_id = f"<{key}.{response_revision(alert)}@riposte>"
         channel.get_client().send(renderer.email(alert, ticket), message_id=message_id)
-    else:
-        channel.get_client().post(renderer.chat(channel.kind, alert, ticket))
-    return Delivery(channel=channel_label(channel), delivered=True)
+        return Delivery(channel=channel_label(channel), delivered=True)
+    return post_chat(channel, renderer.chat(channel.kind, alert, ticket))

@@ -14,6 +14,7 @@ from riposte.alerts.messages import MessageRenderer
 from riposte.alerts.model import Alert
 from riposte.alerts.policy import Templates
 from riposte.alerts.response import Ticket, TicketDraft
+from riposte.blocks.errors import OutcomeUnknownError, ServiceUnavailableError
 from riposte.blocks.ticketing import TicketingCredentials
 from riposte.settings import get_settings
 from riposte.tasks._cache import cache_key, exclusive
@@ -104,8 +105,33 @@ def _find_or_create(
     found = client.find(correlation_key, project=draft.project, recent=recent)
     if found is not None:
         return found
-    created = client.create(draft)
+    # A create sent before and never recorded (its answer lost, or its process killed) may have
+    # made the ticket, which the search may not show yet: read what was created since.
+    floor = records.pending(correlation_key, group_key)
+    if floor is not None:
+        found = client.created_since(correlation_key, floor, project=draft.project)
+        if found is not None:
+            records.put(correlation_key, group_key, found)
+            records.clear_pending(correlation_key, group_key)
+            return found
+    else:
+        floor = client.creation_floor(draft.project)
+        if floor is not None:
+            records.mark_pending(correlation_key, group_key, floor)
+    try:
+        created = client.create(draft)
+    except (OutcomeUnknownError, ServiceUnavailableError) as exc:
+        # Sent, and no answer that says it failed: the system may have made it.
+        if floor is None or (
+            not isinstance(exc, OutcomeUnknownError) and (exc.status_code or 0) < 500
+        ):
+            raise
+        found = client.created_since(correlation_key, floor, project=draft.project)
+        if found is None:
+            raise
+        created = found
     records.put(correlation_key, group_key, created)
+    records.clear_pending(correlation_key, group_key)
     return created
 
 
