@@ -522,11 +522,15 @@ def test_find_or_create_stays_exactly_once_while_jira_search_lags(
         priority=Priority.HIGH,
         source_label="t",
     )
-    first = _find_or_create(jira, draft, key, group)
+    first = _find_or_create(jira, draft, key, group, "riposte-graph-opener")
     assert first.created
     assert client.find(key) is None  # the search really lags: a plain find-or-create would dup
-    again = _find_or_create(jira, draft, key, group)
+    again = _find_or_create(jira, draft, key, group, "riposte-graph-another")
     assert again.key == first.key and not again.created
+    # The opener's own step again (a retry after its result was lost): still the opener, so
+    # it announces the ticket rather than adding itself to it as a note.
+    retried = _find_or_create(jira, draft, key, group, "riposte-graph-opener")
+    assert retried.key == first.key and retried.created
     issues = [i for i in sandbox.get("/_sandbox/jira/issues").json() if key in json.dumps(i)]
     assert len(issues) == 1
     # The throttle's ledger counts it too, so the next alert of the group joins it.
@@ -583,6 +587,7 @@ def test_a_jira_create_whose_answer_is_lost_makes_one_issue_while_search_lags(
         if draft.correlation_key in json.dumps(i)
     ]
     assert [i["key"] for i in issues] == [found.key]
+    assert found.created  # this step made it: its alert opened the ticket (and announces it)
     assert JiraCredentials.load("riposte-jira").get_client().find(draft.correlation_key) is None
 
 
@@ -606,7 +611,7 @@ def test_a_create_killed_after_it_was_sent_is_found_by_the_next_attempt(
     records.mark_pending(draft.correlation_key, None, floor)
     made = client.create(draft)
     again = _find_or_create(jira, draft, draft.correlation_key, None)
-    assert again.key == made.key and not again.created
+    assert again.key == made.key and again.created  # the step's own create, found again
     assert records.pending(draft.correlation_key, None) is None
     issues = [
         i

@@ -369,6 +369,41 @@ class GraphSecurityClient:
         )
         return body
 
+    # --- incidents (`security/incidents`: SecurityIncident.ReadWrite.All) ----------------------
+
+    INCIDENTS = "/v1.0/security/incidents"
+
+    def _incident_path(self, incident_id: str) -> str:
+        return f"{self.INCIDENTS}/{quote(incident_id, safe='')}"
+
+    def get_incident(self, incident_id: str, *, with_alerts: bool = False) -> dict[str, Any]:
+        """The incident (``with_alerts``: its alerts too, `$expand=alerts`)."""
+        params = {"$expand": "alerts"} if with_alerts else None
+        body: dict[str, Any] = self._call(
+            f"get incident {incident_id}", "GET", self._incident_path(incident_id), params=params
+        )
+        return body
+
+    def update_incident(self, incident_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """PATCH the given fields (`customTags` replaces the whole list); the updated incident."""
+        body: dict[str, Any] = self._call(
+            f"update incident {incident_id}",
+            "PATCH",
+            self._incident_path(incident_id),
+            json=changes,
+        )
+        return body
+
+    def comment_incident(self, incident_id: str, comment: str) -> list[dict[str, Any]]:
+        body = self._call(
+            f"comment on incident {incident_id}",
+            "POST",
+            f"{self._incident_path(incident_id)}/comments",
+            json={"@odata.type": "microsoft.graph.security.alertComment", "comment": comment},
+        )
+        comments: list[dict[str, Any]] = body.get("value", [])
+        return comments
+
     def add_comment(self, alert_id: str, comment: str) -> list[dict[str, Any]]:
         body = self._call(
             f"comment on alert {alert_id}",

@@ -71,9 +71,15 @@ class TicketRecords:
         return f"{self.prefix}{group}-{_digest(correlation_key, 20)}"
 
     def get(self, correlation_key: str, group_key: str | None) -> Ticket | None:
+        return self.held(correlation_key, group_key)[0]
+
+    def held(self, correlation_key: str, group_key: str | None) -> tuple[Ticket | None, str]:
+        """The recorded ticket and the key of the alert whose step created it ("" unknown)."""
         with get_client(sync_client=True) as client:
             held = client.read_variable_by_name(self._name(correlation_key, group_key))
-        return _ticket(held.value if held is not None else None)
+        value = held.value if held is not None else None
+        by = str(value.get("by") or "") if isinstance(value, dict) else ""
+        return _ticket(value), by
 
     def in_group(self, group_key: str) -> list[Ticket]:
         name = f"{self.prefix}{_digest(group_key, 12)}-"
@@ -93,20 +99,28 @@ class TicketRecords:
         # Not under `prefix`: a group's records (`in_group`) must not see these.
         return "rtp-" + self._name(correlation_key, group_key).removeprefix("rtk-")
 
-    def pending(self, correlation_key: str, group_key: str | None) -> int | None:
+    def pending(self, correlation_key: str, group_key: str | None) -> tuple[int, str] | None:
         """The floor of a create that was sent and never recorded (its answer lost, or the
-        process killed): that create may have made the ticket."""
+        process killed), and the alert whose step sent it: that create may have made the
+        ticket."""
         with get_client(sync_client=True) as client:
             held = client.read_variable_by_name(self._pending_name(correlation_key, group_key))
         value = held.value if held is not None else None
         if isinstance(value, dict) and isinstance(value.get("floor"), int):
-            return int(value["floor"])
+            return int(value["floor"]), str(value.get("by") or "")
         return None
 
-    def mark_pending(self, correlation_key: str, group_key: str | None, floor: int) -> None:
+    def mark_pending(
+        self, correlation_key: str, group_key: str | None, floor: int, by: str = ""
+    ) -> None:
         """Written before a create (under the ticket's lock), removed once it is recorded."""
         name = self._pending_name(correlation_key, group_key)
-        value = {"ck": correlation_key, "floor": floor, "at": datetime.now(UTC).isoformat()}
+        value = {
+            "ck": correlation_key,
+            "floor": floor,
+            "by": by,
+            "at": datetime.now(UTC).isoformat(),
+        }
         with get_client(sync_client=True) as client:
             try:
                 client.create_variable(VariableCreate(name=name, value=value, tags=["riposte"]))
@@ -117,8 +131,12 @@ class TicketRecords:
         with get_client(sync_client=True) as client, contextlib.suppress(ObjectNotFound):
             client.delete_variable_by_name(self._pending_name(correlation_key, group_key))
 
-    def put(self, correlation_key: str, group_key: str | None, ticket: Ticket) -> None:
+    def put(
+        self, correlation_key: str, group_key: str | None, ticket: Ticket, by: str = ""
+    ) -> None:
+        """Record ``ticket``, created by the step of the alert keyed ``by``."""
         value = {"ck": correlation_key, **ticket.model_dump(mode="json", exclude={"created"})}
+        value["by"] = by
         value["at"] = datetime.now(UTC).isoformat()
         with get_client(sync_client=True) as client:
             try:

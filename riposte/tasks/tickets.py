@@ -14,6 +14,7 @@ from riposte.alerts.messages import MessageRenderer
 from riposte.alerts.model import Alert
 from riposte.alerts.policy import Templates
 from riposte.alerts.response import Ticket, TicketDraft
+from riposte.blocks._http import run_logger
 from riposte.blocks.errors import OutcomeUnknownError, ServiceUnavailableError
 from riposte.blocks.ticketing import TicketingCredentials
 from riposte.settings import get_settings
@@ -81,7 +82,7 @@ def open_ticket(
     draft = renderer.ticket_draft(
         alert, action.route(), system=system, correlation_key=correlation_key
     ).model_copy(update={**ticket_place(action.ticket, ticketing), "group_key": group_key})
-    ticket = _find_or_create(ticketing, draft, correlation_key, group_key)
+    ticket = _find_or_create(ticketing, draft, correlation_key, group_key, alert.correlation_key)
     own = ticket.created or correlation_key == alert.correlation_key
     return OpenedTicket(
         ticket=ticket,
@@ -91,33 +92,43 @@ def open_ticket(
 
 
 def _find_or_create(
-    ticketing: TicketingCredentials, draft: TicketDraft, correlation_key: str, group_key: str | None
+    ticketing: TicketingCredentials,
+    draft: TicketDraft,
+    correlation_key: str,
+    group_key: str | None,
+    opener: str = "",
 ) -> Ticket:
     """Find-or-create that stays exactly-once when the system's search lags behind its writes:
     a ticket this step created before (a retry, a re-run after a kill, another worker) is in
-    `TicketRecords`, and its id makes the search see it."""
+    `TicketRecords`, and its id makes the search see them; a create whose answer was lost is
+    found by reading what was created since it (`created_since`). ``opener`` is the key of the
+    alert whose step this is: a ticket its own earlier attempt created comes back `created`."""
     client = ticketing.get_client()
     if not client.search_lags:  # its search reads what was written: nothing to record
         return client.find_or_create(draft)
     records = TicketRecords(block_identity(ticketing))
-    held = records.get(correlation_key, group_key)
+    held, held_by = records.held(correlation_key, group_key)
     recent = [held.id] if held is not None else []
     found = client.find(correlation_key, project=draft.project, recent=recent)
     if found is not None:
-        return found
+        ours = bool(opener) and held is not None and held.id == found.id and held_by == opener
+        return found.model_copy(update={"created": ours})
     # A create sent before and never recorded (its answer lost, or its process killed) may have
     # made the ticket, which the search may not show yet: read what was created since.
-    floor = records.pending(correlation_key, group_key)
-    if floor is not None:
+    pending = records.pending(correlation_key, group_key)
+    floor: int | None
+    if pending is not None:
+        floor, by = pending
         found = client.created_since(correlation_key, floor, project=draft.project)
         if found is not None:
-            records.put(correlation_key, group_key, found)
-            records.clear_pending(correlation_key, group_key)
-            return found
+            made = found.model_copy(update={"created": by == opener})
+            records.put(correlation_key, group_key, made, by=by)
+            _forget_pending(records, correlation_key, group_key)
+            return made
     else:
         floor = client.creation_floor(draft.project)
         if floor is not None:
-            records.mark_pending(correlation_key, group_key, floor)
+            records.mark_pending(correlation_key, group_key, floor, by=opener)
     try:
         created = client.create(draft)
     except (OutcomeUnknownError, ServiceUnavailableError) as exc:
@@ -129,10 +140,18 @@ def _find_or_create(
         found = client.created_since(correlation_key, floor, project=draft.project)
         if found is None:
             raise
-        created = found
-    records.put(correlation_key, group_key, created)
-    records.clear_pending(correlation_key, group_key)
+        created = found.model_copy(update={"created": True})  # it is the one this create made
+    records.put(correlation_key, group_key, created, by=opener)
+    _forget_pending(records, correlation_key, group_key)
     return created
+
+
+def _forget_pending(records: TicketRecords, correlation_key: str, group_key: str | None) -> None:
+    # The ticket is recorded: a mark left behind changes nothing (a find sees the record first).
+    try:
+        records.clear_pending(correlation_key, group_key)
+    except Exception as exc:  # never worth failing the step (and demoting its ticket)
+        run_logger().warning("could not clear the pending create mark: %s", type(exc).__name__)
 
 
 def _comment_key(context: TaskRunContext, params: dict[str, Any]) -> str:
