@@ -113,6 +113,19 @@ class Sandbox:
     def graph_alerts(self) -> dict[str, dict[str, Any]]:
         return {a["id"]: a for a in self.http.get("/_sandbox/graph/alerts").json()}
 
+    def jira_issues(self) -> list[dict[str, Any]]:
+        issues: list[dict[str, Any]] = self.http.get("/_sandbox/jira/issues").json()
+        return issues
+
+    def jira_search_lag(self, seconds: float | None = None) -> float:
+        """The Jira search's lag behind writes: set it when ``seconds`` is given; the old value."""
+        old = float(self.http.get("/_sandbox/jira/settings").json()["search_lag_seconds"])
+        if seconds is not None:
+            self.http.post(
+                "/_sandbox/jira/settings", json={"search_lag_seconds": seconds}
+            ).raise_for_status()
+        return old
+
 
 def make_alerts(scenario: str, count: int) -> list[dict[str, Any]]:
     """``count`` Graph alerts with ids unique to this scenario run (every mention rewritten)."""
@@ -473,13 +486,21 @@ def _sample(items: Iterable[str], n: int = 3) -> str:
 class Scenario:
     """Book-keeping shared by the scenarios: alerts, sending, checks, the result row."""
 
-    def __init__(self, h: Harness, name: str, count: int) -> None:
+    def __init__(
+        self,
+        h: Harness,
+        name: str,
+        count: int,
+        shape: Callable[[list[dict[str, Any]]], None] | None = None,
+    ) -> None:
         self.h = h
         self.name = name
         self.sandbox = Sandbox(h.sandbox_url)
         if h.reset_sandbox:
             self.sandbox.reset()
         self.alerts = make_alerts(name, count)
+        if shape is not None:  # the scenario's own titles, incidents...
+            shape(self.alerts)
         self.ids = [a["id"] for a in self.alerts]
         self.sandbox.load(self.alerts)
         self.sender = Sender(h.intake_url, h.token)
@@ -943,6 +964,97 @@ def sigkill_mid_task(
     return s.result
 
 
+SEARCH_LAG_TITLE = "[chaos search-lag] "
+_JIRA_KEY = re.compile(r"\bSEC-\d+\b")
+
+
+def search_lag(
+    h: Harness,
+    alerts: int = 100,
+    senders: int = 10,
+    lag: float = 30.0,
+    group: int = 5,
+    timeout: float = 900.0,
+) -> ScenarioResult:
+    """Jira's search shows an issue only ``lag`` seconds after it was written (Jira Cloud's is
+    eventually consistent) while a burst arrives; every ``group`` alerts share one Defender
+    incident, and the chaos policy's `search-lag` rule gives each incident one Jira issue. No
+    incident may get a second issue, no alert a second note, no issue a second message per
+    channel; every alert is on its incident's issue (as the one that opened it or as a note)."""
+    base = 500_000_000 + int.from_bytes(os.urandom(3), "big") * 1000
+
+    def shape(batch: list[dict[str, Any]]) -> None:
+        for i, alert in enumerate(batch):
+            alert["title"] = SEARCH_LAG_TITLE + str(alert["title"])
+            alert["incidentId"] = str(base + i // group)
+
+    s = Scenario(h, "search-lag", alerts, shape)
+    incident_of = {a["id"]: str(a["incidentId"]) for a in s.alerts}
+    incidents = sorted(set(incident_of.values()))
+    with s:
+        before = s.sandbox.jira_search_lag(lag)
+        try:
+            s.say(f"Jira search lags {lag:.0f}s; {alerts} alerts in {len(incidents)} incidents")
+            s.delivered(s.sender.post_all(s.alerts, senders))
+            runs = s.wait_runs(timeout)
+        finally:
+            s.sandbox.jira_search_lag(before)
+        not_completed = [i for i, r in runs.items() if not r.state.is_completed()]
+        if not_completed:
+            s.problem(f"{len(not_completed)} runs did not complete")
+        label_of = {f"riposte-incident-graph-{i}": i for i in incidents}
+        issues: dict[str, list[dict[str, Any]]] = {i: [] for i in incidents}
+        for issue in s.sandbox.jira_issues():
+            for label in issue["fields"].get("labels") or []:
+                if label in label_of:
+                    issues[label_of[label]].append(issue)
+        made = sum(len(v) for v in issues.values())
+        s.result.tickets = made
+        s.result.duplicates = sum(len(v) - 1 for v in issues.values() if len(v) > 1)
+        missing = [i for i, v in issues.items() if not v]
+        key_of = {i: v[0]["key"] for i, v in issues.items() if v}
+        # An alert is on its issue once: the opener in the description ("Alert id: ..."), the
+        # others as one note each (every note of Riposte's ends with the alert's key).
+        on_issue: Counter[str] = Counter()
+        for incident, found in issues.items():
+            for issue in found:
+                description = json.dumps(issue["fields"].get("description"))
+                notes = json.dumps(issue["comments"])
+                for alert_id, of in incident_of.items():
+                    if of == incident:
+                        on_issue[alert_id] += alert_id in description
+                        on_issue[alert_id] += notes.count(
+                            f"Riposte alert key: riposte-graph-{alert_id}"
+                        )
+        lost = [a for a in s.ids if on_issue[a] == 0]
+        twice = [a for a in s.ids if on_issue[a] > 1]
+        s.result.lost = len(lost)
+        if missing:
+            s.problem(f"{len(missing)} incidents have no Jira issue: {_sample(missing)}")
+        if twice:
+            s.problem(f"{len(twice)} alerts are on their issue twice: {_sample(twice)}")
+        per_issue: Counter[tuple[str, str]] = Counter()
+        messages = 0
+        keys = set(key_of.values())
+        for kind, text in s.sandbox.messages():
+            named = {k for k in _JIRA_KEY.findall(text) if k in keys}
+            for key in named:
+                per_issue[(key, kind)] += 1
+            messages += bool(named)
+        s.result.messages = messages
+        doubled = sorted({k for (k, _), n in per_issue.items() if n > 1})
+        if doubled:
+            s.problem(f"{len(doubled)} issues announced twice on a channel: {_sample(doubled)}")
+        unannounced = [k for k in keys if not (per_issue[(k, "slack")] and per_issue[(k, "teams")])]
+        if unannounced:
+            s.problem(f"{len(unannounced)} issues without a Slack or Teams message")
+        s.note(
+            f"{made} issues for {len(incidents)} incidents ({s.result.duplicates} duplicates), "
+            f"{sum(on_issue.values())} alert mentions for {alerts} alerts, {messages} messages"
+        )
+    return s.result
+
+
 SCENARIOS: dict[str, Callable[..., ScenarioResult]] = {
     "itsm-down": itsm_down,
     "prefect-restart": prefect_restart,
@@ -950,6 +1062,7 @@ SCENARIOS: dict[str, Callable[..., ScenarioResult]] = {
     "writeback-rejected": writeback_rejected,
     "sigkill-mid-task": sigkill_mid_task,
     "retry-failed": retry_failed,
+    "search-lag": search_lag,
 }
 
 COLUMNS = ("scenario", "alerts sent", "tickets", "duplicates", "lost", "messages", "result")

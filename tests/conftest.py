@@ -66,7 +66,13 @@ description: Test session policy, one ticket and one message per channel per ale
 defaults:
   ticket: {system: servicenow}
   channels: [slack-incoming-webhook/riposte-slack, teams-workflow-webhook/riposte-teams]
-rules: []
+rules:
+  # chaos/scenarios.py search-lag (tests/test_chaos.py): Jira, one issue per Defender incident.
+  - name: search-lag
+    match: {title_pattern: '^\\[chaos search-lag\\]'}
+    playbook: ticket_and_notify
+    ticket: {system: jira, project: SEC}
+    group_by_incident: true
 fallback:
   playbook: ticket_and_notify
 """

@@ -3,8 +3,9 @@ outages, on the session's Prefect server, sandbox, responder and intake.
 
 Each scenario runs in a thread of its own, at the same time as those whose faults it cannot
 meet: first the chat outage (chat-down, and retry-failed, whose runs fail with it and are retried
-once Slack and Teams are back), then a ServiceNow outage shorter than the retries and Defender
-refusing the write-back of other alerts. Their alerts may share batch runs; each counts its own.
+once Slack and Teams are back), then a ServiceNow outage shorter than the retries, Defender
+refusing the write-back of other alerts, and Jira's search lagging behind its writes. Their
+alerts may share batch runs; each counts its own.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from chaos.scenarios import (
     chat_down,
     itsm_down,
     retry_failed,
+    search_lag,
     table,
     writeback_rejected,
 )
@@ -53,20 +55,27 @@ def chaos(sandbox_url: str, intake_url: str) -> dict[str, ScenarioResult]:
         # Then the scenarios that need their messages through.
         itsm = pool.submit(itsm_down, harness, **{**small, "alerts": 6, "outage": 5.0})
         writeback = pool.submit(writeback_rejected, harness, **small)
+        # Jira's search 10 s behind its writes: 6 alerts in 2 incidents, one issue each.
+        lag = pool.submit(search_lag, harness, **{**small, "alerts": 6, "group": 3, "lag": 10.0})
         results |= {
             "retry-failed": retry.result(),
             "itsm-down": itsm.result(),
             "writeback-rejected": writeback.result(),
+            "search-lag": lag.result(),
         }
     logger.info("\n%s", table(list(results.values())))
     return results
 
 
-@pytest.mark.parametrize("name", ["chat-down", "retry-failed", "itsm-down", "writeback-rejected"])
+@pytest.mark.parametrize(
+    "name", ["chat-down", "retry-failed", "itsm-down", "writeback-rejected", "search-lag"]
+)
 def test_scenario_loses_and_doubles_nothing_and_passes_its_checks(
     chaos: dict[str, ScenarioResult], name: str
 ) -> None:
     result = chaos[name]
     assert result.problems == [], "\n".join([table([result]), *result.problems, *result.notes])
-    assert (result.tickets, result.duplicates, result.lost) == (result.sent, 0, 0)
+    # search-lag: one ticket per incident of 3 alerts, not per alert.
+    tickets = result.sent // 3 if name == "search-lag" else result.sent
+    assert (result.tickets, result.duplicates, result.lost) == (tickets, 0, 0)
     assert result.ok

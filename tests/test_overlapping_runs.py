@@ -1,0 +1,138 @@
+"""Several runs of the same alert at once: an operator's Retry of a failed run, reconcile's
+re-answer under a key of its own, the same alert again in two batches (a duplicate delivery), on
+the session's responder (8 runs at a time, in threads of one process). Whatever the overlap,
+each alert ends with one ticket, one alert comment and one message per channel, counted in the
+simulators, round after round."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import httpx
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.states import Scheduled
+
+from riposte.alerts.response import AlertRef
+from riposte.sandbox.samples import sample_graph_alerts
+from riposte.tasks.runs import plan_runs, start_responses
+from tests.conftest import wait_until
+from tests.test_policy_e2e import flow_run, load
+
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("served_flows")]
+
+ROUNDS = 3
+ALERTS = 4
+
+
+def _alerts(tag: str) -> list[dict[str, Any]]:
+    template = sample_graph_alerts(datetime.now(UTC))[0]
+    out = []
+    for i in range(ALERTS):
+        alert = json.loads(json.dumps(template).replace(template["id"], f"{tag}-{i}"))
+        alert["incidentId"] = str(700000 + i)
+        out.append(alert)
+    return out
+
+
+def _final(run_ids: list[str], timeout: float = 240) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        runs = {r: flow_run(r) for r in run_ids}
+        return runs if all(r.state and r.state.is_final() for r in runs.values()) else None
+
+    found: dict[str, Any] = wait_until(done, timeout=timeout, interval=0.5, what="the runs")
+    return found
+
+
+def _retry(run_id: str) -> None:
+    """What `prefect flow-run retry` and the UI's Retry do: the same run back to Scheduled."""
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(UUID(run_id), Scheduled(message="Retried"), force=True)
+
+
+def _batch(refs: list[AlertRef], attempt: int) -> list[str]:
+    """A `respond_batch` run holding ``refs`` (a burst in which they came again)."""
+    from prefect.deployments import run_deployment
+
+    ids = []
+    for request in plan_runs(refs, single_limit=0, attempt=attempt):
+        run = run_deployment(
+            request.deployment,
+            parameters=request.parameters,
+            flow_run_name=request.name,
+            tags=request.tags,
+            idempotency_key=request.idempotency_key,
+            timeout=0,
+            as_subflow=False,
+        )
+        ids.append(str(run.id))  # type: ignore[union-attr]
+    return ids
+
+
+def _count(sandbox: httpx.Client, ids: list[str]) -> dict[str, Counter[str]]:
+    """Per alert: tickets (ServiceNow, by correlation id), Slack and Teams messages naming the
+    alert or its ticket, comments on the Graph alert."""
+    counts = {a: Counter[str]() for a in ids}
+    number_of: dict[str, str] = {}
+    for incident in sandbox.get("/_sandbox/servicenow/incidents").json():
+        record = incident["record"]
+        key = str(record.get("correlation_id"))
+        for a in ids:
+            if key == f"riposte-graph-{a}":
+                counts[a]["ticket"] += 1
+                number_of[str(record["number"])] = a
+    for kind in ("slack", "teams"):
+        for message in sandbox.get(f"/_sandbox/{kind}/messages").json():
+            text = json.dumps(message.get("payload", message))
+            named = {a for a in ids if a in text} | {a for n, a in number_of.items() if n in text}
+            for a in named:
+                counts[a][kind] += 1
+    graph = {a["id"]: a for a in sandbox.get("/_sandbox/graph/alerts").json()}
+    for a in ids:
+        counts[a]["comment"] = len(graph[a].get("comments") or [])
+    return counts
+
+
+def test_overlapping_runs_of_the_same_alerts_do_each_step_once(sandbox: httpx.Client) -> None:
+    once = Counter({"ticket": 1, "slack": 1, "teams": 1, "comment": 1})
+    for round_ in range(ROUNDS):
+        tag = f"overlap-{os.urandom(3).hex()}-r{round_}"
+        alerts = _alerts(tag)
+        ids = [a["id"] for a in alerts]
+        load(sandbox, alerts)
+        revision = str(alerts[0]["severity"])
+        refs = [AlertRef(source="graph", alert_id=a, revision=revision) for a in ids]
+        # Slack refuses (404: a permanent error, so the runs fail at once): every run fails
+        # after its ticket, Teams message and alert comment, as in a Slack outage.
+        fault = sandbox.post(
+            "/_sandbox/faults", json={"service": "slack", "status": 404, "times": None}
+        ).json()["id"]
+        first = start_responses(refs)
+        runs = _final(first)
+        assert all(r.state.is_failed() for r in runs.values()), {
+            r.name: r.state.name for r in runs.values()
+        }
+        sandbox.delete(f"/_sandbox/faults/{fault}")
+
+        # Slack is back: the Retry of every failed run, reconcile's re-answer of each alert,
+        # and two bursts that carry them again, all started at once.
+        with ThreadPoolExecutor(4) as pool:
+            retried = pool.map(_retry, first)
+            again = pool.submit(start_responses, refs, 1)
+            batch_a = pool.submit(_batch, refs, 2)
+            batch_b = pool.submit(_batch, list(reversed(refs)), 3)
+            list(retried)
+            others = again.result() + batch_a.result() + batch_b.result()
+        runs = _final(first + others)
+        states = Counter(r.state.name for r in runs.values())
+        assert all(r.state.is_completed() for r in runs.values()), states
+
+        counts = _count(sandbox, ids)
+        wrong = {a: dict(c) for a, c in counts.items() if c != once}
+        assert not wrong, f"round {round_}: {wrong} (runs {dict(states)})"
