@@ -245,17 +245,17 @@ rules:
     )
     found = problems_of(bad_params)
     assert any(
-        p.startswith("p.yaml:27: rules[0].nevr_block: unknown field (did you mean 'never_block'?)")
+        p.startswith("p.yaml:29: rules[0].nevr_block: unknown field (did you mean 'never_block'?)")
         and "parameter of the dfa_block_source_ip playbook" in p
         for p in found
     ), found
-    assert any(p.startswith("p.yaml:28: rules[0].digest_at_most: ") for p in found), found
+    assert any(p.startswith("p.yaml:30: rules[0].digest_at_most: ") for p in found), found
     bad_value = EXAMPLE_POLICY.replace("192.0.2.0/24", "192.0.2.300/24").replace(
         "digest_at_most: low", "digest_at_most: loud"
     )
     found = problems_of(bad_value)
-    assert any(p.startswith("p.yaml:27: rules[0].never_block[0]: ") for p in found), found
-    assert any(p.startswith("p.yaml:28: rules[0].digest_at_most: ") for p in found), found
+    assert any(p.startswith("p.yaml:29: rules[0].never_block[0]: ") for p in found), found
+    assert any(p.startswith("p.yaml:30: rules[0].digest_at_most: ") for p in found), found
 
 
 def test_a_playbook_s_own_checks_and_the_shared_ones_apply_to_custom_playbooks() -> None:

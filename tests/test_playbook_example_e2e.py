@@ -62,12 +62,18 @@ def teams_about(sandbox: httpx.Client, alert_ids: list[str]) -> list[Any]:
     ]
 
 
+def incidents(sandbox: httpx.Client) -> dict[str, dict[str, Any]]:
+    """The sandbox's Defender incidents by id, with their alerts and the PATCHes they got."""
+    return {i["id"]: i for i in sandbox.get("/_sandbox/graph/incidents").json()}
+
+
 def side_effects(sandbox: httpx.Client) -> dict[str, Any]:
     return {
         "issues": [(i["key"], len(i["comments"])) for i in jira_issues(sandbox)],
         "teams": len(messages(sandbox, "teams")),
         "slack": len(messages(sandbox, "slack")),
         "indicators": len(indicators(sandbox)),
+        "incident updates": sum(len(i["updates"]) for i in incidents(sandbox).values()),
     }
 
 
@@ -100,6 +106,11 @@ def test_the_example_tickets_asks_in_teams_and_blocks_only_after_a_yes(
     (issue,) = issues_about(sandbox, [alert["id"]])
     assert issue["key"].startswith("SEC-")
     assert len(teams_about(sandbox, [alert["id"]])) == 1  # the ticket's message
+    # The rule's `incident:` and the playbook's own tag, on the alert's Defender incident.
+    incident = incidents(sandbox)[alert["incidentId"]]
+    assert incident["customTags"] == ["riposte", "defender-for-apis"]
+    assert incident["assignedTo"] == "soc-api@example.com"
+    assert incident["updates"] == [["assignedTo", "customTags"]]
     contain = contain_run(alert, state="paused")
     assert indicators(sandbox) == []  # nothing blocked before a yes
     found = links(sandbox)
@@ -116,6 +127,7 @@ def test_the_example_tickets_asks_in_teams_and_blocks_only_after_a_yes(
     before = side_effects(sandbox)
     prefect_retry(run.id)
     assert side_effects(sandbox) == before
+    assert incidents(sandbox)[alert["incidentId"]]["customTags"] == ["riposte", "defender-for-apis"]
     again = contain_run(alert, state="final")  # still the one containment run
     assert again.id == done.id
 
@@ -160,10 +172,20 @@ def test_a_burst_answered_by_respond_batch_gets_one_ticket_per_group_and_a_retry
     sandbox: httpx.Client, intake_url: str
 ) -> None:
     ips = [random_ip(), random_ip()]
+    # Three Defender incidents (an analyst's tag already on one of them).
+    base = int.from_bytes(os.urandom(3), "big") * 10
+    groups = [str(base + n) for n in range(3)]
     alerts = [
-        api_alert("API_AccessFromSuspiciousIP", f"dfa-burst{i}", ip=ips[i % 2]) for i in range(30)
+        api_alert(
+            "API_AccessFromSuspiciousIP", f"dfa-burst{i}", ip=ips[i % 2], incident=groups[i % 3]
+        )
+        for i in range(30)
     ]
     load(sandbox, alerts)
+    from riposte.blocks import DefenderCredentials
+
+    graph = DefenderCredentials.load("riposte-defender").get_client()
+    graph.update_incident(groups[0], {"customTags": ["analyst-tag"]})
     run_ids = push(intake_url, alerts)
     runs = wait_completed(run_ids, timeout=240)
     assert {r.deployment_id for r in runs} == {_deployment_id(BATCH_DEPLOYMENT)}
@@ -177,6 +199,14 @@ def test_a_burst_answered_by_respond_batch_gets_one_ticket_per_group_and_a_retry
     assert len(teams_about(sandbox, ids)) == 2
     requests = [contain_run(alert, state="paused") for alert in _openers(alerts, issues)]
     assert len(requests) == 2 and len({r.id for r in requests}) == 2
+    # Each incident is written once, whichever of its ten alerts came first; the analyst's
+    # tag stays (Graph replaces the list: the step reads it and adds to it).
+    for n, incident_id in enumerate(groups):
+        incident = incidents(sandbox)[incident_id]
+        ours = ["riposte", "defender-for-apis"]
+        assert incident["customTags"] == (["analyst-tag", *ours] if n == 0 else ours)
+        assert incident["updates"][-1:] == [["assignedTo", "customTags"]], incident
+        assert len(incident["updates"]) == (2 if n == 0 else 1), incident
 
     before = side_effects(sandbox)
     for run in runs:

@@ -71,6 +71,9 @@ def dfa_block_source_ip(alert: Alert, params: Params, ctx: Context) -> None:
     if opened.is_new:
         ctx.notify(ticket=opened.ticket)
     ctx.update_alert(opened.ticket)
+    # The rule's `incident:` (tags and owner) on the Defender incident, plus a tag of our own
+    # naming the API that was hit: written once per incident, whichever alert comes first.
+    ctx.update_incident(tags=["defender-for-apis"])
     if not params.block or not opened.is_new:
         return  # a throttled repeat joins the ticket; its first alert asked already
     targets = sources_to_block(alert, params)

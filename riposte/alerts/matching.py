@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from riposte.alerts.containment import ActionKind
+from riposte.alerts.incidents import IncidentUpdate
 from riposte.alerts.model import Alert, Entity, EntityType, Severity
 from riposte.alerts.policy import (
     DEFAULT_APPROVAL_TIMEOUT,
@@ -108,6 +109,9 @@ class PlannedAction(_Frozen):
     group_by_incident: bool
     suppress: Suppress | None
     digest: Digest | None
+    incident: IncidentUpdate | None = None
+    """What to write on the alert's Defender incident (the rule's `incident:`, over the
+    defaults')."""
     allowlisted: str | None = None
     """Why an allowlist covers the alert (then the action is suppressed), or None."""
     described: tuple[str, ...] = ()
@@ -160,6 +164,8 @@ def ticket_steps(action: PlannedAction, notify_verb: str = "post to") -> list[st
     if action.channels:
         steps.append(f"{notify_verb} {', '.join(action.channels)} with the ticket link")
     steps.append("mark the alert in progress in Defender with a comment linking the ticket")
+    if action.incident is not None:
+        steps.append(f"on the alert's Defender incident: {action.incident.describe()}")
     return steps
 
 
@@ -507,6 +513,11 @@ def _plan(
         group_by_incident=bool(params.group_by_incident),
         suppress=params.suppress,
         digest=(params.digest or defaults.digest) if info.uses_digest else None,
+        incident=(
+            params.incident.merged_over(defaults.incident)
+            if params.incident is not None
+            else defaults.incident
+        ),
         allowlisted=globally_allowed or allowlist_reason(params.allow, alert),
     )
     try:

@@ -39,6 +39,7 @@ from pydantic import (
 )
 
 from riposte.alerts.containment import ActionKind
+from riposte.alerts.incidents import IncidentUpdate
 from riposte.alerts.model import EntityType, Severity
 from riposte.alerts.response import Priority
 
@@ -568,6 +569,9 @@ class RuleParameters(_Strict):
     suppress: Suppress | None = None
     allow: Allow | None = None
     digest: Digest | None = None
+    incident: IncidentUpdate | None = Field(
+        None, description="What to write on the alert's Defender incident (tags, owner...)"
+    )
 
     @property
     def playbook_params(self) -> dict[str, Any]:
@@ -609,6 +613,9 @@ class Defaults(_Strict):
         None, description="Approvers, timeout and default outcome every escalation inherits"
     )
     digest: Digest | None = None
+    incident: IncidentUpdate | None = Field(
+        None, description="What every rule writes on the incident (its tags are added to these)"
+    )
 
 
 class Policy(_Strict):

@@ -448,6 +448,7 @@ def _effects(result: Any) -> dict[str, Any]:
         "alert_update": result.alert_update.model_dump(mode="json")
         if result.alert_update
         else None,
+        "incident": result.incident.model_dump(mode="json") if result.incident else None,
         "closed": result.closed,
         "digest": result.digest,
         "containment": result.containment,
@@ -483,7 +484,15 @@ def _print_text(report: dict[str, Any]) -> None:
     for message in report.get("messages", []):
         print(
             f"  message: {message['channel']}: "
-            + ("sent" if message["delivered"] else f"NOT sent: {message['detail']}")
+            + (
+                (
+                    "sent"
+                    if message.get("confirmed", True)
+                    else f"sent, unconfirmed: {message['detail']}"
+                )
+                if message["delivered"]
+                else f"NOT sent: {message['detail']}"
+            )
         )
     for note in report.get("notes", []):
         print(f"  {note}")
@@ -492,6 +501,14 @@ def _print_text(report: dict[str, Any]) -> None:
         print(
             f"  alert: status {update['status']}, comment "
             + ("added" if update["comment_added"] else "already there")
+        )
+    if report.get("incident"):
+        incident = report["incident"]
+        written = ", ".join(incident["fields"]) or "nothing new"
+        print(
+            f"  incident {incident['incident_id']}: wrote {written}"
+            + ("; comment added" if incident["comment_added"] else "")
+            + f"; tags now {', '.join(incident['tags']) or 'none'}"
         )
     for key in ("closed", "digest", "containment"):
         if report.get(key):

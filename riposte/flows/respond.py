@@ -299,6 +299,13 @@ def _action_lines(action: ActionResult) -> list[str]:
         lines.append(f"| closed at the source | {_markdown_text(action.closed)} |")
     if action.containment:
         lines.append(f"| containment | {_markdown_text(action.containment)} |")
+    if action.incident is not None:
+        written = ", ".join(action.incident.fields) or "nothing new"
+        comment = "; comment added" if action.incident.comment_added else ""
+        tags = _markdown_text(", ".join(action.incident.tags)) or "none"
+        lines.append(
+            f"| incident | `{action.incident.incident_id}`: wrote {written}{comment}; tags {tags} |"
+        )
     for note in action.notes:
         lines.append(f"| playbook | {_markdown_text(note)} |")
     upd = action.alert_update

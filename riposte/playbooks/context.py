@@ -18,6 +18,13 @@ from pydantic import BaseModel, ConfigDict
 
 from riposte.alerts.approval import ApproverRef, ContainmentRequest
 from riposte.alerts.containment import ActionKind, ContainmentPlanError, plan_actions
+from riposte.alerts.incidents import (
+    IncidentClassification,
+    IncidentDetermination,
+    IncidentStatus,
+    IncidentUpdate,
+    IncidentWrite,
+)
 from riposte.alerts.matching import PlannedAction
 from riposte.alerts.model import Alert, EntityType
 from riposte.alerts.policy import Close
@@ -27,6 +34,7 @@ from riposte.blocks import BlockCache, DefenderCredentials, TicketingCredentials
 from riposte.tasks.alerts import AlertClosure, AlertUpdate, close_alert, update_alert
 from riposte.tasks.approvals import start_containment
 from riposte.tasks.digests import add_to_digest
+from riposte.tasks.incidents import update_incident
 from riposte.tasks.notify import Channel, load_channel, notify
 from riposte.tasks.policy import ticket_place, ticketing_block_name
 from riposte.tasks.tickets import add_note, comment_on_ticket, open_ticket
@@ -71,6 +79,8 @@ class ActionResult(BaseModel):
     """How the alert was closed at the source (classification: reason)."""
     containment: str | None = None
     alert_update: AlertUpdate | None = None
+    incident: IncidentWrite | None = None
+    """What was written on the alert's Defender incident."""
     notes: list[str] = []
     """Notes the playbook added to tickets, and lines it recorded for the report."""
 
@@ -351,6 +361,43 @@ class Context:
         )
         self.result.closed = f"{closure.classification}: {closure.reason}"
         return closure
+
+    # --- the incident in Defender ------------------------------------------------------------
+
+    def update_incident(
+        self,
+        *,
+        tags: Sequence[str] = (),
+        assign_to: str | None = None,
+        status: IncidentStatus | None = None,
+        classification: IncidentClassification | None = None,
+        determination: IncidentDetermination | None = None,
+        comment: str | None = None,
+    ) -> IncidentWrite | None:
+        """Write on the alert's Defender incident what the rule's `incident:` asks, with these
+        arguments over it: ``tags`` added to the incident's own (never replacing them), owner,
+        status and verdict where they differ, ``comment`` once. Keyed by the incident and the
+        change: several alerts of one incident write it once. None when the alert has no
+        incident or nothing is asked.
+
+        Example:
+            ```python
+            ctx.update_incident(tags=["api-abuse"], assign_to="soc-api@example.com")
+            ```
+        """
+        asked = IncidentUpdate(
+            tags=tuple(tags),
+            assign_to=assign_to,
+            status=status,
+            classification=classification,
+            determination=determination,
+            comment=comment,
+        ).merged_over(self.action.incident)
+        if self.alert.incident_id is None or asked == IncidentUpdate():
+            return None
+        write = update_incident(self.response.defender, str(self.alert.incident_id), asked)
+        self.result.incident = write
+        return write
 
     # --- digests ----------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from riposte.sandbox import (
     defender_endpoint,
     faults,
     graph,
+    graph_incidents,
     identity,
     jira,
     servicenow,
@@ -24,6 +25,7 @@ from riposte.sandbox.state import Reject, SandboxState
 SIMULATORS = (
     identity.router,
     graph.router,
+    graph_incidents.router,
     defender_endpoint.router,
     cloud_apps.router,
     defender_cloud.router,

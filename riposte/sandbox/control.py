@@ -88,6 +88,25 @@ async def load_sample_alerts(request: Request) -> dict[str, Any]:
     return {"loaded": len(ids), "ids": ids}
 
 
+@router.get("/graph/incidents")
+async def graph_incidents(request: Request) -> list[dict[str, Any]]:
+    """Every incident as stored, with its alerts' ids and the PATCHes it received."""
+    state = get_state(request)
+    out = []
+    for incident in state.graph.incidents.values():
+        shown = copy.deepcopy(incident)
+        shown["alertIds"] = [
+            a["id"]
+            for a in state.graph.alerts.values()
+            if str(a.get("incidentId")) == incident["id"]
+        ]
+        shown["updates"] = [
+            u["fields"] for u in state.graph.incident_updates if u["incident"] == incident["id"]
+        ]
+        out.append(shown)
+    return out
+
+
 @router.get("/graph/alerts")
 async def graph_alerts(request: Request) -> list[dict[str, Any]]:
     return copy.deepcopy(list(get_state(request).graph.alerts.values()))

@@ -255,6 +255,40 @@ async def add_comment(alert_id: str, request: Request) -> JSONResponse:
     )
 
 
+def ensure_incident(state: SandboxState, alert: dict[str, Any]) -> None:
+    """The incident an alert names, made when its first alert arrives (Defender correlates
+    alerts into incidents as they come)."""
+    incident_id = alert.get("incidentId")
+    if incident_id in (None, ""):
+        return
+    incident_id = str(incident_id)
+    incidents = state.graph.incidents
+    if incident_id in incidents:
+        return
+    tenant = alert.get("tenantId") or state.config.tenant_id
+    incidents[incident_id] = {
+        "id": incident_id,
+        "incidentWebUrl": f"https://security.microsoft.com/incidents/{incident_id}?tid={tenant}",
+        "redirectIncidentId": None,
+        "displayName": str(alert.get("title") or "Incident"),
+        "description": None,
+        "tenantId": tenant,
+        "createdDateTime": alert.get("createdDateTime") or state.graph_clock.next(),
+        "lastUpdateDateTime": alert.get("lastUpdateDateTime") or state.graph_clock.next(),
+        "assignedTo": None,
+        "classification": "unknown",
+        "determination": "unknown",
+        "status": "active",
+        "severity": alert.get("severity") or "unknown",
+        "customTags": [],
+        "systemTags": [],
+        "comments": [],
+        "resolvingComment": None,
+        "summary": None,
+        "lastModifiedBy": None,
+    }
+
+
 def load_alerts(state: SandboxState, payloads: list[dict[str, Any]]) -> list[str]:
     """Store alerts as given (ids kept), filling what Graph would always have set."""
     ids: list[str] = []
@@ -270,6 +304,7 @@ def load_alerts(state: SandboxState, payloads: list[dict[str, Any]]) -> list[str
         alert.setdefault("comments", [])
         alert.setdefault("evidence", [])
         state.graph.alerts[alert_id] = alert
+        ensure_incident(state, alert)
         ids.append(alert_id)
     return ids
 

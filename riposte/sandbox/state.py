@@ -60,6 +60,10 @@ class GraphState:
     alerts: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Entra ID users by lower-cased object id: added by control, or found in alerts' evidence.
     users: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Security incidents by id, made when the first alert naming one is loaded.
+    incidents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Every PATCH of an incident (id, fields written): what a test counts writes by.
+    incident_updates: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass

@@ -22,3 +22,4 @@ def ticket_and_notify(alert: Alert, params: NoParams, ctx: Context) -> None:
     if opened.is_new:
         ctx.notify(ticket=opened.ticket)
     ctx.update_alert(opened.ticket)
+    ctx.update_incident()  # the rule's `incident:`, if any

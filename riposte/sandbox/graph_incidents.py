@@ -1,0 +1,197 @@
+"""Microsoft Graph security incidents: get (with `$expand=alerts`), list, update, comment.
+
+As the Graph documentation has them (security-incident-get / -update / -post-comments): an
+incident groups the alerts that carry its id in `incidentId`; PATCH takes `assignedTo`,
+`classification`, `determination`, `status` (`active`, `resolved`, `redirected`,
+`awaitingAction`) and `customTags` (the whole list: a PATCH replaces it, so a client that wants to
+add a tag must read, add and write) and answers 200 with the updated incident; enum values are
+camelCase and anything else is a 400 with Graph's error body; `POST .../comments` answers 200 with
+the incident's whole comment list.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+
+from riposte.sandbox.graph import (
+    GRAPH_ROOT,
+    bad_request,
+    graph_error,
+    present,
+    require_graph_token,
+    wants_unknown_members,
+)
+from riposte.sandbox.odata import CLASSIFICATIONS, DETERMINATIONS
+from riposte.sandbox.state import Reject, SandboxState, get_state
+from riposte.sandbox.web import InvalidBody, json_body
+
+INCIDENT_STATUSES = ("active", "resolved", "redirected", "awaitingAction")
+COMMENT_TYPES = frozenset(
+    {"microsoft.graph.security.alertComment", "#microsoft.graph.security.alertComment"}
+)
+COMMENT_AUTHOR = "Automation"
+MAX_TAGS = 50
+MAX_TAG_LENGTH = 100
+_SEVERITY_ORDER = ("unknown", "informational", "low", "medium", "high")
+
+router = APIRouter(prefix="/graph/v1.0", dependencies=[Depends(require_graph_token)])
+
+
+def _alerts_of(state: SandboxState, incident_id: str) -> list[dict[str, Any]]:
+    return [a for a in state.graph.alerts.values() if str(a.get("incidentId")) == incident_id]
+
+
+def _incident(state: SandboxState, incident_id: str) -> dict[str, Any]:
+    incident = state.graph.incidents.get(incident_id)
+    if incident is None:
+        raise Reject(
+            graph_error(404, "NotFound", f"Incident with id '{incident_id}' was not found.")
+        )
+    return incident
+
+
+def _shown(state: SandboxState, incident: dict[str, Any], request: Request) -> dict[str, Any]:
+    shown = copy.deepcopy(incident)
+    alerts = _alerts_of(state, incident["id"])
+    # The incident's severity is its highest alert's.
+    severities = [str(a.get("severity") or "unknown") for a in alerts] or [shown["severity"]]
+    known = [s for s in severities if s in _SEVERITY_ORDER]
+    if known:
+        shown["severity"] = max(known, key=_SEVERITY_ORDER.index)
+    expand = request.query_params.get("$expand", "")
+    if expand:
+        if expand.strip() != "alerts":
+            raise bad_request(f"Could not find a property named '{expand}' on type 'incident'.")
+        include_unknown = wants_unknown_members(request)
+        shown["alerts"] = [present(a, include_unknown) for a in alerts]
+    return shown
+
+
+@router.get("/security/incidents/{incident_id}")
+async def get_incident(incident_id: str, request: Request) -> JSONResponse:
+    state = get_state(request)
+    body: dict[str, Any] = {"@odata.context": f"{GRAPH_ROOT}/$metadata#security/incidents/$entity"}
+    body.update(_shown(state, _incident(state, incident_id), request))
+    return JSONResponse(body)
+
+
+@router.get("/security/incidents")
+async def list_incidents(request: Request) -> JSONResponse:
+    state = get_state(request)
+    incidents = sorted(
+        state.graph.incidents.values(), key=lambda i: str(i["createdDateTime"]), reverse=True
+    )
+    raw_top = request.query_params.get("$top", "50")
+    if not raw_top.isdigit():
+        raise bad_request(f"Invalid value '{raw_top}' for query option $top.")
+    top = int(raw_top)
+    body = {
+        "@odata.context": f"{GRAPH_ROOT}/$metadata#security/incidents",
+        "value": [_shown(state, i, request) for i in incidents[:top]],
+    }
+    return JSONResponse(body)
+
+
+def _tags(value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+        raise bad_request(
+            "Invalid request body: customTags must be a collection of Edm.String values."
+        )
+    if len(value) > MAX_TAGS or any(len(t) > MAX_TAG_LENGTH or not t.strip() for t in value):
+        raise bad_request(
+            f"Invalid request body: at most {MAX_TAGS} custom tags of 1 to {MAX_TAG_LENGTH} "
+            "characters each."
+        )
+    return list(value)
+
+
+def _validated(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise bad_request("The request body must be a JSON object.")
+    update: dict[str, Any] = {}
+    enums = {
+        "status": (INCIDENT_STATUSES, "incidentStatus"),
+        "classification": (CLASSIFICATIONS, "alertClassification"),
+        "determination": (DETERMINATIONS, "alertDetermination"),
+    }
+    for key, value in body.items():
+        if key.startswith("@odata."):
+            continue
+        if key in enums:
+            allowed, type_name = enums[key]
+            if value not in allowed:
+                raise bad_request(
+                    f"Invalid request body: cannot convert the literal '{value}' to the expected"
+                    f" type 'microsoft.graph.security.{type_name}'."
+                )
+            update[key] = value
+        elif key == "assignedTo":
+            if value is not None and not isinstance(value, str):
+                raise bad_request("Invalid request body: assignedTo must be a string or null.")
+            update[key] = value
+        elif key == "customTags":
+            update[key] = _tags(value)
+        elif key in ("resolvingComment", "summary", "description", "displayName"):
+            if value is not None and not isinstance(value, str):
+                raise bad_request(f"Invalid request body: {key} must be a string or null.")
+            update[key] = value
+        else:
+            raise bad_request(
+                f"Invalid request body: the property '{key}' does not exist on type"
+                " 'microsoft.graph.security.incident' or is not writable."
+            )
+    return update
+
+
+@router.patch("/security/incidents/{incident_id}")
+async def update_incident(incident_id: str, request: Request) -> JSONResponse:
+    state = get_state(request)
+    incident = _incident(state, incident_id)
+    try:
+        body = await json_body(request)
+    except InvalidBody as exc:
+        raise bad_request(f"Invalid request body: {exc}.") from None
+    update = _validated(body)
+    incident.update(update)
+    incident["lastUpdateDateTime"] = state.graph_clock.next()
+    incident["lastModifiedBy"] = COMMENT_AUTHOR
+    state.graph.incident_updates.append({"incident": incident_id, "fields": sorted(update)})
+    shown: dict[str, Any] = {"@odata.context": f"{GRAPH_ROOT}/$metadata#security/incidents/$entity"}
+    shown.update(_shown(state, incident, request))
+    return JSONResponse(shown)
+
+
+@router.post("/security/incidents/{incident_id}/comments")
+async def comment_incident(incident_id: str, request: Request) -> JSONResponse:
+    state = get_state(request)
+    incident = _incident(state, incident_id)
+    try:
+        body = await json_body(request)
+    except InvalidBody as exc:
+        raise bad_request(f"Invalid request body: {exc}.") from None
+    if not isinstance(body, dict):
+        raise bad_request("The request body must be a JSON object.")
+    odata_type = body.get("@odata.type")
+    if odata_type is not None and odata_type not in COMMENT_TYPES:
+        raise bad_request(f"Invalid @odata.type '{odata_type}' for an incident comment.")
+    comment = body.get("comment")
+    if not isinstance(comment, str) or not comment.strip():
+        raise bad_request("Invalid request body: the comment must be a non-empty string.")
+    now = state.graph_clock.next()
+    comments: list[dict[str, Any]] = incident.setdefault("comments", [])
+    comments.append(
+        {"comment": comment, "createdByDisplayName": COMMENT_AUTHOR, "createdDateTime": now}
+    )
+    incident["lastUpdateDateTime"] = now
+    return JSONResponse(
+        {
+            "@odata.context": (
+                f"{GRAPH_ROOT}/$metadata#Collection(microsoft.graph.security.alertComment)"
+            ),
+            "value": copy.deepcopy(comments),
+        }
+    )
