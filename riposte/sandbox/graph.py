@@ -517,12 +517,17 @@ async def update_user(user_key: str, request: Request) -> Response:
 
 
 @router.post("/users/{user_key}/revokeSignInSessions")
-async def revoke_sign_in_sessions(user_key: str, request: Request) -> JSONResponse:
+async def revoke_sign_in_sessions(user_key: str, request: Request) -> Response:
+    """204 No Content, as documented (user-revokesigninsessions); a known issue makes tenants
+    answer 200 `{"value": true}` today, which the sandbox does when told to."""
     state = get_state(request)
     user = _user(state, user_key)
     user["signInSessionsValidFromDateTime"] = state.graph_clock.next()
     user["_sessionRevocations"] += 1
-    return JSONResponse({"@odata.context": f"{GRAPH_ROOT}/$metadata#Edm.Boolean", "value": True})
+    if state.graph.revoke_answers_200:
+        body = {"@odata.context": f"{GRAPH_ROOT}/$metadata#Edm.Boolean", "value": True}
+        return JSONResponse(body)
+    return Response(status_code=204)
 
 
 # --- control: directory users (mounted under /_sandbox) --------------------------------------
@@ -537,6 +542,27 @@ class UserIn(BaseModel):
     id: str | None = None
     displayName: str | None = None  # noqa: N815
     accountEnabled: bool = True  # noqa: N815
+
+
+class GraphSettings(BaseModel):
+    revoke_sessions_status: int = Field(default=204, description="204 (documented) or 200")
+
+
+@control_router.get("/settings")
+async def graph_settings(request: Request) -> GraphSettings:
+    return GraphSettings(
+        revoke_sessions_status=200 if get_state(request).graph.revoke_answers_200 else 204
+    )
+
+
+@control_router.post("/settings")
+async def set_graph_settings(settings: GraphSettings, request: Request) -> GraphSettings:
+    if settings.revoke_sessions_status not in (200, 204):
+        raise Reject(
+            JSONResponse({"detail": "revoke_sessions_status: 200 or 204"}, status_code=422)
+        )
+    get_state(request).graph.revoke_answers_200 = settings.revoke_sessions_status == 200
+    return settings
 
 
 @control_router.get("/users")

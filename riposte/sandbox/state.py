@@ -64,6 +64,9 @@ class GraphState:
     incidents: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Every PATCH of an incident (id, fields written): what a test counts writes by.
     incident_updates: list[dict[str, Any]] = field(default_factory=list)
+    # revokeSignInSessions answers 204 as documented; 200 {"value": true} is a known issue that
+    # tenants see today (`/_sandbox/graph/settings`).
+    revoke_answers_200: bool = False
 
 
 @dataclass
