@@ -303,8 +303,10 @@ def test_integer_id_becomes_a_string() -> None:
     assert cloud_apps.parse(minimal(_id=15795464)).id == "15795464"
 
 
-def test_non_list_entities_is_a_parse_error_naming_entities() -> None:
-    assert parse_error(minimal(entities={"type": "ip"})).field == "entities"
+def test_entities_that_are_one_object_are_a_list_of_one_not_a_refusal() -> None:
+    alert = cloud_apps.parse(minimal(entities={"type": "ip", "id": "203.0.113.9"}))
+    assert alert.id == minimal()["_id"]
+    assert cloud_apps.parse(minimal(entities="x")).id == alert.id
 
 
 def test_object_where_text_is_promised_is_a_parse_error_naming_the_field() -> None:

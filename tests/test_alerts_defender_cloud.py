@@ -523,9 +523,13 @@ def test_properties_that_are_not_an_object_is_a_parse_error_naming_properties() 
     assert parse_error(payload).field == "properties"
 
 
-@pytest.mark.parametrize("field", ["entities", "resourceIdentifiers", "extendedProperties"])
-def test_wrong_shaped_entity_fields_are_parse_errors_naming_them(field: str) -> None:
-    assert parse_error(arm(**{field: 42})).field == f"properties.{field}"
+def test_wrong_shaped_extended_properties_are_a_parse_error_naming_them() -> None:
+    assert parse_error(arm(extendedProperties=42)).field == "properties.extendedProperties"
+
+
+@pytest.mark.parametrize("field", ["entities", "resourceIdentifiers"])
+def test_entity_lists_of_the_wrong_shape_are_ignored_not_a_refusal(field: str) -> None:
+    assert defender_cloud.parse(arm(**{field: 42})).id == defender_cloud.parse(arm()).id
 
 
 def test_references_to_unknown_ids_and_reference_chains_do_not_break_parsing() -> None:

@@ -336,8 +336,18 @@ def test_unparseable_time_is_a_parse_error_naming_it(field: str) -> None:
 
 
 @pytest.mark.parametrize("field", ["evidence", "alertFiles", "alertIps", "alertDomains"])
-def test_entity_list_that_is_not_a_list_is_a_parse_error_naming_it(field: str) -> None:
-    assert parse_error(minimal(**{field: {"sha1": "x"}})).field == field
+def test_an_entity_list_that_is_one_object_is_a_list_of_one_and_never_costs_the_alert(
+    field: str,
+) -> None:
+    """Some exporters write one evidence object instead of a list: enrichment is read
+    leniently (a list of one, or nothing for a non-object), identity strictly."""
+    one = {"entityType": "Ip", "ipAddress": "203.0.113.9", "host": "203.0.113.9"}
+    alert = defender_endpoint.parse(minimal(**{field: one}))
+    assert alert.id == minimal()["id"]
+    if field in ("evidence", "alertIps"):
+        assert "203.0.113.9" in [e.value for e in alert.entities]
+    assert defender_endpoint.parse(minimal(**{field: 42})).id == alert.id
+    assert parse_error(minimal(**{field: one, "id": None})).field == "id"
 
 
 def test_object_where_text_is_promised_is_a_parse_error_naming_the_field() -> None:

@@ -431,8 +431,18 @@ def test_object_where_a_string_is_promised_is_a_parse_error_naming_the_field() -
 # --- evidence -------------------------------------------------------------------------------
 
 
-def test_non_list_evidence_is_a_parse_error_naming_evidence() -> None:
-    assert parse_error(minimal(evidence={"@odata.type": "ipEvidence"})).field == "evidence"
+def test_evidence_that_is_one_object_is_read_as_a_list_of_one_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Enrichment is read leniently: an exporter that wrote one evidence object instead of a
+    list does not cost the alert (identity fields stay strict)."""
+    one = {"@odata.type": "#microsoft.graph.security.ipEvidence", "ipAddress": "203.0.113.9"}
+    with caplog.at_level("WARNING", logger="riposte.alerts"):
+        alert = graph.parse(minimal(evidence=one))
+    assert [e.value for e in alert.entities] == ["203.0.113.9"]
+    assert "evidence is one object where a list belongs" in caplog.text
+    assert graph.parse(minimal(evidence="not evidence")).entities == ()
+    assert parse_error(minimal(id=None)).field == "id"
 
 
 def test_null_evidence_gives_no_entities() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import json
+import logging
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -21,6 +22,8 @@ from pydantic import ValidationError
 from riposte.alerts.errors import AlertParseError
 from riposte.alerts.model import Alert, Entity, EntityType
 from riposte.alerts.timestamps import parse_timestamp
+
+logger = logging.getLogger("riposte.alerts")
 
 _T = TypeVar("_T")
 
@@ -317,9 +320,19 @@ def merge(entities: Iterable[Entity | None]) -> tuple[Entity, ...]:
 
 
 def object_list(value: Any, field: str) -> list[Mapping[str, Any]]:
-    """The objects of a list field: null is none, non-objects are skipped, a non-list fails."""
+    """The objects of a list of enrichment (evidence, entities...), read leniently: null is
+    none, non-objects are skipped, a single object where the list belongs (as some exporters
+    write Defender for Endpoint alerts) is a list of one, and anything else is no item; both
+    with a warning. Identity fields (id, source, time) stay strict elsewhere: an alert is never
+    refused for its enrichment."""
     if value is None:
         return []
+    if isinstance(value, Mapping):
+        logger.warning(
+            "alert field %s is one object where a list belongs: read as a list of one", field
+        )
+        return [value]
     if not isinstance(value, list):
-        raise AlertParseError(f"expected a list, got {type(value).__name__}", field=field)
+        logger.warning("alert field %s is a %s, not a list: ignored", field, type(value).__name__)
+        return []
     return [item for item in value if isinstance(item, Mapping)]

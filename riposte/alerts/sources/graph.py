@@ -17,6 +17,7 @@ from riposte.alerts.sources._common import get as _get
 from riposte.alerts.sources._common import guarded as _guarded
 from riposte.alerts.sources._common import has as _has
 from riposte.alerts.sources._common import join_path as _join_path
+from riposte.alerts.sources._common import object_list
 from riposte.alerts.sources._common import plain as _plain
 from riposte.alerts.sources._common import scalar_text as _scalar_text
 from riposte.alerts.timestamps import parse_timestamp
@@ -448,17 +449,8 @@ def _type_name(odata_type: str) -> str:
 
 
 def _entities(payload: Mapping[str, Any]) -> tuple[Entity, ...]:
-    evidence = _get(payload, "evidence")
-    if evidence is None:
-        evidence = []
-    if not isinstance(evidence, list):
-        raise AlertParseError(
-            f"expected a list of evidence, got {type(evidence).__name__}", field="evidence"
-        )
     found: list[Entity | None] = []
-    for item in evidence:
-        if not isinstance(item, Mapping):
-            continue
+    for item in object_list(_get(payload, "evidence"), "evidence"):
         odata_type = _get(item, "@odata.type")
         if not isinstance(odata_type, str):
             continue
