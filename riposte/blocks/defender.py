@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import quote
 
@@ -27,7 +27,7 @@ from riposte.blocks.cloud_apps import CloudAppsClient, LegacyTokenAuth
 from riposte.blocks.defender_cloud import DefenderCloudClient
 from riposte.blocks.defender_endpoint import DefenderEndpointClient
 from riposte.blocks.entra import EntraUsersClient
-from riposte.blocks.errors import ServiceAuthError
+from riposte.blocks.errors import ServiceAuthError, ServiceRejectedError
 
 T = TypeVar("T")
 
@@ -296,6 +296,13 @@ def graph_time(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+_NEVER = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _updated(alert: dict[str, Any]) -> datetime:
+    return parse_timestamp(alert.get("lastUpdateDateTime")) or _NEVER
+
+
 class GraphSecurityClient:
     """Typed access to Graph ``security/alerts_v2``: list, get, update status, comment."""
 
@@ -329,39 +336,73 @@ class GraphSecurityClient:
         return body
 
     def list_alerts_since(
-        self, since: datetime | None, *, page_size: int = 200
+        self,
+        since: datetime | None,
+        *,
+        page_size: int = 500,
+        until: datetime | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """Alerts updated at or after ``since``, oldest update first, every alert once.
+        """Alerts updated at or after ``since`` (and before ``until``, default now), oldest
+        update first, each once in its latest version.
 
-        Pages by ``lastUpdateDateTime`` rather than ``@odata.nextLink``, which real tenants do
-        not reliably return. Alerts sharing the boundary timestamp are de-duplicated by id.
+        Uses only the documented query options (`$filter`, `$top`, `$skip`): the service's order
+        is its own, so the window is read whole, then sorted. Every `@odata.nextLink` the service
+        sends is followed (on the Graph host only). Some tenants send none (shared reference,
+        pitfall 2): then a full page means the window holds more, and it is split in two by time
+        and each half read the same way; a window of one millisecond is read by `$skip`.
         """
-        seen: set[str] = set()
-        cursor = since
-        skip = 0
-        while True:
-            params: dict[str, str | int] = {
-                "$orderby": "lastUpdateDateTime asc",
-                "$top": page_size,
-            }
-            if cursor is not None:
-                params["$filter"] = f"lastUpdateDateTime ge {graph_time(cursor)}"
-            if skip:
-                params["$skip"] = skip
-            page = self._call("list alerts", "GET", self.ALERTS, params=params).get("value", [])
-            for item in page:
-                alert_id = str(item.get("id"))
-                if alert_id not in seen:
-                    seen.add(alert_id)
-                    yield item
-            if len(page) < page_size:
-                return
-            last = parse_timestamp(page[-1].get("lastUpdateDateTime"))
-            if last is None or (cursor is not None and last <= cursor):
-                # A whole page shares one timestamp: step over it by offset instead.
-                skip += len(page)
-            else:
-                cursor, skip = last, 0
+        start = since or _NEVER
+        end = until or datetime.now(UTC) + timedelta(seconds=1)
+        latest: dict[str, dict[str, Any]] = {}
+        self._read_window(start, end, page_size, latest)
+        yield from sorted(latest.values(), key=lambda a: (_updated(a), str(a.get("id"))))
+
+    def _read_window(
+        self, start: datetime, end: datetime, page_size: int, latest: dict[str, dict[str, Any]]
+    ) -> None:
+        window = (
+            f"lastUpdateDateTime ge {graph_time(start)} and lastUpdateDateTime lt {graph_time(end)}"
+        )
+        params: dict[str, str | int] = {"$filter": window, "$top": page_size}
+        body = self._call("list alerts", "GET", self.ALERTS, params=params)
+        page = self._keep(body, latest)
+        if body.get("@odata.nextLink"):
+            while link := body.get("@odata.nextLink"):
+                body = self._call("list alerts (next page)", "GET", self._same_host(str(link)))
+                self._keep(body, latest)
+            return
+        if len(page) < page_size:
+            return  # the whole window fitted in one page
+        if end - start > timedelta(milliseconds=1):
+            middle = start + (end - start) / 2
+            self._read_window(start, middle, page_size, latest)
+            self._read_window(middle, end, page_size, latest)
+            return
+        skip = len(page)  # one millisecond holds more than a page: $skip, documented
+        while len(page) == page_size:
+            params["$skip"] = skip
+            page = self._keep(self._call("list alerts", "GET", self.ALERTS, params=params), latest)
+            skip += len(page)
+
+    @staticmethod
+    def _keep(body: dict[str, Any], latest: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+        page = [item for item in body.get("value", []) if isinstance(item, dict)]
+        for item in page:
+            alert_id = str(item.get("id"))
+            known = latest.get(alert_id)
+            if known is None or _updated(item) >= _updated(known):
+                latest[alert_id] = item
+        return page
+
+    def _same_host(self, link: str) -> str:
+        """A nextLink, if it points at the Graph host the client talks to: the token goes with
+        it, so a link elsewhere is refused."""
+        target, base = httpx.URL(link), self._http.base_url
+        if (target.scheme, target.host, target.port) != (base.scheme, base.host, base.port):
+            raise ServiceRejectedError(
+                GRAPH, "list alerts: the next page link leaves the Graph host"
+            )
+        return link
 
     def update_alert(self, alert_id: str, **changes: str) -> dict[str, Any]:
         body: dict[str, Any] = self._call(

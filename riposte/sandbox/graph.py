@@ -4,9 +4,11 @@ Entra ID users (get, enable or disable, revoke sign-in sessions)."""
 from __future__ import annotations
 
 import copy
+import hashlib
 import re
 import uuid
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
@@ -151,14 +153,27 @@ async def list_alerts(request: Request) -> JSONResponse:
             f" incoming request is '{top}'."
         )
     skip = _int_option(request, "$skip", 0)
+    token = params.get("$skiptoken")
+    if token is not None:
+        if not token.isdigit():
+            raise bad_request("The $skiptoken is not valid: follow @odata.nextLink as given.")
+        skip += int(token)
     matching = [a for a in state.graph.alerts.values() if all(c.matches(a) for c in clauses)]
-    matching.sort(key=sort_key(order_field), reverse=descending)
+    # The service's own order (stable, not by time): `$orderby` is not a documented option of
+    # this list, so a client must not rely on it (it is applied only when told to).
+    matching.sort(key=lambda a: hashlib.sha256(str(a.get("id")).encode()).hexdigest())
+    if state.graph.honor_orderby and "$orderby" in params:
+        matching.sort(key=sort_key(order_field), reverse=descending)
     include_unknown = wants_unknown_members(request)
     body: dict[str, Any] = {"@odata.context": f"{GRAPH_ROOT}/$metadata#security/alerts_v2"}
     if params.get("$count", "").lower() == "true":
         body["@odata.count"] = len(matching)
-    # No @odata.nextLink, ever: real tenants often omit it, and clients must page by time.
     body["value"] = [present(a, include_unknown) for a in matching[skip : skip + top]]
+    if state.graph.next_link and skip + top < len(matching):
+        query = [(k, v) for k, v in params.multi_items() if k not in ("$skip", "$skiptoken")]
+        query.append(("$skiptoken", str(skip + top)))
+        base = str(request.url).split("?", 1)[0]
+        body["@odata.nextLink"] = f"{base}?{urlencode(query)}"
     return JSONResponse(body)
 
 
@@ -545,23 +560,29 @@ class UserIn(BaseModel):
 
 
 class GraphSettings(BaseModel):
-    revoke_sessions_status: int = Field(default=204, description="204 (documented) or 200")
+    revoke_sessions_status: Literal[200, 204] = Field(
+        default=204, description="204 (documented) or 200 (the known issue)"
+    )
+    next_link: bool = Field(default=True, description="send @odata.nextLink (documented)")
+    honor_orderby: bool = Field(default=False, description="apply $orderby (undocumented)")
 
 
 @control_router.get("/settings")
 async def graph_settings(request: Request) -> GraphSettings:
+    graph = get_state(request).graph
     return GraphSettings(
-        revoke_sessions_status=200 if get_state(request).graph.revoke_answers_200 else 204
+        revoke_sessions_status=200 if graph.revoke_answers_200 else 204,
+        next_link=graph.next_link,
+        honor_orderby=graph.honor_orderby,
     )
 
 
 @control_router.post("/settings")
 async def set_graph_settings(settings: GraphSettings, request: Request) -> GraphSettings:
-    if settings.revoke_sessions_status not in (200, 204):
-        raise Reject(
-            JSONResponse({"detail": "revoke_sessions_status: 200 or 204"}, status_code=422)
-        )
-    get_state(request).graph.revoke_answers_200 = settings.revoke_sessions_status == 200
+    graph = get_state(request).graph
+    graph.revoke_answers_200 = settings.revoke_sessions_status == 200
+    graph.next_link = settings.next_link
+    graph.honor_orderby = settings.honor_orderby
     return settings
 
 

@@ -67,6 +67,11 @@ class GraphState:
     # revokeSignInSessions answers 204 as documented; 200 {"value": true} is a known issue that
     # tenants see today (`/_sandbox/graph/settings`).
     revoke_answers_200: bool = False
+    # Listing: `@odata.nextLink` when more results remain (as documented); some tenants were
+    # reported to send none (`next_link` False). `$orderby` is not among the documented query
+    # options of alerts_v2: it is checked but not applied unless `honor_orderby`.
+    next_link: bool = True
+    honor_orderby: bool = False
 
 
 @dataclass
