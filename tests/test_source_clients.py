@@ -463,3 +463,46 @@ def test_errors_of_the_source_clients_name_the_system_and_never_a_secret(
         assert sandbox_config.client_secret not in str(info.value)
     with pytest.raises(ServiceRejectedError):
         creds.cloud_apps_client().close_benign(["a" * 24], reason_id=99)
+
+
+@pytest.mark.parametrize("source", ["graph", "defender_endpoint", "cloud_apps", "defender_cloud"])
+def test_triage_sets_owner_and_verdict_in_each_api_s_own_spelling_or_says_it_cannot(
+    creds: DefenderCredentials, sandbox: httpx.Client, source: str
+) -> None:
+    """Graph takes camelCase as given; Defender for Endpoint gets PascalCase (compromisedAccount
+    is its CompromisedUser); Cloud Apps and Defender for Cloud have no owner or verdict outside
+    closing, and say so. A second call with the same values writes nothing."""
+    ids = sandbox.post("/_sandbox/alerts/samples").json()[source]
+    client = creds.source_client(source)
+    alert_id = ids[0]
+    wanted = {
+        "assignedTo": "soc@example.com",
+        "classification": "truePositive",
+        "determination": "compromisedAccount",
+    }
+    done = client.triage(alert_id, wanted)
+    if source in ("cloud_apps", "defender_cloud"):
+        assert done.written == () and len(done.unsupported) == 3
+        return
+    assert done.written == ("assignedTo", "classification", "determination")
+    stored = client.get(alert_id)
+    expected = (
+        ("soc@example.com", "TruePositive", "CompromisedUser")
+        if source == "defender_endpoint"
+        else ("soc@example.com", "truePositive", "compromisedAccount")
+    )
+    assert (stored["assignedTo"], stored["classification"], stored["determination"]) == expected
+    assert client.triage(alert_id, wanted).written == ()
+
+
+def test_defender_for_endpoint_refuses_retired_determinations_as_the_service_does(
+    creds: DefenderCredentials, sandbox: httpx.Client
+) -> None:
+    alert_id = sandbox.post("/_sandbox/mde/alerts/samples").json()["ids"][0]
+    client = creds.endpoint_client()
+    for retired in ("Apt", "SecurityPersonnel"):
+        with pytest.raises(ServiceRejectedError, match="no longer supported"):
+            client.update_alert(alert_id, determination=retired)
+    # The client refuses Graph's `apt` before sending: this API has no equivalent.
+    with pytest.raises(ServiceRejectedError, match="no determination 'apt'"):
+        client.triage(alert_id, {"determination": "apt"})

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from riposte.blocks.defender import GraphSecurityClient
@@ -73,6 +73,19 @@ class AlertSourceClient(Protocol):
         """Resolve the alert with a verdict, recording ``reason`` where the API keeps one."""
         ...
 
+    def triage(self, alert_id: str, wanted: dict[str, str]) -> Triage:
+        """Set owner (`assignedTo`), `classification` and `determination`, given in Graph's
+        spelling (camelCase), as far as the API has them: each written only where it differs,
+        in the API's own spelling; the others are reported, never guessed."""
+        ...
+
+
+class Triage(NamedTuple):
+    written: tuple[str, ...]
+    """The fields this call wrote (none when the alert held them already)."""
+    unsupported: tuple[str, ...] = ()
+    """The fields the API cannot set on an alert (and why, after a colon)."""
+
 
 def comments_contain(comments: Any, needle: str) -> bool:
     """Whether any comment of a ``[{"comment": ...}]`` list contains ``needle``."""
@@ -129,3 +142,10 @@ class GraphAlertSource:
         }
         if any(current.get(k) != v for k, v in wanted.items()):
             self.client.update_alert(alert_id, **wanted)
+
+    def triage(self, alert_id: str, wanted: dict[str, str]) -> Triage:
+        current = self.client.get_alert(alert_id)
+        changes = {k: v for k, v in wanted.items() if current.get(k) != v}
+        if changes:
+            self.client.update_alert(alert_id, **changes)
+        return Triage(written=tuple(sorted(changes)))

@@ -16,7 +16,7 @@ from pydantic import SecretStr
 
 from riposte.blocks._http import IDEMPOTENT, build_http_client, send
 from riposte.blocks.alert_sources import CLOUD_APPS as CLOUD_APPS_SOURCE
-from riposte.blocks.alert_sources import Verdict
+from riposte.blocks.alert_sources import Triage, Verdict
 from riposte.blocks.errors import ServiceNotFoundError, ServiceRejectedError
 
 CLOUD_APPS = "Microsoft Defender for Cloud Apps"
@@ -212,6 +212,11 @@ class CloudAppsClient:
 
     def has_comment(self, alert_id: str, needle: str) -> bool:
         return needle in str(self.get_alert(alert_id).get("comment") or "")
+
+    def triage(self, alert_id: str, wanted: dict[str, str]) -> Triage:
+        # The API has no owner, and classifies an alert only by closing it (close_alert).
+        why = "Defender for Cloud Apps sets it only by closing the alert"
+        return Triage(written=(), unsupported=tuple(f"{k}: {why}" for k in sorted(wanted)))
 
     def close(self, alert_id: str, verdict: Verdict, reason: str) -> None:
         comment = reason.strip() or None

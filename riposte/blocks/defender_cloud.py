@@ -17,7 +17,7 @@ import httpx
 from riposte.alerts.timestamps import parse_timestamp
 from riposte.blocks._http import IDEMPOTENT, build_http_client, send
 from riposte.blocks.alert_sources import DEFENDER_CLOUD as DEFENDER_CLOUD_SOURCE
-from riposte.blocks.alert_sources import Verdict
+from riposte.blocks.alert_sources import Triage, Verdict
 from riposte.blocks.errors import ServiceAuthError, ServiceNotFoundError, ServiceRejectedError
 
 DEFENDER_CLOUD = "Microsoft Defender for Cloud"
@@ -180,6 +180,10 @@ class DefenderCloudClient:
 
     def has_comment(self, alert_id: str, needle: str) -> bool:
         return False
+
+    def triage(self, alert_id: str, wanted: dict[str, str]) -> Triage:
+        why = "Defender for Cloud alerts have no owner or classification"
+        return Triage(written=(), unsupported=tuple(f"{k}: {why}" for k in sorted(wanted)))
 
     def close(self, alert_id: str, verdict: Verdict, reason: str) -> None:
         # The reason has nowhere to go on ARM; the ticket and the run's artifact keep it.

@@ -15,7 +15,8 @@ import httpx
 
 from riposte.alerts.timestamps import parse_timestamp
 from riposte.blocks._http import IDEMPOTENT, build_http_client, send
-from riposte.blocks.alert_sources import DEFENDER_ENDPOINT, Verdict, comments_contain
+from riposte.blocks.alert_sources import DEFENDER_ENDPOINT, Triage, Verdict, comments_contain
+from riposte.blocks.errors import ServiceRejectedError
 
 ENDPOINT = "Microsoft Defender for Endpoint"
 MAX_PAGE = 10_000
@@ -27,6 +28,28 @@ VERDICTS: dict[Verdict, tuple[str, str]] = {
     "true_positive": ("TruePositive", "Other"),
 }
 _OLDEST = datetime.min.replace(tzinfo=UTC)
+
+# Graph's spelling -> this API's (update-alert.md). Defender for Endpoint has no `unknown`, and
+# retired `Apt` and `SecurityPersonnel` in 2022: those have no equivalent here.
+CLASSIFICATION_NAMES = {
+    "truePositive": "TruePositive",
+    "falsePositive": "FalsePositive",
+    "informationalExpectedActivity": "InformationalExpectedActivity",
+}
+DETERMINATION_NAMES = {
+    "multiStagedAttack": "MultiStagedAttack",
+    "maliciousUserActivity": "MaliciousUserActivity",
+    "compromisedAccount": "CompromisedUser",
+    "malware": "Malware",
+    "phishing": "Phishing",
+    "unwantedSoftware": "UnwantedSoftware",
+    "other": "Other",
+    "securityTesting": "SecurityTesting",
+    "lineOfBusinessApplication": "LineOfBusinessApplication",
+    "confirmedUserActivity": "ConfirmedActivity",
+    "notMalicious": "NotMalicious",
+    "notEnoughDataToValidate": "InsufficientData",
+}
 
 
 def endpoint_time(value: datetime) -> str:
@@ -145,6 +168,25 @@ class DefenderEndpointClient:
             changes["comment"] = reason
         if changes:
             self.update_alert(alert_id, **changes)
+
+    def triage(self, alert_id: str, wanted: dict[str, str]) -> Triage:
+        changes: dict[str, str] = {}
+        for field, value in wanted.items():
+            names = {"classification": CLASSIFICATION_NAMES, "determination": DETERMINATION_NAMES}
+            if field in names:
+                if value not in names[field]:
+                    raise ServiceRejectedError(
+                        ENDPOINT,
+                        f"alert {alert_id}: no {field} {value!r} in this API (it has "
+                        f"{', '.join(names[field])})",
+                    )
+                value = names[field][value]
+            changes[field] = value
+        current = self.get_alert(alert_id)
+        changes = {k: v for k, v in changes.items() if current.get(k) != v}
+        if changes:
+            self.update_alert(alert_id, **changes)
+        return Triage(written=tuple(sorted(changes)))
 
     # --- response actions: isolation, indicators ------------------------------------------
 

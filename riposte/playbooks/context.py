@@ -31,7 +31,14 @@ from riposte.alerts.policy import Close
 from riposte.alerts.response import Delivery, Ticket, ref_for
 from riposte.alerts.throttle import Disposition, Outcome, digest_bucket
 from riposte.blocks import BlockCache, DefenderCredentials, TicketingCredentials
-from riposte.tasks.alerts import AlertClosure, AlertUpdate, close_alert, update_alert
+from riposte.tasks.alerts import (
+    AlertClosure,
+    AlertTriage,
+    AlertUpdate,
+    close_alert,
+    triage_alert,
+    update_alert,
+)
 from riposte.tasks.approvals import start_containment
 from riposte.tasks.digests import add_to_digest
 from riposte.tasks.incidents import update_incident
@@ -361,6 +368,40 @@ class Context:
         )
         self.result.closed = f"{closure.classification}: {closure.reason}"
         return closure
+
+    def triage_alert(
+        self,
+        *,
+        assign_to: str | None = None,
+        classification: IncidentClassification | None = None,
+        determination: IncidentDetermination | None = None,
+    ) -> AlertTriage:
+        """Set the alert's owner and verdict at its source (Graph's spelling; Defender for
+        Endpoint gets its own), each only where it differs, once. Fields its API cannot set
+        (Defender for Cloud Apps, Defender for Cloud) are reported in ``unsupported``.
+
+        Example:
+            ```python
+            ctx.triage_alert(assign_to="soc-api@example.com", classification="truePositive")
+            ```
+        """
+        wanted = {
+            k: v
+            for k, v in (
+                ("assignedTo", assign_to),
+                ("classification", classification),
+                ("determination", determination),
+            )
+            if v is not None
+        }
+        if not wanted:
+            raise ValueError("triage_alert needs an owner, a classification or a determination")
+        done = triage_alert(self.response.defender, self.alert, wanted)
+        written = ", ".join(done.written) or "nothing new"
+        self.result.notes.append(f"alert triage: wrote {written}")
+        for field in done.unsupported:
+            self.result.notes.append(f"alert triage: not set, {field}")
+        return done
 
     # --- the incident in Defender ------------------------------------------------------------
 

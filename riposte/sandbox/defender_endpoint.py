@@ -32,7 +32,9 @@ COMMENT_AUTHOR = "Automation"
 
 STATUSES = ("New", "InProgress", "Resolved")
 CLASSIFICATIONS = ("TruePositive", "InformationalExpectedActivity", "FalsePositive")
-# The current determinations, then the older ones the API still accepts.
+# The current determinations (update-alert.md). `Apt` and `SecurityPersonnel` were retired in
+# August 2022 and are refused, as by the service; alerts classified before may still carry them
+# (and `NotAvailable`), so they are read, never written.
 DETERMINATIONS = (
     "MultiStagedAttack",
     "MaliciousUserActivity",
@@ -46,10 +48,8 @@ DETERMINATIONS = (
     "NotMalicious",
     "InsufficientData",
     "Other",
-    "NotAvailable",
-    "Apt",
-    "SecurityPersonnel",
 )
+RETIRED_DETERMINATIONS = ("Apt", "SecurityPersonnel", "NotAvailable")
 SEVERITIES = ("UnSpecified", "Informational", "Low", "Medium", "High")
 
 # $filter properties (matched case-insensitively, as the API does) and their kinds.
@@ -258,6 +258,12 @@ def _validated_update(body: Any) -> dict[str, Any]:
         nullable = key in ("classification", "determination", "assignedTo")
         if value is None and nullable:
             continue
+        if key == "determination" and value in RETIRED_DETERMINATIONS:
+            raise _bad_request(
+                f"Request body is incorrect: the determination '{value}' is no longer supported"
+                f" ({', '.join(DETERMINATIONS)}).",
+                "InvalidRequestBody",
+            )
         if values is not None and value not in values:
             # PascalCase only: "resolved" (Graph's spelling) is refused here.
             raise _bad_request(

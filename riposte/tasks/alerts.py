@@ -103,3 +103,38 @@ def close_alert(
     client.close(alert.id, classification, reason)
     after = parse_alert(client.get(alert.id), alert.source)
     return AlertClosure(classification=classification, reason=reason, status=str(after.status))
+
+
+class AlertTriage(BaseModel):
+    """What `triage_alert` did: the fields it wrote, and those the alert's API cannot set."""
+
+    model_config = ConfigDict(frozen=True)
+
+    written: tuple[str, ...]
+    unsupported: tuple[str, ...] = ()
+
+
+def _triage_key(context: TaskRunContext, params: dict[str, Any]) -> str:
+    alert: Alert = params["alert"]
+    wanted = params["wanted"]
+    asked = ",".join(f"{k}={wanted[k]}" for k in sorted(wanted))
+    return cache_key("triage", alert.correlation_key, response_revision(alert), asked)
+
+
+@external_call(_triage_key, name="triage {alert.source}-{alert.id}")
+def triage_alert(
+    defender: DefenderCredentials, alert: Alert, wanted: dict[str, str]
+) -> AlertTriage:
+    """Set the alert's owner (`assignedTo`), `classification` and `determination` at its source,
+    given in Graph's spelling (camelCase): Graph takes them as they are, Defender for Endpoint in
+    its PascalCase (its retired determinations, such as `apt`, are refused before sending),
+    Defender for Cloud Apps and Defender for Cloud have none of them (reported, not guessed).
+    Each field is written only where it differs.
+
+    Example:
+        ```python
+        triage_alert(defender, alert, {"assignedTo": "soc@example.com"})
+        ```
+    """
+    done = defender.source_client(alert.source).triage(alert.id, wanted)
+    return AlertTriage(written=done.written, unsupported=done.unsupported)
