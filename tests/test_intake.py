@@ -118,11 +118,14 @@ def test_intake_refuses_to_start_without_a_token() -> None:
 
 def test_sender_keys_from_a_key_file_rotate_without_a_restart(tmp_path: Path) -> None:
     """`RIPOSTE_INTAKE_KEY_FILE`: keys outside Prefect (no API reader sees them), read again
-    when the file changes; a file broken mid-rotation keeps the last keys."""
+    when the file changes; a file broken mid-rotation, or with keys of the wrong shape (a string
+    where the list belongs would split into one-letter keys), keeps the last good keys; a file
+    that is gone revokes them."""
     import os
 
+    old, new = "old-token-0123456789", "new-token-0123456789"
     key_file = tmp_path / "intake-keys.json"
-    key_file.write_text(json.dumps({"tokens": ["old-token-123"], "hmac_keys": []}))
+    key_file.write_text(json.dumps({"tokens": [old], "hmac_keys": []}))
     dead = f"http://127.0.0.1:{free_port()}/api"  # past the sender check means 503 here
     app = create_app(Settings(intake_key_file=key_file), prefect_api_url=dead)
 
@@ -130,17 +133,20 @@ def test_sender_keys_from_a_key_file_rotate_without_a_restart(tmp_path: Path) ->
         headers = {"Authorization": f"Bearer {token}"}
         return _post(f"{url}/alerts/graph", json=_alert(), headers=headers, timeout=60).status_code
 
-    def rewrite(text: str, bump: int) -> None:
+    def rewrite(text: str) -> None:
         key_file.write_text(text)
-        stamp = key_file.stat().st_mtime + bump
+        stamp = key_file.stat().st_mtime + 1
         os.utime(key_file, (stamp, stamp))
 
     with serve_in_thread(app) as url:
-        assert (status("old-token-123"), status("new-token-456")) == (503, 401)
-        rewrite(json.dumps({"tokens": ["new-token-456"]}), 1)
-        assert (status("old-token-123"), status("new-token-456")) == (401, 503)
-        rewrite("{not json", 2)
-        assert (status("old-token-123"), status("new-token-456")) == (401, 503)
+        assert (status(old), status(new)) == (503, 401)
+        rewrite(json.dumps({"tokens": [new]}))
+        assert (status(old), status(new)) == (401, 503)
+        for broken in ("{not json", json.dumps({"tokens": new}), json.dumps({"tokens": ["short"]})):
+            rewrite(broken)
+            assert (status(new), status("n"), status("short")) == (503, 401, 401), broken
+        key_file.unlink()
+        assert status(new) == 401
 
 
 def test_openapi_document_lists_the_alert_route(intake_url: str) -> None:

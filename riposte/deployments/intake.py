@@ -112,23 +112,40 @@ async def _keys_from_block(name: str) -> SenderKeys:
     return _sender_keys(value, f"Secret block {name!r}")
 
 
+# A sender key shorter than this is refused: a typo (a string where a list belongs, split
+# into characters) must never become a one-letter key.
+MIN_SENDER_KEY = 16
+
+
+def _key_list(value: Any, name: str, origin: str) -> list[bytes]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(k, str) for k in value):
+        raise ValueError(f"{origin}: {name} must be a list of strings")
+    short = [k for k in value if len(k.strip()) < MIN_SENDER_KEY]
+    if short:
+        raise ValueError(f"{origin}: {name} holds a key shorter than {MIN_SENDER_KEY} characters")
+    return [k.strip().encode() for k in value]
+
+
 def _sender_keys(value: Any, origin: str) -> SenderKeys:
     if not isinstance(value, dict):
         raise ValueError(f"{origin} must hold an object with tokens and hmac_keys")
     return SenderKeys(
-        tokens=[str(t).encode() for t in value.get("tokens", []) if t],
-        hmac_keys=[str(k).encode() for k in value.get("hmac_keys", []) if k],
+        tokens=_key_list(value.get("tokens"), "tokens", origin),
+        hmac_keys=_key_list(value.get("hmac_keys"), "hmac_keys", origin),
     )
 
 
 class KeyFile:
     """Sender keys in a local JSON file, read again whenever it changes (a rotation is a write
-    of the file, no restart). A file that cannot be read or parsed keeps the last keys read and
-    says so once per change."""
+    of the file, no restart). A file that cannot be parsed, or whose keys are not lists of
+    strings of 16+ characters, keeps the last good keys and says so once per change; a file
+    that is gone revokes every key it held (deleting it is how to revoke in a hurry)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._stamp: tuple[float, int] | None = None
+        self._stamp: tuple[int, int, int] | None = None
         self._keys = SenderKeys([], [])
         self.load()
 
@@ -136,26 +153,30 @@ class KeyFile:
         try:
             stat = self.path.stat()
         except OSError as exc:
-            if self._stamp != (0.0, -1):
-                self._stamp = (0.0, -1)
-                logger.warning(
-                    "Intake key file %s cannot be read: %s", self.path, exc.strerror or exc
+            if self._stamp != (0, 0, -1):
+                self._stamp = (0, 0, -1)
+                logger.error(
+                    "Intake key file %s cannot be read (%s): its keys are revoked",
+                    self.path,
+                    exc.strerror or type(exc).__name__,
                 )
+            self._keys = SenderKeys([], [])
             return self._keys
-        stamp = (stat.st_mtime, stat.st_size)
+        stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
         if stamp == self._stamp:
             return self._keys
         self._stamp = stamp
+        if stat.st_mode & 0o077:
+            logger.warning(
+                "Intake key file %s is readable by others than its owner: chmod 600 it", self.path
+            )
         try:
             self._keys = _sender_keys(
                 json.loads(self.path.read_text(encoding="utf-8")), f"intake key file {self.path}"
             )
         except (OSError, ValueError) as exc:  # JSONDecodeError is a ValueError
-            logger.warning(
-                "Intake key file %s is not usable, keeping the last keys: %s",
-                self.path,
-                str(exc).split(":")[0],
-            )
+            reason = str(exc) if not isinstance(exc, json.JSONDecodeError) else "not JSON"
+            logger.warning("%s; keeping the last good keys", reason.split("\n")[0][:200])
         return self._keys
 
 
