@@ -608,9 +608,9 @@ def test_a_create_killed_after_it_was_sent_is_found_by_the_next_attempt(
     # What the first attempt did before it died: its mark, then the create itself.
     floor = client.creation_floor()
     assert floor is not None
-    records.mark_pending(draft.correlation_key, None, floor)
+    records.mark_pending(draft.correlation_key, None, floor, by="riposte-graph-killed")
     made = client.create(draft)
-    again = _find_or_create(jira, draft, draft.correlation_key, None)
+    again = _find_or_create(jira, draft, draft.correlation_key, None, "riposte-graph-killed")
     assert again.key == made.key and again.created  # the step's own create, found again
     assert records.pending(draft.correlation_key, None) is None
     issues = [
@@ -650,3 +650,46 @@ def test_a_slack_post_whose_answer_is_lost_is_not_posted_again(
         artifacts = client.read_artifacts()
     (report,) = [a for a in artifacts if a.flow_run_id == run.id and a.type == "markdown"]
     assert "sent, unconfirmed" in str(report.data)
+
+
+def test_a_create_found_later_by_the_search_stays_its_opener_s_and_refusals_leave_no_mark(
+    stack_blocks: list[str], sandbox: httpx.Client
+) -> None:
+    """The create's answer was lost and the search caught up before the retry: the retry finds
+    the ticket by search, and the pending mark says whose create made it (the opener stays the
+    opener, so it announces the ticket). A create that was refused made nothing: its mark goes,
+    so a later alert's create reads from a fresh floor of its own."""
+    from riposte.blocks import JiraCredentials
+    from riposte.tasks.ledgers import TicketRecords
+    from riposte.tasks.tickets import _find_or_create, block_identity
+
+    sandbox.post("/_sandbox/jira/settings", json={"search_lag_seconds": 0}).raise_for_status()
+    jira = JiraCredentials.load("riposte-jira")
+    client = jira.get_client()
+    records = TicketRecords(block_identity(jira))
+    draft = _lagging_draft("found-later").model_copy(update={"group_key": "riposte-t-grp"})
+    key = draft.correlation_key
+    floor = client.creation_floor()
+    assert floor is not None
+    records.mark_pending(key, "riposte-t-grp", floor, by="riposte-graph-alert-a")
+    made = client.create(draft)  # what the lost create did
+    again = _find_or_create(jira, draft, key, "riposte-t-grp", "riposte-graph-alert-a")
+    assert again.key == made.key and again.created
+    assert records.pending(key, "riposte-t-grp") is None
+    other = _find_or_create(jira, draft, key, "riposte-t-grp", "riposte-graph-alert-b")
+    assert other.key == made.key and not other.created
+
+    refused = _lagging_draft("refused")
+    sandbox.post(
+        "/_sandbox/faults",
+        json={
+            "service": "jira",
+            "method": "POST",
+            "path_contains": "/issue",
+            "status": 400,
+            "times": 1,
+        },
+    ).raise_for_status()
+    with pytest.raises(ExternalServiceError):
+        _find_or_create(jira, refused, refused.correlation_key, None, "riposte-graph-alert-c")
+    assert records.pending(refused.correlation_key, None) is None

@@ -106,9 +106,11 @@ class TicketRecords:
         with get_client(sync_client=True) as client:
             held = client.read_variable_by_name(self._pending_name(correlation_key, group_key))
         value = held.value if held is not None else None
-        if isinstance(value, dict) and isinstance(value.get("floor"), int):
-            return int(value["floor"]), str(value.get("by") or "")
-        return None
+        if not isinstance(value, dict) or not isinstance(value.get("floor"), int):
+            return None
+        if _older(value.get("at"), datetime.now(UTC) - timedelta(hours=RECORD_HOURS)):
+            return None  # far older than any search lag: the search shows what it made
+        return int(value["floor"]), str(value.get("by") or "")
 
     def mark_pending(
         self, correlation_key: str, group_key: str | None, floor: int, by: str = ""
@@ -153,24 +155,26 @@ class TicketRecords:
         """Drop some records older than `RECORD_HOURS`: each create looks at 50 (in the order
         of their hashed names, so a different few each time the set changes)."""
         cutoff = datetime.now(UTC) - timedelta(hours=RECORD_HOURS)
-        response = client.request(
-            "POST",
-            "/variables/filter",
-            json={
-                "variables": {"name": {"like_": f"{self.prefix}%"}},
-                "sort": "NAME_ASC",
-                "limit": 50,
-            },
-        )
-        if response.status_code != 200:
-            return
-        old = [
-            v["name"]
-            for v in response.json()
-            if isinstance(v, dict) and _older(v.get("created"), cutoff)
-        ]
-        for name in old[:20]:
-            client.delete_variable_by_name(name)
+        for prefix in (self.prefix, "rtp-" + self.prefix.removeprefix("rtk-")):
+            response = client.request(
+                "POST",
+                "/variables/filter",
+                json={
+                    "variables": {"name": {"like_": f"{prefix}%"}},
+                    "sort": "NAME_ASC",
+                    "limit": 50,
+                },
+            )
+            if response.status_code != 200:
+                return
+            old = [
+                v["name"]
+                for v in response.json()
+                if isinstance(v, dict) and _older(v.get("created"), cutoff)
+            ]
+            for name in old[:20]:
+                with contextlib.suppress(ObjectNotFound):
+                    client.delete_variable_by_name(name)
 
 
 def _older(created: Any, cutoff: datetime) -> bool:

@@ -108,39 +108,43 @@ def _find_or_create(
         return client.find_or_create(draft)
     records = TicketRecords(block_identity(ticketing))
     held, held_by = records.held(correlation_key, group_key)
+    pending = records.pending(correlation_key, group_key)
     recent = [held.id] if held is not None else []
     found = client.find(correlation_key, project=draft.project, recent=recent)
+    if found is None and pending is not None:
+        # A create sent before and never recorded (its answer lost, or its process killed) may
+        # have made the ticket, which the search may not show yet: read what was made since.
+        found = client.created_since(correlation_key, pending[0], project=draft.project)
     if found is not None:
-        ours = bool(opener) and held is not None and held.id == found.id and held_by == opener
-        return found.model_copy(update={"created": ours})
-    # A create sent before and never recorded (its answer lost, or its process killed) may have
-    # made the ticket, which the search may not show yet: read what was created since.
-    pending = records.pending(correlation_key, group_key)
-    floor: int | None
-    if pending is not None:
-        floor, by = pending
-        found = client.created_since(correlation_key, floor, project=draft.project)
-        if found is not None:
-            made = found.model_copy(update={"created": by == opener})
-            records.put(correlation_key, group_key, made, by=by)
+        if held is not None and held.id == found.id:
+            by = held_by
+        elif pending is not None:  # made by the create the mark announced
+            by = pending[1]
+            records.put(correlation_key, group_key, found, by=by)
+        else:
+            by = ""
+        if pending is not None:
             _forget_pending(records, correlation_key, group_key)
-            return made
-    else:
-        floor = client.creation_floor(draft.project)
-        if floor is not None:
-            records.mark_pending(correlation_key, group_key, floor, by=opener)
+        return found.model_copy(update={"created": bool(opener) and by == opener})
+    # A fresh mark for this create: the floor under anything it makes, and whose step it is.
+    floor = client.creation_floor(draft.project)
+    if floor is not None:
+        records.mark_pending(correlation_key, group_key, floor, by=opener)
     try:
         created = client.create(draft)
     except (OutcomeUnknownError, ServiceUnavailableError) as exc:
         # Sent, and no answer that says it failed: the system may have made it.
-        if floor is None or (
-            not isinstance(exc, OutcomeUnknownError) and (exc.status_code or 0) < 500
-        ):
+        ambiguous = isinstance(exc, OutcomeUnknownError) or (exc.status_code or 0) >= 500
+        if floor is None or not ambiguous:
+            _forget_pending(records, correlation_key, group_key)
             raise
         found = client.created_since(correlation_key, floor, project=draft.project)
         if found is None:
-            raise
+            raise  # the mark stays: the next attempt reads from its floor again
         created = found.model_copy(update={"created": True})  # it is the one this create made
+    except Exception:
+        _forget_pending(records, correlation_key, group_key)  # refused: nothing was made
+        raise
     records.put(correlation_key, group_key, created, by=opener)
     _forget_pending(records, correlation_key, group_key)
     return created
