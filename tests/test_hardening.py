@@ -693,3 +693,25 @@ def test_a_create_found_later_by_the_search_stays_its_opener_s_and_refusals_leav
     with pytest.raises(ExternalServiceError):
         _find_or_create(jira, refused, refused.correlation_key, None, "riposte-graph-alert-c")
     assert records.pending(refused.correlation_key, None) is None
+
+
+def test_a_work_note_whose_answer_is_lost_is_sent_once(
+    stack_blocks: list[str], sandbox: httpx.Client
+) -> None:
+    """A ServiceNow work note is appended to the journal: a PATCH carrying one is not repeated
+    by the client after a lost answer (it was, up to four times); the step reads the notes
+    before it writes again."""
+    from riposte.blocks import ServiceNowCredentials
+    from riposte.blocks.errors import OutcomeUnknownError
+
+    snow = ServiceNowCredentials.load("riposte-servicenow")
+    ticket = snow.get_client().find_or_create(_lagging_draft("note"))
+    sandbox.post(
+        "/_sandbox/faults",
+        json={"service": "servicenow", "method": "PATCH", "delay": 3.0, "after_handling": True},
+    ).raise_for_status()
+    impatient = snow.model_copy(update={"timeout_seconds": 1.0})
+    with pytest.raises(OutcomeUnknownError):
+        impatient.get_client().add_note(ticket, "Riposte alert key: riposte-graph-x")
+    notes = [n for n in snow.get_client().notes(ticket) if "riposte-graph-x" in n]
+    assert len(notes) == 1

@@ -127,8 +127,15 @@ class DefenderEndpointClient:
     def update_alert(self, alert_id: str, **changes: str) -> dict[str, Any]:
         """PATCH any of ``status``, ``assignedTo``, ``classification``, ``determination`` (all
         PascalCase values) and ``comment`` (which adds a comment); returns the updated alert."""
+        # A comment is appended: a PATCH carrying one is not repeated blindly (the steps read
+        # the comments before writing again).
+        repeatable = {IDEMPOTENT: "comment" not in changes}
         body: dict[str, Any] = self._call(
-            f"update alert {alert_id}", "PATCH", self._path(alert_id), json=changes
+            f"update alert {alert_id}",
+            "PATCH",
+            self._path(alert_id),
+            json=changes,
+            extensions=repeatable,
         )
         return body
 

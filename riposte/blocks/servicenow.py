@@ -10,7 +10,7 @@ import httpx
 from pydantic import Field, SecretStr
 
 from riposte.alerts.response import Priority, Ticket, TicketDraft
-from riposte.blocks._http import build_http_client, send
+from riposte.blocks._http import IDEMPOTENT, build_http_client, send
 from riposte.blocks._pool import pooled
 from riposte.blocks.ticketing import (
     GROUP_LOOKUP_LIMIT,
@@ -167,6 +167,9 @@ class ServiceNowClient(TicketingClient):
             "PATCH",
             f"{self.TABLE}/{ticket.id}",
             json={"work_notes": plain_text(text)},
+            # A work note is appended to the journal: repeated, it is there twice. A lost
+            # answer is left to the step, which reads the notes before writing again.
+            extensions={IDEMPOTENT: False},
         )
 
     def notes(self, ticket: Ticket) -> list[str]:
