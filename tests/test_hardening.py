@@ -70,7 +70,10 @@ def test_slack_makes_no_link_or_mention_of_alert_text() -> None:
         "links": ["https://evil.example/b", "https://evil.example/a"],
         "mentions": ["!here"],
     }
-    title = PHISH + " see www.evil.example/w and HTTP://EVIL.EXAMPLE/c"
+    title = (
+        PHISH + " see www.evil.example/w and HTTP://EVIL.EXAMPLE/c _https://evil.example/i_"
+        " https://ok.example/?u=http://evil2.example/p"
+    )
     alert = make_alert(title=title, portal_url="https://security.microsoft.com/alerts/da1")
     message = MessageRenderer().slack(alert, TICKET)
     assert slack_rendering(message) == {
@@ -80,6 +83,8 @@ def test_slack_makes_no_link_or_mention_of_alert_text() -> None:
     # The notification text is defanged too: no client makes a link of it.
     assert "hxxps[://]evil[.]example/approve" in message["text"]
     assert "www[.]evil[.]example/w" in message["text"]
+    assert "_hxxps[://]evil[.]example/i_" in message["text"]
+    assert "?u=hxxp[://]evil2[.]example/p" in message["text"]
     assert slack_rendering({"text": message["text"]}) == {"links": [], "mentions": []}
 
 
@@ -142,6 +147,11 @@ def test_the_approval_card_and_timeout_notice_carry_the_title_as_text() -> None:
         "links": [links["approve"], links["reject"]],
         "mentions": [],
     }
+    # With a ticket, its link is ours too, and stays a link (not defanged text).
+    with_ticket = request.model_copy(update={"ticket": TICKET})
+    message = approval_message(slack, with_ticket, "a@b.c", links, datetime.now(UTC))
+    assert isinstance(message, dict)
+    assert slack_rendering(message)["links"] == [TICKET.url, links["approve"], links["reject"]]
 
 
 # --- 4. HTML and markdown through the response report -------------------------------------------

@@ -113,3 +113,41 @@ def test_several_alerts_of_one_incident_write_it_once_and_keep_a_person_s_tags(
         defender, incident_id, change.model_copy(update={"comment": None, "status": "resolved"})
     )
     assert again.fields == ("assignedTo", "status") and not again.comment_added
+
+
+def test_a_merged_incident_is_written_where_defender_redirected_it(
+    graph: Any, sandbox: httpx.Client
+) -> None:
+    from riposte.blocks import DefenderCredentials
+    from riposte.tasks.incidents import update_incident
+
+    old, new = _incident_id(), _incident_id()
+    sandbox.post("/_sandbox/graph/alerts", json=_alerts(old, 1) + _alerts(new, 1))
+    sandbox.post(f"/_sandbox/graph/incidents/{old}/merge", json={"into": new}).raise_for_status()
+    defender = DefenderCredentials.load("riposte-defender")
+    write = update_incident(defender, old, IncidentUpdate(tags=("riposte",)))
+    assert write.incident_id == new
+    stored = {i["id"]: i for i in sandbox.get("/_sandbox/graph/incidents").json()}
+    assert stored[new]["customTags"] == ["riposte"] and stored[old]["customTags"] == []
+
+
+def test_two_different_changes_to_one_incident_at_once_lose_no_tag(
+    graph: Any, sandbox: httpx.Client
+) -> None:
+    """Two rules (or playbooks) ask different tags of one incident at the same moment: the
+    read-add-write holds a lock on the incident, so neither list overwrites the other."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from riposte.blocks import DefenderCredentials
+    from riposte.tasks.incidents import update_incident
+
+    incident_id = _incident_id()
+    sandbox.post("/_sandbox/graph/alerts", json=_alerts(incident_id, 2)).raise_for_status()
+    defender = DefenderCredentials.load("riposte-defender")
+    changes = [IncidentUpdate(tags=(f"tag-{n}",)) for n in range(6)]
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(lambda c: update_incident(defender, incident_id, c), changes))
+    (stored,) = [
+        i for i in sandbox.get("/_sandbox/graph/incidents").json() if i["id"] == incident_id
+    ]
+    assert sorted(stored["customTags"]) == [f"tag-{n}" for n in range(6)]

@@ -9,7 +9,9 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 # Microsoft Graph's enums, camelCase as Graph spells them (security-incident-update).
-IncidentStatus = Literal["active", "resolved", "redirected", "awaitingAction"]
+# What a client may set (security-incident-update: active, resolved, redirected; `redirected`
+# is Defender's own, when it merges incidents).
+IncidentStatus = Literal["active", "resolved"]
 IncidentClassification = Literal[
     "unknown", "falsePositive", "truePositive", "informationalExpectedActivity"
 ]
@@ -44,6 +46,10 @@ def _tag(value: str) -> str:
 Tag = Annotated[str, AfterValidator(_tag)]
 
 
+def _unique(tags: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(tags))
+
+
 class IncidentUpdate(BaseModel):
     """What the policy (a rule's `incident:`) or a playbook asks of the incident.
 
@@ -58,7 +64,9 @@ class IncidentUpdate(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    tags: tuple[Tag, ...] = Field((), description="Custom tags added to the incident's own")
+    tags: Annotated[tuple[Tag, ...], AfterValidator(_unique)] = Field(
+        (), description="Custom tags added to the incident's own"
+    )
     assign_to: str | None = Field(
         None, min_length=1, max_length=200, description="Owner of the incident (an address)"
     )

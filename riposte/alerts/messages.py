@@ -236,13 +236,16 @@ def teams_text(text: str, **style: Any) -> dict[str, Any]:
     return {"type": "RichTextBlock", "inlines": [{"type": "TextRun", "text": text, **style}]}
 
 
-_URL_LIKE = re.compile(r"\b((?:https?|ftp)://|www\.)([^\s<>|]*)", re.IGNORECASE)
+# No word boundary before the scheme: `_https://x_` (Slack italics) and `xhttps://` must be
+# caught too; a URL inside another's path or query is defanged as well.
+_URL_LIKE = re.compile(r"((?:https?|s?ftps?|file)://|www\.)([^\s<>|]*)", re.IGNORECASE)
 
 
 def _defang_match(match: re.Match[str]) -> str:
     start, rest = match.group(1), match.group(2)
     host, slash, path = rest.partition("/")
     host = host.replace(".", "[.]")
+    path = _URL_LIKE.sub(_defang_match, path)
     if start.lower() == "www.":
         return f"www[.]{host}{slash}{path}"
     scheme = start[:-3].lower().replace("http", "hxxp").replace("ftp", "fxp")

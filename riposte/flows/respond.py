@@ -107,7 +107,7 @@ def answer(
         results.append(carry_out(response, alert, action, outcome, verdict.tickets))
     failures = [f for r in results for f in r.failures]
     if failures:
-        raise NotificationsFailed("messages not sent: " + "; ".join(failures))
+        raise NotificationsFailed("not done: " + "; ".join(failures))
     return ResponseSummary(
         alert_id=alert.id,
         source=alert.source,
@@ -304,7 +304,8 @@ def _action_lines(action: ActionResult) -> list[str]:
         comment = "; comment added" if action.incident.comment_added else ""
         tags = _markdown_text(", ".join(action.incident.tags)) or "none"
         lines.append(
-            f"| incident | `{action.incident.incident_id}`: wrote {written}{comment}; tags {tags} |"
+            f"| incident | {_markdown_text(action.incident.incident_id)}: wrote {written}"
+            f"{comment}; tags {tags} |"
         )
     for note in action.notes:
         lines.append(f"| playbook | {_markdown_text(note)} |")

@@ -91,9 +91,15 @@ class ActionResult(BaseModel):
     notes: list[str] = []
     """Notes the playbook added to tickets, and lines it recorded for the report."""
 
+    problems: list[str] = []
+    """Steps that failed without stopping the response (an incident that could not be written),
+    which end the run Failed once the rest is done."""
+
     @property
     def failures(self) -> list[str]:
-        return [f"{d.channel}: {d.detail}" for d in self.deliveries if not d.delivered]
+        return [f"{d.channel}: {d.detail}" for d in self.deliveries if not d.delivered] + list(
+            self.problems
+        )
 
 
 class Response:
@@ -436,7 +442,14 @@ class Context:
         ).merged_over(self.action.incident)
         if self.alert.incident_id is None or asked == IncidentUpdate():
             return None
-        write = update_incident(self.response.defender, str(self.alert.incident_id), asked)
+        incident_id = str(self.alert.incident_id)
+        # A failure here (a permission the app lacks, Graph down) must not stop what follows,
+        # containment above all: it is reported, and fails the run once the rest is done.
+        state = update_incident(self.response.defender, incident_id, asked, return_state=True)
+        if not state.is_completed():
+            self.result.problems.append(f"incident {incident_id} not written: {_reason(state)}")
+            return None
+        write: IncidentWrite = state.result()
         self.result.incident = write
         return write
 

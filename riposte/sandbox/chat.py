@@ -28,7 +28,7 @@ teams_router = APIRouter(prefix="/teams")
 # without `"verbatim": true`, and a message's top-level text when it has no blocks, are also
 # parsed automatically: bare URLs become links. `&lt;` and `&gt;` are shown as `<` and `>`.
 _MANUAL = re.compile(r"<([^<>]+)>")
-_BARE_URL = re.compile(r"\b(?:(?:https?|ftp)://|www\.)[^\s<>|]+", re.IGNORECASE)
+_BARE_URL = re.compile(r"(?:(?:https?|s?ftps?|file)://|www\.)[^\s<>|]+", re.IGNORECASE)
 
 
 def _parse_slack_text(text: str, automatic: bool, found: dict[str, list[str]]) -> None:

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -105,6 +105,27 @@ async def graph_incidents(request: Request) -> list[dict[str, Any]]:
         ]
         out.append(shown)
     return out
+
+
+class IncidentMerge(BaseModel):
+    into: str = Field(min_length=1)
+
+
+@router.post("/graph/incidents/{incident_id}/merge")
+async def merge_graph_incident(
+    incident_id: str, merge: IncidentMerge, request: Request
+) -> dict[str, Any]:
+    """What Defender does when it merges incidents: this one becomes `redirected` to ``into``,
+    and its alerts move there."""
+    state = get_state(request)
+    incidents = state.graph.incidents
+    if incident_id not in incidents or merge.into not in incidents:
+        raise HTTPException(status_code=404, detail="no such incident")
+    incidents[incident_id].update(status="redirected", redirectIncidentId=merge.into)
+    for alert in state.graph.alerts.values():
+        if str(alert.get("incidentId")) == incident_id:
+            alert["incidentId"] = merge.into
+    return {"redirected": incident_id, "into": merge.into}
 
 
 @router.get("/graph/alerts")

@@ -2,9 +2,9 @@
 
 As the Graph documentation has them (security-incident-get / -update / -post-comments): an
 incident groups the alerts that carry its id in `incidentId`; PATCH takes `assignedTo`,
-`classification`, `determination`, `status` (`active`, `resolved`, `redirected`,
-`awaitingAction`) and `customTags` (the whole list: a PATCH replaces it, so a client that wants to
-add a tag must read, add and write) and answers 200 with the updated incident; enum values are
+`classification`, `determination`, `status` (`active`, `resolved`, `redirected`) and
+`customTags` (the whole list: a PATCH replaces it, so a client that wants to add a tag must
+read, add and write) and answers 200 with the updated incident; enum values are
 camelCase and anything else is a 400 with Graph's error body; `POST .../comments` answers 200 with
 the incident's whole comment list.
 """
@@ -29,7 +29,7 @@ from riposte.sandbox.odata import CLASSIFICATIONS, DETERMINATIONS
 from riposte.sandbox.state import Reject, SandboxState, get_state
 from riposte.sandbox.web import InvalidBody, json_body
 
-INCIDENT_STATUSES = ("active", "resolved", "redirected", "awaitingAction")
+INCIDENT_STATUSES = ("active", "resolved", "redirected")
 COMMENT_TYPES = frozenset(
     {"microsoft.graph.security.alertComment", "#microsoft.graph.security.alertComment"}
 )

@@ -76,13 +76,13 @@ def _links(
     return links
 
 
-def _summary(request: ContainmentRequest) -> list[str]:
+def _summary(request: ContainmentRequest, *, ticket: bool = True) -> list[str]:
     lines = [
         f"Alert: {request.alert_title} ({request.severity}, {request.alert.source} "
         f"{request.alert.alert_id})",
         f"Rule: {request.rule}",
     ]
-    if request.ticket is not None:
+    if request.ticket is not None and ticket:
         lines.append(f"Ticket: {request.ticket.key} {request.ticket.url}")
     lines.append("Actions:")
     lines.extend(f"  - {a.describe()}" for a in request.actions)
@@ -120,14 +120,23 @@ def approval_message(
         )
         return EmailContent(subject=title, text=text, html=body)
     if channel.kind == "slack":
+        ours = f"<{links['approve']}|Approve> · <{links['reject']}|Reject>"
         return _slack_message(
-            title, facts, note, f"<{links['approve']}|Approve> · <{links['reject']}|Reject>"
+            title, _summary(request, ticket=False), note, _ticket_link(request) + ours
         )
     card_actions = [
         {"type": "Action.OpenUrl", "title": "Approve", "url": links["approve"]},
         {"type": "Action.OpenUrl", "title": "Reject", "url": links["reject"]},
     ]
     return _teams_card(title, facts + [note], card_actions)
+
+
+def _ticket_link(request: ContainmentRequest) -> str:
+    """The ticket as a Slack link of ours (its key escaped), then a line break; or nothing."""
+    ticket = request.ticket
+    if ticket is None:
+        return ""
+    return f"Ticket: <{ticket.url}|{slack_escape(ticket.key)}>\n"
 
 
 def _slack_message(
@@ -235,11 +244,11 @@ def notify_timeout(request: ContainmentRequest, run_id: UUID, channel: str) -> D
     """Tell a timeout channel that nobody answered and what the default outcome did."""
     target = load_channel(channel)
     title = f"No answer in time: containment for {request.alert_title}"[:250]
-    lines = [
-        *_summary(request),
+    outcome = (
         f"Nobody answered within {request.timeout_seconds // 60} min; the policy's default "
-        f"outcome applies: {request.on_timeout}.",
-    ]
+        f"outcome applies: {request.on_timeout}."
+    )
+    lines = [*_summary(request), outcome]
     message: dict[str, Any] | EmailContent
     if isinstance(target, EmailSmtp):
         text = "\n".join([title, "", *lines])
@@ -247,7 +256,8 @@ def notify_timeout(request: ContainmentRequest, run_id: UUID, channel: str) -> D
             subject=title, text=text, html="".join(f"<p>{html.escape(x)}</p>" for x in lines)
         )
     elif target.kind == "slack":
-        message = _slack_message(title, lines)
+        facts = [*_summary(request, ticket=False), outcome]
+        message = _slack_message(title, facts, links=_ticket_link(request).strip() or None)
     else:
         message = _teams_card(title, lines, [])
     return _post(target, message, None)

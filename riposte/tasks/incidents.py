@@ -10,7 +10,7 @@ from prefect.context import TaskRunContext
 
 from riposte.alerts.incidents import IncidentUpdate, IncidentWrite
 from riposte.blocks.defender import DefenderCredentials
-from riposte.tasks._cache import cache_key
+from riposte.tasks._cache import cache_key, exclusive
 from riposte.tasks._common import external_call
 from riposte.tasks.ledgers import block_identity
 
@@ -41,15 +41,26 @@ def update_incident(
         ```
     """
     client = defender.get_client()
-    current = client.get_incident(incident_id)
-    body = change.patch(current)
-    after = client.update_incident(incident_id, body) if body else current
-    comment_added = False
-    if change.comment:
-        said = {str(c.get("comment")) for c in after.get("comments") or [] if isinstance(c, dict)}
-        if change.comment not in said:
-            client.comment_incident(incident_id, change.comment)
-            comment_added = True
+    # Read, add, write under a lock on the incident itself: two different changes to one
+    # incident (two rules, two playbooks) must not each write a tag list without the other's.
+    with exclusive(cache_key("incident-write", incident_id, block_identity(defender))):
+        current = client.get_incident(incident_id)
+        # Defender merged it into another: write there (a few hops at most).
+        for _ in range(3):
+            target = current.get("redirectIncidentId")
+            if current.get("status") != "redirected" or not target:
+                break
+            incident_id = str(target)
+            current = client.get_incident(incident_id)
+        body = change.patch(current)
+        after = client.update_incident(incident_id, body) if body else current
+        comment_added = False
+        if change.comment:
+            comments = after.get("comments") or []
+            said = {str(c.get("comment")) for c in comments if isinstance(c, dict)}
+            if change.comment not in said:
+                client.comment_incident(incident_id, change.comment)
+                comment_added = True
     return IncidentWrite(
         incident_id=incident_id,
         fields=tuple(sorted(body)),
