@@ -999,9 +999,11 @@ def search_lag(
             runs = s.wait_runs(timeout)
         finally:
             s.sandbox.jira_search_lag(before)
+        # What counts is in Jira and the chat logs, below: a batch run may also hold another
+        # scenario's alerts (in tests/test_chaos.py, a ServiceNow outage's) and fail for them.
         not_completed = [i for i, r in runs.items() if not r.state.is_completed()]
         if not_completed:
-            s.problem(f"{len(not_completed)} runs did not complete")
+            s.note(f"{len(not_completed)} runs holding these alerts did not complete")
         label_of = {f"riposte-incident-graph-{i}": i for i in incidents}
         issues: dict[str, list[dict[str, Any]]] = {i: [] for i in incidents}
         for issue in s.sandbox.jira_issues():

@@ -277,3 +277,36 @@ def _openers(alerts: list[dict[str, Any]], issues: list[dict[str, Any]]) -> list
             if described and alert["id"] not in comment_text(issue):
                 openers.append(alert)
     return openers
+
+
+@pytest.mark.usefixtures("example_policy")
+def test_an_incident_that_cannot_be_written_still_lets_containment_be_asked(
+    sandbox: httpx.Client, intake_url: str
+) -> None:
+    """Graph refuses the incident write (an app without SecurityIncident.ReadWrite.All): the
+    response goes on (ticket, message, alert update, the approval request), then ends Failed
+    naming the incident and the reason."""
+    alert = api_alert("API_AccessFromSuspiciousIP", "dfa-noinc", ip=random_ip())
+    load(sandbox, [alert])
+    sandbox.post(
+        "/_sandbox/faults",
+        json={
+            "service": "graph",
+            "method": "PATCH",
+            "path_contains": "/security/incidents/",
+            "status": 403,
+        },
+    ).raise_for_status()
+    (run_id,) = push(intake_url, [alert])
+
+    def final() -> FlowRun | None:
+        run = flow_run(run_id)
+        return run if run.state and run.state.is_final() else None
+
+    run = wait_until(final, timeout=120, interval=0.5, what="the response to end")
+    assert run.state is not None and run.state.is_failed(), run.state
+    message = run.state.message or ""
+    assert f"incident {alert['incidentId']} not written" in message and "403" in message
+    assert len(issues_about(sandbox, [alert["id"]])) == 1
+    assert contain_run(alert, state="paused") is not None  # asked all the same
+    assert incidents(sandbox)[alert["incidentId"]]["customTags"] == []

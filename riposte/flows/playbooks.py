@@ -118,7 +118,7 @@ def run_by_hand(
     result = run_action(Context(response, alert, action, outcome))
     logger.info("%s for %s-%s: %s", playbook, source, alert_id, result.disposition)
     if result.failures:
-        raise NotificationsFailed("not done: " + "; ".join(result.failures))
+        raise NotificationsFailed(result.failure_message)
     return result
 
 

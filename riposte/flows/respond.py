@@ -30,6 +30,7 @@ from riposte.playbooks.context import (
     NotificationsFailed,
     Plan,
     Response,
+    failure_message,
 )
 from riposte.playbooks.runner import carry_out, report_problems
 from riposte.settings import get_settings
@@ -105,9 +106,8 @@ def answer(
             outcome.reason,
         )
         results.append(carry_out(response, alert, action, outcome, verdict.tickets))
-    failures = [f for r in results for f in r.failures]
-    if failures:
-        raise NotificationsFailed("not done: " + "; ".join(failures))
+    if any(r.failures for r in results):
+        raise NotificationsFailed(failure_message(results))
     return ResponseSummary(
         alert_id=alert.id,
         source=alert.source,

@@ -101,6 +101,22 @@ class ActionResult(BaseModel):
             self.problems
         )
 
+    @property
+    def failure_message(self) -> str:
+        """What the failed run says: the messages not sent, then the other steps not done."""
+        return failure_message([self])
+
+
+def failure_message(results: Sequence[ActionResult]) -> str:
+    unsent = [f"{d.channel}: {d.detail}" for r in results for d in r.deliveries if not d.delivered]
+    undone = [p for r in results for p in r.problems]
+    parts = []
+    if unsent:
+        parts.append("messages not sent: " + "; ".join(unsent))
+    if undone:
+        parts.append("not done: " + "; ".join(undone))
+    return ". ".join(parts)
+
 
 class Response:
     """What one alert's response goes through: the plan and its blocks (loaded once per run,
