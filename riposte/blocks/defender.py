@@ -436,20 +436,19 @@ class GraphSecurityClient:
         return body
 
     def comment_incident(self, incident_id: str, comment: str) -> list[dict[str, Any]]:
-        body = self._call(
-            f"comment on incident {incident_id}",
-            "POST",
-            f"{self._incident_path(incident_id)}/comments",
-            json={"@odata.type": "microsoft.graph.security.alertComment", "comment": comment},
+        return self._comment(
+            f"comment on incident {incident_id}", self._incident_path(incident_id), comment
         )
-        comments: list[dict[str, Any]] = body.get("value", [])
-        return comments
 
     def add_comment(self, alert_id: str, comment: str) -> list[dict[str, Any]]:
+        return self._comment(f"comment on alert {alert_id}", self._alert_path(alert_id), comment)
+
+    def _comment(self, action: str, path: str, comment: str) -> list[dict[str, Any]]:
+        """POST a comment; Graph answers with the whole comment list."""
         body = self._call(
-            f"comment on alert {alert_id}",
+            action,
             "POST",
-            f"{self._alert_path(alert_id)}/comments",
+            f"{path}/comments",
             json={"@odata.type": "microsoft.graph.security.alertComment", "comment": comment},
         )
         comments: list[dict[str, Any]] = body.get("value", [])

@@ -241,7 +241,13 @@ async def update_alert(alert_id: str, request: Request) -> JSONResponse:
 @router.post("/security/alerts_v2/{alert_id}/comments")
 async def add_comment(alert_id: str, request: Request) -> JSONResponse:
     state = get_state(request)
-    alert = _alert(state, alert_id)
+    return await append_comment(state, _alert(state, alert_id), request, "alert")
+
+
+async def append_comment(
+    state: SandboxState, target: dict[str, Any], request: Request, kind: str
+) -> JSONResponse:
+    """`POST .../comments` of an alert or an incident: 200 with the whole comment list."""
     try:
         body = await json_body(request)
     except InvalidBody as exc:
@@ -250,16 +256,16 @@ async def add_comment(alert_id: str, request: Request) -> JSONResponse:
         raise bad_request("The request body must be a JSON object.")
     odata_type = body.get("@odata.type")
     if odata_type is not None and odata_type not in COMMENT_TYPES:
-        raise bad_request(f"Invalid @odata.type '{odata_type}' for an alert comment.")
+        raise bad_request(f"Invalid @odata.type '{odata_type}' for an {kind} comment.")
     comment = body.get("comment")
     if not isinstance(comment, str) or not comment.strip():
         raise bad_request("Invalid request body: the comment must be a non-empty string.")
     now = state.graph_clock.next()
-    comments: list[dict[str, Any]] = alert.setdefault("comments", [])
+    comments: list[dict[str, Any]] = target.setdefault("comments", [])
     comments.append(
         {"comment": comment, "createdByDisplayName": COMMENT_AUTHOR, "createdDateTime": now}
     )
-    alert["lastUpdateDateTime"] = now
+    target["lastUpdateDateTime"] = now
     return JSONResponse(
         {
             "@odata.context": (

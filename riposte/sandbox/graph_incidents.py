@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 
 from riposte.sandbox.graph import (
     GRAPH_ROOT,
+    append_comment,
     bad_request,
     graph_error,
     present,
@@ -168,30 +169,4 @@ async def update_incident(incident_id: str, request: Request) -> JSONResponse:
 @router.post("/security/incidents/{incident_id}/comments")
 async def comment_incident(incident_id: str, request: Request) -> JSONResponse:
     state = get_state(request)
-    incident = _incident(state, incident_id)
-    try:
-        body = await json_body(request)
-    except InvalidBody as exc:
-        raise bad_request(f"Invalid request body: {exc}.") from None
-    if not isinstance(body, dict):
-        raise bad_request("The request body must be a JSON object.")
-    odata_type = body.get("@odata.type")
-    if odata_type is not None and odata_type not in COMMENT_TYPES:
-        raise bad_request(f"Invalid @odata.type '{odata_type}' for an incident comment.")
-    comment = body.get("comment")
-    if not isinstance(comment, str) or not comment.strip():
-        raise bad_request("Invalid request body: the comment must be a non-empty string.")
-    now = state.graph_clock.next()
-    comments: list[dict[str, Any]] = incident.setdefault("comments", [])
-    comments.append(
-        {"comment": comment, "createdByDisplayName": COMMENT_AUTHOR, "createdDateTime": now}
-    )
-    incident["lastUpdateDateTime"] = now
-    return JSONResponse(
-        {
-            "@odata.context": (
-                f"{GRAPH_ROOT}/$metadata#Collection(microsoft.graph.security.alertComment)"
-            ),
-            "value": copy.deepcopy(comments),
-        }
-    )
+    return await append_comment(state, _incident(state, incident_id), request, "incident")

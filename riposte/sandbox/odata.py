@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
+from riposte.alerts.incidents import IncidentClassification, IncidentDetermination
 from riposte.sandbox.clock import parse_ticks
 
 DATETIME_FIELDS = frozenset({"createdDateTime", "lastUpdateDateTime"})
@@ -42,24 +43,9 @@ NOT_FILTERABLE = frozenset(
 
 SEVERITIES = ("unknown", "informational", "low", "medium", "high")
 STATUSES = ("unknown", "new", "inProgress", "resolved")
-CLASSIFICATIONS = ("unknown", "falsePositive", "truePositive", "informationalExpectedActivity")
-DETERMINATIONS = (
-    "unknown",
-    "apt",
-    "malware",
-    "securityPersonnel",
-    "securityTesting",
-    "unwantedSoftware",
-    "other",
-    "multiStagedAttack",
-    "compromisedAccount",
-    "phishing",
-    "maliciousUserActivity",
-    "notMalicious",
-    "notEnoughDataToValidate",
-    "confirmedUserActivity",
-    "lineOfBusinessApplication",
-)
+# Graph's own enums, as the domain spells them (riposte.alerts.incidents).
+CLASSIFICATIONS: tuple[str, ...] = get_args(IncidentClassification)
+DETERMINATIONS: tuple[str, ...] = get_args(IncidentDetermination)
 ENUMS: dict[str, tuple[str, ...]] = {
     "severity": SEVERITIES,
     "status": STATUSES,
