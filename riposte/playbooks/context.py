@@ -441,7 +441,8 @@ class Context:
         arguments over it: ``tags`` added to the incident's own (never replacing them), owner,
         status and verdict where they differ, ``comment`` once. Keyed by the incident and the
         change: several alerts of one incident write it once. None when the alert has no
-        incident or nothing is asked.
+        incident or nothing is asked, or when the write failed: that is reported, the steps
+        after it still run, and the run ends Failed naming it.
 
         Example:
             ```python
