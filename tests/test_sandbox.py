@@ -1027,6 +1027,17 @@ def test_fault_answers_429_with_retry_after_n_times_then_normally(sb: Sandbox) -
     assert len(sb.http.get("/_sandbox/slack/messages").json()) == 1
 
 
+def test_every_servicenow_429_says_when_its_hourly_window_resets(sb: Sandbox) -> None:
+    """ServiceNow's rate limits are per hour and a 429 always carries Retry-After (the shared
+    reference): without a value of the fault's own, the top of the next hour."""
+    sb.fault(service="servicenow", status=429, times=1)
+    answer = sb.http.get(INCIDENTS, headers=sb.snow)
+    assert answer.status_code == 429
+    wait = int(answer.headers["retry-after"])
+    assert 0 < wait <= 3600
+    assert int(answer.headers["x-ratelimit-reset"]) - wait == pytest.approx(time.time(), abs=2)
+
+
 def test_faults_answer_in_each_services_error_shape(sb: Sandbox) -> None:
     sb.fault(service="graph", status=429, retry_after=1, times=1)
     sb.fault(service="servicenow", status=429, retry_after=3, times=1)

@@ -219,8 +219,14 @@ def fault_response(service: str, status: int, retry_after: int | None) -> Respon
             response = snow_error(
                 status, "Rate limit exceeded", "The request exceeded the configured rate limit."
             )
+            # Inbound REST rate limits are per hour, and every 429 says when the window resets:
+            # without a fault's own value, at the top of the next hour (often beyond a client's
+            # cap on waiting).
+            now = int(time.time())
+            if retry_after is None:
+                retry_after = 3600 - now % 3600
             response.headers["X-RateLimit-Limit"] = "60"
-            response.headers["X-RateLimit-Reset"] = str(int(time.time()) + (retry_after or 60))
+            response.headers["X-RateLimit-Reset"] = str(now + retry_after)
             response.headers["X-RateLimit-Rule"] = "sandbox-fault"
         else:
             response = snow_error(status, "Server error", "Injected fault.")
