@@ -131,4 +131,6 @@ class IncidentWrite(BaseModel):
     comment_added: bool = False
     tags: tuple[str, ...] = ()
     """The incident's custom tags afterwards."""
+    assigned_to: str | None = None
+    """The incident's owner afterwards."""
     url: str | None = None

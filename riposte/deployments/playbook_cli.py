@@ -506,9 +506,10 @@ def _print_text(report: dict[str, Any]) -> None:
         incident = report["incident"]
         written = ", ".join(incident["fields"]) or "nothing new"
         print(
-            f"  incident {incident['incident_id']}: wrote {written}"
+            f"  incident {incident['incident_id']}: set {written}"
             + ("; comment added" if incident["comment_added"] else "")
             + f"; tags now {', '.join(incident['tags']) or 'none'}"
+            + f"; owner {incident.get('assigned_to') or 'none'}"
         )
     for key in ("closed", "digest", "containment"):
         if report.get(key):

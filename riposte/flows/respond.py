@@ -304,8 +304,9 @@ def _action_lines(action: ActionResult) -> list[str]:
         comment = "; comment added" if action.incident.comment_added else ""
         tags = _markdown_text(", ".join(action.incident.tags)) or "none"
         lines.append(
-            f"| incident | {_markdown_text(action.incident.incident_id)}: wrote {written}"
-            f"{comment}; tags {tags} |"
+            f"| incident | {_markdown_text(action.incident.incident_id)}: set {written}"
+            f"{comment}; tags {tags}; owner "
+            f"{_markdown_text(action.incident.assigned_to or '') or 'none'} |"
         )
     for note in action.notes:
         lines.append(f"| playbook | {_markdown_text(note)} |")

@@ -407,12 +407,16 @@ class Context:
             ctx.triage_alert(assign_to="soc-api@example.com", classification="truePositive")
             ```
         """
+        # Checked here, before anything is sent: a typo is the playbook's bug, named as such.
+        checked = IncidentUpdate(
+            assign_to=assign_to, classification=classification, determination=determination
+        )
         wanted = {
             k: v
             for k, v in (
-                ("assignedTo", assign_to),
-                ("classification", classification),
-                ("determination", determination),
+                ("assignedTo", checked.assign_to),
+                ("classification", checked.classification),
+                ("determination", checked.determination),
             )
             if v is not None
         }
@@ -420,7 +424,7 @@ class Context:
             raise ValueError("triage_alert needs an owner, a classification or a determination")
         done = triage_alert(self.response.defender, self.alert, wanted)
         written = ", ".join(done.written) or "nothing new"
-        self.result.notes.append(f"alert triage: wrote {written}")
+        self.result.notes.append(f"alert triage: set {written}")
         for field in done.unsupported:
             self.result.notes.append(f"alert triage: not set, {field}")
         return done

@@ -66,5 +66,6 @@ def update_incident(
         fields=tuple(sorted(body)),
         comment_added=comment_added,
         tags=tuple(str(t) for t in after.get("customTags") or []),
+        assigned_to=after.get("assignedTo"),
         url=after.get("incidentWebUrl"),
     )
