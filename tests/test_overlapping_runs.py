@@ -21,7 +21,7 @@ from prefect.states import Scheduled
 
 from riposte.alerts.response import AlertRef
 from riposte.sandbox.samples import sample_graph_alerts
-from riposte.tasks.runs import plan_runs, start_responses
+from riposte.tasks.runs import start_responses
 from tests.conftest import wait_until
 from tests.test_policy_e2e import flow_run, load
 
@@ -58,21 +58,7 @@ def _retry(run_id: str) -> None:
 
 def _batch(refs: list[AlertRef], attempt: int) -> list[str]:
     """A `respond_batch` run holding ``refs`` (a burst in which they came again)."""
-    from prefect.deployments import run_deployment
-
-    ids = []
-    for request in plan_runs(refs, single_limit=0, attempt=attempt):
-        run = run_deployment(
-            request.deployment,
-            parameters=request.parameters,
-            flow_run_name=request.name,
-            tags=request.tags,
-            idempotency_key=request.idempotency_key,
-            timeout=0,
-            as_subflow=False,
-        )
-        ids.append(str(run.id))  # type: ignore[union-attr]
-    return ids
+    return start_responses(refs, attempt, single_limit=0)
 
 
 def _count(sandbox: httpx.Client, ids: list[str]) -> dict[str, Counter[str]]:

@@ -221,14 +221,19 @@ def _validated_update(body: Any) -> dict[str, Any]:
     return update
 
 
+async def graph_body(request: Request) -> Any:
+    """The request's JSON body, or Graph's 400 saying why it is not one."""
+    try:
+        return await json_body(request)
+    except InvalidBody as exc:
+        raise bad_request(f"Invalid request body: {exc}.") from None
+
+
 @router.patch("/security/alerts_v2/{alert_id}")
 async def update_alert(alert_id: str, request: Request) -> JSONResponse:
     state = get_state(request)
     alert = _alert(state, alert_id)
-    try:
-        body = await json_body(request)
-    except InvalidBody as exc:
-        raise bad_request(f"Invalid request body: {exc}.") from None
+    body = await graph_body(request)
     update = _validated_update(body)
     now = state.graph_clock.next()
     if "status" in update and update["status"] != alert.get("status"):
@@ -248,10 +253,7 @@ async def append_comment(
     state: SandboxState, target: dict[str, Any], request: Request, kind: str
 ) -> JSONResponse:
     """`POST .../comments` of an alert or an incident: 200 with the whole comment list."""
-    try:
-        body = await json_body(request)
-    except InvalidBody as exc:
-        raise bad_request(f"Invalid request body: {exc}.") from None
+    body = await graph_body(request)
     if not isinstance(body, dict):
         raise bad_request("The request body must be a JSON object.")
     odata_type = body.get("@odata.type")

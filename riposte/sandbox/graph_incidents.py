@@ -21,6 +21,7 @@ from riposte.sandbox.graph import (
     GRAPH_ROOT,
     append_comment,
     bad_request,
+    graph_body,
     graph_error,
     present,
     require_graph_token,
@@ -28,7 +29,6 @@ from riposte.sandbox.graph import (
 )
 from riposte.sandbox.odata import CLASSIFICATIONS, DETERMINATIONS
 from riposte.sandbox.state import Reject, SandboxState, get_state
-from riposte.sandbox.web import InvalidBody, json_body
 
 INCIDENT_STATUSES = ("active", "resolved", "redirected")
 COMMENT_TYPES = frozenset(
@@ -152,10 +152,7 @@ def _validated(body: Any) -> dict[str, Any]:
 async def update_incident(incident_id: str, request: Request) -> JSONResponse:
     state = get_state(request)
     incident = _incident(state, incident_id)
-    try:
-        body = await json_body(request)
-    except InvalidBody as exc:
-        raise bad_request(f"Invalid request body: {exc}.") from None
+    body = await graph_body(request)
     update = _validated(body)
     incident.update(update)
     incident["lastUpdateDateTime"] = state.graph_clock.next()

@@ -92,10 +92,13 @@ def plan_runs(
 
 
 @task(retries=2, retry_delay_seconds=[2, 10])
-def start_responses(refs: list[AlertRef], attempt: int = 0) -> list[str]:
-    """Create (or find, by idempotency key) the runs that answer ``refs``; return their ids."""
+def start_responses(
+    refs: list[AlertRef], attempt: int = 0, *, single_limit: int = SINGLE_RUN_LIMIT
+) -> list[str]:
+    """Create (or find, by idempotency key) the runs that answer ``refs``; return their ids.
+    ``single_limit``: at most this many alerts get a run each, more go in batches."""
     ids = []
-    for request in plan_runs(refs, attempt=attempt):
+    for request in plan_runs(refs, single_limit=single_limit, attempt=attempt):
         run = cast(
             FlowRun,
             run_deployment(
