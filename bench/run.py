@@ -49,7 +49,10 @@ def configure_environment(home: Path) -> None:
             # per-API rate limits are wide open (still created and acquired, as in production).
             **{
                 f"RIPOSTE_RATE_{api}": "100000/s"
-                for api in ("GRAPH", "MDE", "MDCA", "ARM", "SERVICENOW", "JIRA", "SLACK", "TEAMS")
+                for api in (
+                    *("GRAPH", "MDE", "MDEBATCH", "MDCA", "ARM"),
+                    *("SERVICENOW", "JIRA", "SLACK", "TEAMS"),
+                )
             },
         }
     )

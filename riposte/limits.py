@@ -49,6 +49,10 @@ LIMIT_PREFIX = "riposte-api-"
 # Share of the smallest window's budget that may go out at once, as a burst; the rest is the
 # steady rate. A bigger burst would leave less for the steady rate, see `RateBudget`.
 BURST_SHARE = 0.1
+# A longer window (Defender for Endpoint's hour) has a limit of its own, and half of it may go
+# out early, at the pace of the shorter window: a storm is answered at 90 a minute for a
+# while instead of at the hour's average (25 a minute) from the start.
+LONG_WINDOW_BURST_SHARE = 0.5
 
 Change = Literal["created", "updated", "unchanged"]
 
@@ -81,10 +85,11 @@ class RateBudget:
     "N per minute" is therefore NOT ``limit=N, slot_decay_per_second=N/60``: a full bucket of N
     plus a minute of refill would let 2N through in one minute. Instead the burst is a tenth of
     the budget (at least one) and the steady rate is what remains: ``limit = max(1, N // 10)``,
-    ``slot_decay_per_second = (N - limit) / 60``, so that ``limit + rate * 60 <= N`` holds for
-    every window the vendor counts (Defender for Endpoint counts a minute and an hour: the
-    smaller steady rate wins). For 30 a minute: 3 at once, then 0.45 a second (27 a minute).
-    A budget of one request per window gets one slot that comes back after the window.
+    ``slot_decay_per_second = (N - limit) / 60``, so that ``limit + rate * 60 <= N``. For 30 a
+    minute: 3 at once, then 0.45 a second (27 a minute). A budget of one request per window
+    gets one slot that comes back after the window. Where the vendor counts several windows
+    (Defender for Endpoint: a minute and an hour), each gets a limit of its own and a request
+    takes a slot of each, at once (`limits`); a longer window's burst is half its budget.
 
     Prefect applies the decay in whole slots from the limit's last update, and a refused
     acquisition counts as an update, so under contention the measured rate is below the
@@ -106,21 +111,54 @@ class RateBudget:
         return limit_name(self.api)
 
     @property
+    def limits(self) -> tuple[LimitSpec, ...]:
+        """One Prefect limit per window, all taken for each request; the shortest window's
+        is named after the API (``riposte-api-mde``), the others after their window too
+        (``riposte-api-mde-per-3600s``)."""
+        specs = []
+        for i, window in enumerate(sorted(self.windows, key=lambda w: w.seconds)):
+            share = BURST_SHARE if i == 0 else LONG_WINDOW_BURST_SHARE
+            burst = max(1, math.floor(window.requests * share))
+            specs.append(
+                LimitSpec(
+                    name=self.name if i == 0 else f"{self.name}-per-{window.seconds:g}s",
+                    limit=burst,
+                    slot_decay_per_second=max(window.requests - burst, 1) / window.seconds,
+                    window=window,
+                )
+            )
+        return tuple(specs)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(spec.name for spec in self.limits)
+
+    @property
     def limit(self) -> int:
-        smallest = min(w.requests for w in self.windows)
-        return max(1, math.floor(smallest * BURST_SHARE))
+        """The burst of the shortest window's limit."""
+        return self.limits[0].limit
 
     @property
     def slot_decay_per_second(self) -> float:
-        burst = self.limit
-        return min(max(w.requests - burst, 1) / w.seconds for w in self.windows)
+        """The steady rate of the shortest window's limit."""
+        return self.limits[0].slot_decay_per_second
 
     def describe(self) -> str:
-        windows = ",".join(str(w) for w in self.windows)
-        return (
-            f"{self.name}: {windows} -> {self.limit} at once, then"
-            f" {self.slot_decay_per_second:.3g}/s"
+        return "; ".join(
+            f"{spec.name}: {spec.window} -> {spec.limit} at once, then"
+            f" {spec.slot_decay_per_second:.3g}/s"
+            for spec in self.limits
         )
+
+
+@dataclass(frozen=True)
+class LimitSpec:
+    """One Prefect rate limit (a token bucket) that enforces one window of a budget."""
+
+    name: str
+    limit: int
+    slot_decay_per_second: float
+    window: Window
 
 
 def limit_name(api: str) -> str:
@@ -143,6 +181,13 @@ VENDOR_BUDGETS: tuple[RateBudget, ...] = (
         "Microsoft Defender for Endpoint",
         (Window(100, 60), Window(1500, 3600)),
         "Defender for Endpoint API: 100 calls per minute and 1,500 per hour per API",
+    ),
+    RateBudget(
+        "mdebatch",
+        "Microsoft Defender for Endpoint batch update",
+        (Window(10, 60), Window(500, 3600)),
+        "Defender for Endpoint batch update of alerts (POST /api/alerts/batchUpdate): its own"
+        " budget of 10 calls per minute and 500 per hour",
     ),
     RateBudget(
         "mdca",
@@ -189,15 +234,14 @@ VENDOR_BUDGETS: tuple[RateBudget, ...] = (
     ),
 )
 
-_LIMIT_BY_SYSTEM = {budget.system: budget.name for budget in VENDOR_BUDGETS}
 # Entra ID user operations (disable, revoke sessions) are Graph calls: they share its budget,
 # the conservative choice (Graph throttles the directory separately, and more generously).
-_LIMIT_BY_SYSTEM["Microsoft Entra ID"] = _LIMIT_BY_SYSTEM["Microsoft Graph"]
+_SHARES_BUDGET_OF = {"Microsoft Entra ID": "Microsoft Graph"}
 
 
-def limit_for_system(system: str) -> str | None:
-    """The limit name of the API a client calls, or None for a system without a budget."""
-    return _LIMIT_BY_SYSTEM.get(system)
+# A request that counts against another budget than its client's (Defender for Endpoint's
+# batch update) names that budget's system in this request extension.
+BUDGET_OF = "riposte_budget_of"
 
 
 _RATE_RE = re.compile(
@@ -239,6 +283,13 @@ def rate_budgets(settings: Settings | None = None) -> tuple[RateBudget, ...]:
     return tuple(budgets)
 
 
+def limit_for_system(system: str, settings: Settings | None = None) -> tuple[str, ...] | None:
+    """The limit names of the API a client calls (one per window of its budget, as set up with
+    the same settings), or None for a system without a budget."""
+    wanted = _SHARES_BUDGET_OF.get(system, system)
+    return next((b.names for b in rate_budgets(settings) if b.system == wanted), None)
+
+
 def ensure_rate_limits(
     client: SyncPrefectClient | None = None, budgets: Iterable[RateBudget] | None = None
 ) -> dict[str, Change]:
@@ -257,35 +308,35 @@ def ensure_rate_limits(
 
 def _ensure(client: SyncPrefectClient, budgets: Sequence[RateBudget]) -> dict[str, Change]:
     changes: dict[str, Change] = {}
-    for budget in budgets:
+    for spec in [s for budget in budgets for s in budget.limits]:
         try:
-            current = client.read_global_concurrency_limit_by_name(budget.name)
+            current = client.read_global_concurrency_limit_by_name(spec.name)
         except ObjectNotFound:
             try:
                 client.create_global_concurrency_limit(
                     GlobalConcurrencyLimitCreate(
-                        name=budget.name,
-                        limit=budget.limit,
-                        slot_decay_per_second=budget.slot_decay_per_second,
+                        name=spec.name,
+                        limit=spec.limit,
+                        slot_decay_per_second=spec.slot_decay_per_second,
                         active=True,
                     )
                 )
-                changes[budget.name] = "created"
+                changes[spec.name] = "created"
                 continue
             except ObjectAlreadyExists:  # another setup created it meanwhile: check it
-                current = client.read_global_concurrency_limit_by_name(budget.name)
-        if current.limit == budget.limit and math.isclose(
-            current.slot_decay_per_second, budget.slot_decay_per_second, rel_tol=1e-9
+                current = client.read_global_concurrency_limit_by_name(spec.name)
+        if current.limit == spec.limit and math.isclose(
+            current.slot_decay_per_second, spec.slot_decay_per_second, rel_tol=1e-9
         ):
-            changes[budget.name] = "unchanged"
+            changes[spec.name] = "unchanged"
             continue
         client.update_global_concurrency_limit(
-            budget.name,
+            spec.name,
             GlobalConcurrencyLimitUpdate(
-                limit=budget.limit, slot_decay_per_second=budget.slot_decay_per_second
+                limit=spec.limit, slot_decay_per_second=spec.slot_decay_per_second
             ),
         )
-        changes[budget.name] = "updated"
+        changes[spec.name] = "updated"
     return changes
 
 
@@ -386,16 +437,21 @@ class _Lots:
                 cls.spare[name] = (slots - 1, time.monotonic())
 
 
-def acquire_request_slot(name: str, wait_seconds: float = SLOT_WAIT_SECONDS) -> None:
-    """Take one slot of the rate limit ``name``, strictly: wait as long as the budget requires
-    (Prefect's 423 and its Retry-After), retry the server's transient 503s at once, and fail
-    with RateLimitError if the limit does not exist or no slot came within ``wait_seconds``."""
+def acquire_request_slot(
+    names: str | Sequence[str], wait_seconds: float = SLOT_WAIT_SECONDS
+) -> None:
+    """Take one slot of the rate limit ``names`` (of each, at once, when several: one per
+    window of a budget), strictly: wait as long as the budget requires (Prefect's 423 and its
+    Retry-After), retry the server's transient 503s at once, and fail with RateLimitError if
+    a limit does not exist or no slot came within ``wait_seconds``."""
+    wanted = [names] if isinstance(names, str) else list(names)
+    name = ",".join(wanted)
     if _Lots.take_spare(name):
         return
     slots = _Lots.size(name)
     deadline = time.monotonic() + wait_seconds
     while True:
-        body = {"names": [name], "slots": slots, "mode": "rate_limit"}
+        body = {"names": wanted, "slots": slots, "mode": "rate_limit"}
         try:
             response = _SlotClient.get().post("/v2/concurrency_limits/increment", json=body)
         except httpx.HTTPError as exc:
@@ -404,13 +460,17 @@ def acquire_request_slot(name: str, wait_seconds: float = SLOT_WAIT_SECONDS) -> 
         if response is not None:
             if response.status_code == 200:
                 limits = response.json()
-                if not limits:
+                found = {x.get("name") for x in limits if isinstance(x, dict)}
+                missing = [n for n in wanted if n not in found]
+                if missing or not limits:
                     raise RateLimitError(
-                        f"the Prefect rate limit {name!r} does not exist. Setup creates the "
-                        "limits: run `riposte blocks register` (riposte.limits.ensure_rate_limits)"
+                        f"the Prefect rate limit {(missing or wanted)[0]!r} does not exist. Setup"
+                        " creates the limits: run `riposte blocks register`"
+                        " (riposte.limits.ensure_rate_limits)"
                     )
-                burst = limits[0].get("limit") if isinstance(limits[0], dict) else None
-                _Lots.got(name, slots, burst if isinstance(burst, int) else None)
+                bursts = [x.get("limit") for x in limits if isinstance(x, dict)]
+                burst = min((b for b in bursts if isinstance(b, int)), default=None)
+                _Lots.got(name, slots, burst)
                 return
             if response.status_code == 423:
                 pause = _retry_after(response, default=1.0)

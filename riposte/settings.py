@@ -146,6 +146,9 @@ class Settings(BaseSettings):
     # "30/min", "1/s", "100/min,1500/h" (a bare number is per minute); None: the vendor's limit.
     rate_graph: str | None = Field(None, description="Graph security budget (150/min)")
     rate_mde: str | None = Field(None, description="Defender for Endpoint (100/min,1500/h)")
+    rate_mdebatch: str | None = Field(
+        None, description="Defender for Endpoint batch update budget (10/min,500/h)"
+    )
     rate_mdca: str | None = Field(None, description="Defender for Cloud Apps budget (30/min)")
     rate_arm: str | None = Field(None, description="Defender for Cloud, ARM budget (1200/h)")
     rate_servicenow: str | None = Field(None, description="ServiceNow budget (300/min)")

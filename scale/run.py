@@ -58,7 +58,7 @@ LOST_RUN_SECONDS = 90
 LOCK_HOLD_SECONDS = 60
 # The sandbox does not rate-limit like the vendors: the test measures Riposte, not budgets.
 GENEROUS_RATE = "100/s"
-RATE_APIS = ("graph", "mde", "mdca", "arm", "servicenow", "jira", "slack", "teams")
+RATE_APIS = ("graph", "mde", "mdebatch", "mdca", "arm", "servicenow", "jira", "slack", "teams")
 
 
 class ScaleTestError(RuntimeError):

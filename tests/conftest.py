@@ -14,6 +14,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -53,7 +54,10 @@ os.environ.update(
         # Prefect call per request and never a wait. test_rate_limits tightens one at a time.
         **{
             f"RIPOSTE_RATE_{api}": "100000/s"
-            for api in ("GRAPH", "MDE", "MDCA", "ARM", "SERVICENOW", "JIRA", "SLACK", "TEAMS")
+            for api in (
+                *("GRAPH", "MDE", "MDEBATCH", "MDCA", "ARM"),
+                *("SERVICENOW", "JIRA", "SLACK", "TEAMS"),
+            )
         },
     }
 )
@@ -81,6 +85,9 @@ POLICY_FILE.write_text(SESSION_POLICY)
 
 from riposte.sandbox.app import create_app as create_sandbox  # noqa: E402
 from riposte.sandbox.config import SandboxConfig  # noqa: E402
+
+if TYPE_CHECKING:
+    from riposte.blocks import DefenderCredentials
 
 REPO = Path(__file__).resolve().parent.parent
 PREFECT_CLI = str(Path(sys.executable).parent / "prefect")
@@ -166,6 +173,24 @@ def sandbox(sandbox_url: str) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=sandbox_url, timeout=10) as client:
         client.post("/_sandbox/reset").raise_for_status()
         yield client
+
+
+@pytest.fixture
+def private_sandbox(
+    sandbox_config: SandboxConfig,
+) -> Iterator[tuple[DefenderCredentials, httpx.Client]]:
+    """A sandbox of this test's own: the session's is shared with the responder, whose runs
+    (a poll, a reconcile) may read the same API while a test counts its calls."""
+    from riposte.blocks import DefenderCredentials
+    from riposte.deployments.local import sandbox_blocks
+
+    with (
+        serve_in_thread(create_sandbox(sandbox_config)) as url,
+        httpx.Client(base_url=url, timeout=10) as client,
+    ):
+        block = sandbox_blocks(url, sandbox_config)["riposte-defender"]
+        assert isinstance(block, DefenderCredentials)
+        yield block, client
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import secrets
 import time
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -85,24 +84,6 @@ def identity(sandbox: httpx.Client) -> dict[str, Any]:
 
 
 # --- Defender for Endpoint ---------------------------------------------------------------------
-
-
-@pytest.fixture
-def private_sandbox(
-    sandbox_config: SandboxConfig,
-) -> Iterator[tuple[DefenderCredentials, httpx.Client]]:
-    """A sandbox of this test's own: the session's is shared with the responder, whose runs
-    (a poll, a reconcile) may read the same API while a test counts its calls."""
-    from riposte.sandbox.app import create_app
-    from tests.servers import serve_in_thread
-
-    with (
-        serve_in_thread(create_app(sandbox_config)) as url,
-        httpx.Client(base_url=url, timeout=10) as client,
-    ):
-        block = sandbox_blocks(url, sandbox_config)["riposte-defender"]
-        assert isinstance(block, DefenderCredentials)
-        yield block, client
 
 
 def test_endpoint_listing_reads_every_page_then_yields_oldest_update_first_each_once(

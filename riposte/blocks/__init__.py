@@ -9,6 +9,7 @@ from typing import TypeVar
 from prefect.blocks.core import Block
 
 from riposte.blocks.chat import ChatWebhook, SlackIncomingWebhook, TeamsWorkflowWebhook
+from riposte.blocks.coalesce import coalescing
 from riposte.blocks.defender import DefenderCredentials
 from riposte.blocks.email import EmailSmtp as EmailSmtp
 from riposte.blocks.jira import JiraCredentials
@@ -29,6 +30,7 @@ __all__ = [
     "TeamsWorkflowWebhook",
     "TicketingCredentials",
     "BlockCache",
+    "coalescing",
     "load_block",
 ]
 

@@ -23,7 +23,7 @@ from riposte.blocks.errors import (
     ServiceRejectedError,
     ServiceUnavailableError,
 )
-from riposte.limits import acquire_request_slot, in_prefect_run, limit_for_system
+from riposte.limits import BUDGET_OF, acquire_request_slot, in_prefect_run, limit_for_system
 
 logger = logging.getLogger("riposte.http")
 # httpx logs every request with its full URL at INFO; webhook URLs are secrets.
@@ -166,16 +166,18 @@ class RateLimitedTransport(httpx.BaseTransport):
         self.inner = inner or httpx.HTTPTransport()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        if self.limit is not None and in_prefect_run():
+        other = request.extensions.get(BUDGET_OF)
+        limit = limit_for_system(other) if other else self.limit
+        if limit is not None and in_prefect_run():
             started = time.monotonic()
-            acquire_request_slot(self.limit)
+            acquire_request_slot(limit)
             waited = time.monotonic() - started
             if waited >= SLOW_SLOT_SECONDS:
                 run_logger().info(
                     "%s: waited %.1fs for a request slot of the rate limit %s",
                     self.system,
                     waited,
-                    self.limit,
+                    ", ".join(limit),
                 )
         return self.inner.handle_request(request)
 

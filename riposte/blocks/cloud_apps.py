@@ -16,7 +16,8 @@ from pydantic import SecretStr
 
 from riposte.blocks._http import IDEMPOTENT, build_http_client, send
 from riposte.blocks.alert_sources import CLOUD_APPS as CLOUD_APPS_SOURCE
-from riposte.blocks.alert_sources import Triage, Verdict
+from riposte.blocks.alert_sources import Acknowledged, Triage, Verdict
+from riposte.blocks.coalesce import Coalescer
 from riposte.blocks.errors import ServiceNotFoundError, ServiceRejectedError
 
 CLOUD_APPS = "Microsoft Defender for Cloud Apps"
@@ -25,6 +26,8 @@ MAX_PAGE = 100  # the API's own maximum per response
 logger = logging.getLogger("riposte.blocks.cloud_apps")
 
 CloseKind = Literal["benign", "false_positive", "true_positive"]
+# What a close sends besides the ids: kind, comment, reasonId.
+CloseCall = tuple[CloseKind, str | None, int | None]
 
 # reasonId values of close_benign and close_false_positive (close_true_positive has none).
 BENIGN_ACTUAL_SEVERITY_LOWER = 2
@@ -79,6 +82,22 @@ class CloudAppsClient:
         # The portal URL is shown with and without /api; the paths below carry it.
         base = base_url.rstrip("/").removesuffix("/api")
         self._http = build_http_client(CLOUD_APPS, base, timeout=timeout, auth=auth)
+        # In a batch run, alerts read or closed at the same moment share one call (an id
+        # filter), within the tenant's 30 requests a minute.
+        self.reads: Coalescer[None, dict[str, Any]] = Coalescer(
+            CLOUD_APPS,
+            "fetch alert",
+            single=lambda alert_id, _: self.get_alert(alert_id),
+            bulk=lambda ids, _: self.get_alerts(ids),
+            max_ids=MAX_PAGE,
+        )
+        self.closes: Coalescer[CloseCall, None] = Coalescer(
+            CLOUD_APPS,
+            "close alert",
+            single=lambda alert_id, call: self._close_each([alert_id], call).get(alert_id),
+            bulk=self._close_each,
+            max_ids=MAX_PAGE,
+        )
 
     def _call(self, action: str, method: str, url: str, **kwargs: Any) -> Any:
         return send(self._http, CLOUD_APPS, action, method, url, **kwargs).json()
@@ -131,6 +150,26 @@ class CloudAppsClient:
         body: dict[str, Any] = self._call(f"fetch alert {alert_id}", "GET", self._path(alert_id))
         return body
 
+    def get_alerts(self, alert_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Several alerts in one call (a list filtered by id, at most 100), by id; an id that
+        is not there is left out."""
+        ids = list(dict.fromkeys(str(i) for i in alert_ids))
+        if not 1 <= len(ids) <= MAX_PAGE:
+            raise ValueError(f"between 1 and {MAX_PAGE} alert ids at a time")
+        body = self._call(
+            f"fetch alerts {ids[0]}... ({len(ids)})",
+            "POST",
+            self.ALERTS,
+            json={"filters": {"id": {"eq": ids}}, "skip": 0, "limit": MAX_PAGE},
+            extensions=_REPEATABLE,
+        )
+        wanted = set(ids)
+        return {
+            str(a.get("_id")): a
+            for a in body.get("data") or []
+            if isinstance(a, dict) and str(a.get("_id")) in wanted
+        }
+
     def mark_read(self, alert_id: str) -> None:
         send(
             self._http,
@@ -164,6 +203,18 @@ class CloudAppsClient:
     def _close(
         self, kind: CloseKind, alert_ids: Sequence[str], comment: str | None, reason: int | None
     ) -> int:
+        closed, _ = self._close_ids(kind, alert_ids, comment, reason)
+        return closed
+
+    def _close_each(self, alert_ids: Sequence[str], call: CloseCall) -> dict[str, None]:
+        """One close for several alerts (the coalescer's bulk call): each alert's result."""
+        kind, comment, reason = call
+        _, not_found = self._close_ids(kind, alert_ids, comment, reason)
+        return dict.fromkeys(i for i in alert_ids if i not in not_found)
+
+    def _close_ids(
+        self, kind: CloseKind, alert_ids: Sequence[str], comment: str | None, reason: int | None
+    ) -> tuple[int, set[str]]:
         ids = [str(i) for i in alert_ids]
         if not ids:
             raise ValueError("no alert ids to close")
@@ -174,7 +225,8 @@ class CloudAppsClient:
             body["comment"] = comment
         if reason is not None:
             body["reasonId"] = reason
-        action = f"close alerts {', '.join(ids)} as {kind.replace('_', ' ')}"
+        shown = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+        action = f"close alerts {shown} as {kind.replace('_', ' ')}"
         answer = self._call(
             action, "POST", f"{self.ALERTS}close_{kind}/", json=body, extensions=_REPEATABLE
         )
@@ -191,7 +243,7 @@ class CloudAppsClient:
             raise ServiceRejectedError(CLOUD_APPS, f"{action}: nothing was closed")
         if not_found:
             logger.warning("%s: closed %d, not found: %s", CLOUD_APPS, closed, ", ".join(not_found))
-        return closed
+        return closed, set(not_found)
 
     # --- AlertSourceClient ----------------------------------------------------------------
 
@@ -199,12 +251,24 @@ class CloudAppsClient:
         return self.list_alerts_since(since)
 
     def get(self, alert_id: str) -> dict[str, Any]:
-        return self.get_alert(alert_id)
+        # In a batch run, with the other alerts read at the same moment (one id filter).
+        return self.reads.call(str(alert_id), None)
 
     def mark_in_progress(self, alert_id: str) -> bool:
         # No "in progress" here: reading the alert is the closest the API has.
         self.mark_read(alert_id)
         return False
+
+    def acknowledge(
+        self, current: dict[str, Any], comment: str | None = None, marker: str | None = None
+    ) -> Acknowledged:
+        # Marked read (the closest to "in progress"), one alert per call: the API has no bulk
+        # read. A comment can only travel with a close: none here.
+        payload = dict(current)
+        if not current.get("statusValue"):
+            self.mark_read(str(current.get("_id")))
+            payload["statusValue"] = 1
+        return Acknowledged(payload, False, False)
 
     def comment(self, alert_id: str, text: str) -> bool:
         # No comment endpoint: a comment can only travel with a close.
@@ -219,10 +283,10 @@ class CloudAppsClient:
         return Triage(written=(), unsupported=tuple(f"{k}: {why}" for k in sorted(wanted)))
 
     def close(self, alert_id: str, verdict: Verdict, reason: str) -> None:
-        comment = reason.strip() or None
-        if verdict == "benign":
-            self.close_benign([alert_id], comment=comment)
-        elif verdict == "false_positive":
-            self.close_false_positive([alert_id], comment=comment)
-        else:
-            self.close_true_positive([alert_id], comment=comment)
+        # In a batch run, alerts closed alike at the same moment share one close call.
+        reason_ids: dict[Verdict, int | None] = {
+            "benign": BENIGN_OTHER,
+            "false_positive": FALSE_POSITIVE_OTHER,
+            "true_positive": None,
+        }
+        self.closes.call(str(alert_id), (verdict, reason.strip() or None, reason_ids[verdict]))

@@ -17,7 +17,7 @@ import httpx
 from riposte.alerts.timestamps import parse_timestamp
 from riposte.blocks._http import IDEMPOTENT, build_http_client, send
 from riposte.blocks.alert_sources import DEFENDER_CLOUD as DEFENDER_CLOUD_SOURCE
-from riposte.blocks.alert_sources import Triage, Verdict
+from riposte.blocks.alert_sources import Acknowledged, Triage, Verdict
 from riposte.blocks.errors import ServiceAuthError, ServiceNotFoundError, ServiceRejectedError
 
 DEFENDER_CLOUD = "Microsoft Defender for Cloud"
@@ -177,6 +177,18 @@ class DefenderCloudClient:
     def comment(self, alert_id: str, text: str) -> bool:
         # Security alerts on ARM have no comments.
         return False
+
+    def acknowledge(
+        self, current: dict[str, Any], comment: str | None = None, marker: str | None = None
+    ) -> Acknowledged:
+        # No comments on ARM: the ticket links the alert.
+        properties = current.get("properties") or {}
+        if properties.get("status") not in ("Active", None):
+            return Acknowledged(dict(current), False, False)
+        self.change_state(str(current.get("id")), "inProgress")
+        return Acknowledged(
+            {**current, "properties": {**properties, "status": "InProgress"}}, True, False
+        )
 
     def has_comment(self, alert_id: str, needle: str) -> bool:
         return False

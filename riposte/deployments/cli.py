@@ -181,7 +181,8 @@ def cmd_blocks_register(args: argparse.Namespace) -> int:
     budgets = rate_budgets()
     changes = ensure_rate_limits(budgets=budgets)
     for budget in budgets:
-        print(f"rate limit {budget.describe()} ({changes[budget.name]})")
+        done = ", ".join(sorted({changes[name] for name in budget.names}))
+        print(f"rate limit {budget.describe()} ({done})")
     return 0
 
 

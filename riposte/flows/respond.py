@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from riposte.alerts.model import Alert
 from riposte.alerts.policy_store import PolicySnapshot
 from riposte.alerts.response import AlertRef, Delivery, Ticket, ref_for
-from riposte.blocks import BlockCache, DefenderCredentials
+from riposte.blocks import BlockCache, DefenderCredentials, coalescing
 from riposte.playbooks.context import (
     DEFAULT_DEFENDER,
     ActionResult,
@@ -201,7 +201,9 @@ def respond_batch(
     logger = get_run_logger()
     snapshot = current_policy(logger)
     blocks = BlockCache()
-    with ThreadPoolExecutor(BATCH_CONCURRENCY, thread_name_prefix="alert") as pool:
+    # Alerts of one source that wait for the same write at the same moment share one bulk call
+    # where the API has one (Defender for Endpoint, Defender for Cloud Apps).
+    with coalescing(), ThreadPoolExecutor(BATCH_CONCURRENCY, thread_name_prefix="alert") as pool:
         # Each thread needs the flow run's context for its task runs to belong to this run.
         futures = [
             (ref, pool.submit(contextvars.copy_context().run, answer, ref, plan, snapshot, blocks))

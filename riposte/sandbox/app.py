@@ -16,6 +16,7 @@ from riposte.sandbox import (
     graph_incidents,
     identity,
     jira,
+    quotas,
     servicenow,
 )
 from riposte.sandbox.config import SandboxConfig
@@ -65,10 +66,12 @@ def create_app(config: SandboxConfig | None = None) -> FastAPI:
     )
     app.state.sandbox = state
     app.add_exception_handler(Reject, _reject)
-    for router in (*SIMULATORS, faults.router, control.router):
+    app.state.quotas = quotas.QuotaState()
+    for router in (*SIMULATORS, faults.router, control.router, quotas.router):
         app.include_router(router)
     simulated_routes = [route for router in SIMULATORS for route in router.routes]
-    # Added last, so it runs first: faulted requests still get counted.
+    # Added last, so it runs first: faulted and refused requests still get counted.
+    app.add_middleware(quotas.QuotaMiddleware, state=state, quotas=app.state.quotas)
     app.add_middleware(faults.FaultMiddleware, state=state)
     app.add_middleware(RequestCounterMiddleware, state=state, routes=simulated_routes)
     return app

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from riposte.sandbox.clock import parse_ticks
@@ -278,16 +278,8 @@ def _validated_update(body: Any) -> dict[str, Any]:
     return dict(body)
 
 
-@router.patch("/alerts/{alert_id}")
-async def update_alert(alert_id: str, request: Request) -> JSONResponse:
-    state = get_state(request)
-    alert = _alert(state, alert_id)
-    try:
-        body = await json_body(request)
-    except InvalidBody as exc:
-        raise _bad_request(f"Request body is incorrect: {exc}.", "InvalidRequestBody") from None
-    update = _validated_update(body)
-    now = state.graph_clock.next()
+def _apply_update(alert: dict[str, Any], update: dict[str, Any], now: str) -> None:
+    update = dict(update)
     comment = update.pop("comment", None)
     if comment is not None:
         comments: list[dict[str, Any]] = alert.setdefault("comments", [])
@@ -296,9 +288,45 @@ async def update_alert(alert_id: str, request: Request) -> JSONResponse:
         alert["resolvedTime"] = now if update["status"] == "Resolved" else None
     alert.update(update)
     alert["lastUpdateTime"] = now
+
+
+@router.patch("/alerts/{alert_id}")
+async def update_alert(alert_id: str, request: Request) -> JSONResponse:
+    state = get_state(request)
+    alert = _alert(state, alert_id)
+    try:
+        body = await json_body(request)
+    except InvalidBody as exc:
+        raise _bad_request(f"Request body is incorrect: {exc}.", "InvalidRequestBody") from None
+    _apply_update(alert, _validated_update(body), state.graph_clock.next())
     body = {"@odata.context": f"{MDE_ROOT}/$metadata#Alerts/$entity"}
     body.update(present(alert, with_evidence=False))
     return JSONResponse(body)
+
+
+@router.post("/alerts/batchUpdate")
+async def batch_update_alerts(request: Request) -> Response:
+    """``alertIds`` and the fields of a single update, for all of them; 200 with no body.
+    All or nothing: an unknown id refuses the whole call, naming it (the documentation says
+    nothing of unknown ids; refusing is the answer that loses nothing)."""
+    state = get_state(request)
+    body = await _object_body(request)
+    ids = body.pop("alertIds", None)
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, str) and i for i in ids):
+        raise _bad_request(
+            "Request body is incorrect: alertIds must be a non-empty list of alert ids.",
+            "InvalidRequestBody",
+        )
+    update = _validated_update(body)
+    missing = [i for i in ids if i not in state.endpoint.alerts]
+    if missing:
+        raise Reject(
+            mde_error(404, "ResourceNotFound", f"Alerts not found: {', '.join(missing[:20])}")
+        )
+    now = state.graph_clock.next()
+    for alert_id in dict.fromkeys(ids):
+        _apply_update(state.endpoint.alerts[alert_id], update, now)
+    return Response(status_code=200)
 
 
 def load_alerts(state: SandboxState, payloads: list[dict[str, Any]]) -> list[str]:

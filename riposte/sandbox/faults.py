@@ -278,7 +278,7 @@ class FaultMiddleware:
         if fault.status is None:
             await self.app(scope, receive, send)
             return
-        await _drain(receive)
+        await drain_body(receive)
         response = fault_response(service, fault.status, fault.retry_after)
         await response(scope, receive, send)
 
@@ -302,7 +302,7 @@ class FaultMiddleware:
         await response(scope, receive, send)
 
 
-async def _drain(receive: Receive) -> None:
+async def drain_body(receive: Receive) -> None:
     # Read the body the client sent, so the connection stays usable for its next request.
     more = True
     while more:

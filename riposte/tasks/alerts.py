@@ -64,17 +64,24 @@ def update_alert(defender: DefenderCredentials, alert: Alert, ticket: Ticket | N
         ```
     """
     client = defender.source_client(alert.source)
-    # Each API has its own notion of "in progress" (Cloud Apps: marked read); the step is
-    # idempotent, so a repeat leaves an alert that moved on untouched.
-    client.mark_in_progress(alert.id)
-    comment_added = False
-    if ticket is not None and not client.has_comment(alert.id, ticket.url):
-        # False where the API keeps no comments (Defender for Cloud): the ticket links the alert.
-        comment_added = client.comment(alert.id, alert_comment(ticket))
-    after = parse_alert(client.get(alert.id), alert.source)
+    # On a first attempt the alert was read moments ago (`fetch_alert`): its payload says what
+    # is there, which saves a read per alert in a storm under the vendors' budgets. A retry
+    # reads it again, since the failed attempt may have written part of it.
+    context = TaskRunContext.get()
+    first_attempt = context is None or context.task_run.run_count <= 1
+    current = alert.raw if first_attempt and alert.raw else client.get(alert.id)
+    # Each API has its own notion of "in progress" (Cloud Apps: marked read); an alert that
+    # moved on is left untouched. False where the API keeps no comments (Defender for Cloud):
+    # the ticket links the alert.
+    done = client.acknowledge(
+        current,
+        alert_comment(ticket) if ticket is not None else None,
+        marker=ticket.url if ticket is not None else None,
+    )
+    after = parse_alert(done.payload, alert.source)
     return AlertUpdate(
-        status_changed=after.status != alert.status,
-        comment_added=comment_added,
+        status_changed=done.status_changed,
+        comment_added=done.comment_added,
         status=str(after.status),
     )
 
