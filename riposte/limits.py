@@ -448,8 +448,73 @@ def acquire_request_slot(
     name = ",".join(wanted)
     if _Lots.take_spare(name):
         return
-    slots = _Lots.size(name)
     deadline = time.monotonic() + wait_seconds
+    # One thread of a process asks Prefect at a time, the others queue here. Prefect counts a
+    # limit's decay in whole slots from its last update, and a refused request is an update:
+    # sixteen threads asking every second would reset the clock before a slot ever came back.
+    gate = _Gates.of(name)
+    if not gate.acquire(timeout=max(0.0, deadline - time.monotonic())):
+        raise RateLimitError(
+            f"no slot of the Prefect rate limit {name!r} within {wait_seconds:.0f}s "
+            "(waiting behind this process's other requests)"
+        )
+    try:
+        if _Lots.take_spare(name):  # a lot taken by the thread before us
+            return
+        _acquire(wanted, name, deadline, wait_seconds)
+    finally:
+        gate.release()
+
+
+class _Gates:
+    lock = threading.Lock()
+    gates: ClassVar[dict[str, threading.Lock]] = {}
+
+    @classmethod
+    def of(cls, name: str) -> threading.Lock:
+        with cls.lock:
+            return cls.gates.setdefault(name, threading.Lock())
+
+
+class _Pace:
+    """Per limit (set), while its bucket is dry: when this process last got a slot, and how
+    many refusals in a row. Touched only by the thread that holds the limit's gate."""
+
+    last_slot: ClassVar[dict[str, float]] = {}
+    refusals: ClassVar[dict[str, int]] = {}
+
+
+# A slot time and a twentieth: the decay is counted in whole slots, and 0.999 of one is none.
+_SLOT_MARGIN = 1.05
+
+
+def _slot_times(names: Sequence[str]) -> tuple[float, float]:
+    """The seconds these limits take to give a slot back, the fastest and the slowest, per
+    their budgets as set up with this process's settings ((0, 0) when unknown)."""
+    decays = [
+        spec.slot_decay_per_second
+        for budget in rate_budgets()
+        for spec in budget.limits
+        if spec.name in names
+    ]
+    if not decays:
+        return 0.0, 0.0
+    return _SLOT_MARGIN / max(decays), _SLOT_MARGIN / min(decays)
+
+
+def _acquire(wanted: list[str], name: str, deadline: float, wait_seconds: float) -> None:
+    """Ask Prefect until a slot comes. While the bucket is dry (the last ask was refused), the
+    asks are paced a slot time apart: Prefect counts the refill from the last update, refused
+    asks included, so an ask too soon costs the refill it interrupts. Prefect's own
+    Retry-After grows with every refusal of every process and would leave the budget unused."""
+    slots = _Lots.size(name)
+    fastest, slowest = _slot_times(wanted)
+    if _Pace.refusals.get(name) and fastest:
+        since = time.monotonic() - _Pace.last_slot.get(name, 0.0)
+        if since >= slowest * 2:  # quiet long enough for the bucket to refill: start afresh
+            _Pace.refusals[name] = 0
+        elif since < fastest:
+            time.sleep(fastest - since)
     while True:
         body = {"names": wanted, "slots": slots, "mode": "rate_limit"}
         try:
@@ -471,9 +536,19 @@ def acquire_request_slot(
                 bursts = [x.get("limit") for x in limits if isinstance(x, dict)]
                 burst = min((b for b in bursts if isinstance(b, int)), default=None)
                 _Lots.got(name, slots, burst)
+                _Pace.last_slot[name] = time.monotonic()
+                if _Pace.refusals.get(name):
+                    _Pace.refusals[name] = 1  # still dry: paced, but no longer backing off
                 return
             if response.status_code == 423:
-                pause = _retry_after(response, default=1.0)
+                refused = _Pace.refusals.get(name, 0) + 1
+                _Pace.refusals[name] = refused
+                if fastest:
+                    # A slot time of the fastest limit, doubled at each refusal in a row up
+                    # to the slowest's (the other window of a budget may be the dry one).
+                    pause = min(fastest * 2 ** min(refused - 1, 10), max(slowest, fastest))
+                else:
+                    pause = _retry_after(response, default=1.0)
                 slots = 1  # a busy limit: take what one request needs
             elif response.status_code == 422 and slots > 1:
                 # More slots than the limit holds (it was lowered since): one at a time.

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -21,6 +23,7 @@ from riposte.blocks.errors import (
     ServiceAuthError,
     ServiceNotFoundError,
     ServiceRejectedError,
+    ServiceThrottledError,
     ServiceUnavailableError,
 )
 from riposte.limits import BUDGET_OF, acquire_request_slot, in_prefect_run, limit_for_system
@@ -35,6 +38,8 @@ logging.getLogger("httpcore").setLevel(logging.WARNING)
 # retried create after a timeout could make a second ticket; the tasks do find-or-create instead.
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "PATCH"})
 IDEMPOTENT = "riposte_idempotent"
+# Set on a 429 response whose Retry-After is beyond the client's cap: the seconds asked for.
+DEFER_SECONDS = "riposte_defer_seconds"
 # A wait for a request slot at least this long is worth a line in the run's log.
 SLOW_SLOT_SECONDS = 1.0
 
@@ -62,10 +67,11 @@ class RetryPolicy:
         return delay * (1 + random.uniform(-self.jitter, self.jitter))
 
     def retry_after(self, response: httpx.Response, attempt: int) -> float:
-        return self.throttle_wait(response, attempt)[0]
+        return min(self.throttle_wait(response, attempt)[0], self.retry_after_cap)
 
     def throttle_wait(self, response: httpx.Response, attempt: int) -> tuple[float, str]:
-        """How long to wait after a throttling answer, and why, for the run's log."""
+        """How long to wait after a throttling answer, and why, for the run's log. More than
+        `retry_after_cap` means: do not wait here (the step is deferred, see `check`)."""
         header = response.headers.get("Retry-After")
         if header is not None:
             try:
@@ -75,8 +81,6 @@ class RetryPolicy:
                     seconds = parsedate_to_datetime(header).timestamp() - time.time()
                 except (TypeError, ValueError):
                     return self.backoff(attempt), f"unreadable Retry-After {header[:40]!r}"
-            if seconds > self.retry_after_cap:
-                return self.retry_after_cap, f"Retry-After {header}, capped"
             return max(0.0, seconds), f"Retry-After {header}"
         # Some APIs (Defender for Cloud Apps) throttle without saying how long: back off ourselves.
         return max(2.0, self.backoff(attempt)), "no Retry-After, backing off"
@@ -124,6 +128,14 @@ class ResilientTransport(httpx.BaseTransport):
                     if last:
                         return response
                     delay, why = self.policy.throttle_wait(response, attempt)
+                    if code == 429 and delay > self.policy.retry_after_cap:
+                        # An hourly window (ServiceNow): waiting here would hold the request
+                        # for long and retrying sooner would only be refused. The caller
+                        # gets the 429 at once (`check`: ServiceThrottledError).
+                        response.extensions[DEFER_SECONDS] = delay
+                        return response
+                    if delay > self.policy.retry_after_cap:
+                        delay, why = self.policy.retry_after_cap, f"{why}, capped"
                     self._log_wait(
                         request, attempt, delay, f"throttled the request (HTTP {code}, {why})"
                     )
@@ -153,6 +165,27 @@ class ResilientTransport(httpx.BaseTransport):
         self.inner.close()
 
 
+# The limits whose slot this thread took ahead of its next request (`slot_ahead`).
+_PREPAID: ContextVar[tuple[str, ...] | None] = ContextVar("riposte_prepaid_slot", default=None)
+
+
+@contextlib.contextmanager
+def slot_ahead(system: str) -> Iterator[None]:
+    """Take the slot of ``system``'s budget now, for the first request this thread sends inside
+    the block: a bulk call decides what it carries once its slot is there, so that callers who
+    came while it waited ride along. Outside a run, or for a system without a budget, nothing."""
+    names = limit_for_system(system)
+    if names is None or not in_prefect_run():
+        yield
+        return
+    acquire_request_slot(names)
+    token = _PREPAID.set(names)
+    try:
+        yield
+    finally:
+        _PREPAID.reset(token)
+
+
 class RateLimitedTransport(httpx.BaseTransport):
     """Takes one slot of the API's Prefect rate limit (`riposte.limits`) before each request.
 
@@ -168,7 +201,9 @@ class RateLimitedTransport(httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         other = request.extensions.get(BUDGET_OF)
         limit = limit_for_system(other) if other else self.limit
-        if limit is not None and in_prefect_run():
+        if limit is not None and _PREPAID.get() == limit:
+            _PREPAID.set(None)  # taken ahead (`slot_ahead`); a retry takes its own
+        elif limit is not None and in_prefect_run():
             started = time.monotonic()
             acquire_request_slot(limit)
             waited = time.monotonic() - started
@@ -258,6 +293,13 @@ def check(response: httpx.Response, system: str, action: str) -> httpx.Response:
         request = None
     detail = without_request_url(describe_body(response), request)
     message = f"{action} failed: {detail}" if detail else f"{action} failed"
+    retry_after = response.extensions.get(DEFER_SECONDS)
+    if code == 429 and isinstance(retry_after, float | int):
+        raise ServiceThrottledError(
+            system,
+            f"{action} was refused: rate limit reached, retry after {retry_after:.0f} s",
+            retry_after=retry_after,
+        )
     error: type[ExternalServiceError]
     if code in (401, 403):
         error = ServiceAuthError

@@ -25,6 +25,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from riposte.blocks._http import slot_ahead
 from riposte.blocks.errors import ServiceNotFoundError
 
 K = TypeVar("K", bound=Hashable)
@@ -75,6 +76,7 @@ class Coalescer(Generic[K, R]):
         single: Callable[[str, K], R],
         bulk: Callable[[Sequence[str], K], dict[str, R]],
         max_ids: int,
+        budget_of: str | None = None,
     ) -> None:
         if max_ids < 2:
             raise ValueError("a bulk call for fewer than 2 alerts is not a bulk call")
@@ -83,6 +85,9 @@ class Coalescer(Generic[K, R]):
         self._single = single
         self._bulk = bulk
         self.max_ids = max_ids
+        # The system whose budget the call spends: its slot is taken before the leader sees
+        # who is waiting, so that everyone who came meanwhile shares the call.
+        self.budget_of = budget_of or system
         self._lock = threading.Lock()
         self._queues: dict[K, list[_Waiter[R]]] = {}
         self._leading: set[K] = set()
@@ -113,7 +118,7 @@ class Coalescer(Generic[K, R]):
             raise waiter.error
         return waiter.result  # type: ignore[return-value]
 
-    def _lead(self, key: K) -> None:
+    def _take(self, key: K) -> list[_Waiter[R]]:
         with self._lock:
             queue = self._queues.get(key, [])
             taken, rest = queue[: self.max_ids], queue[self.max_ids :]
@@ -121,8 +126,20 @@ class Coalescer(Generic[K, R]):
                 self._queues[key] = rest
             else:
                 self._queues.pop(key, None)
+        return taken
+
+    def _lead(self, key: K) -> None:
+        """One call for the first `max_ids` waiting (this thread among them), then the lead
+        to the next waiter."""
+        taken: list[_Waiter[R]] = []
         try:
-            self._send(taken, key)
+            with slot_ahead(self.budget_of):
+                taken = self._take(key)
+                self._send(taken, key)
+        except BaseException as exc:  # no slot of the budget came: the call cannot be made
+            taken = taken or self._take(key)
+            for waiter in taken:
+                waiter.error = waiter.error or exc
         finally:
             for waiter in taken:
                 waiter.done = True
