@@ -3,6 +3,8 @@ with a message that names the system and the reason."""
 
 from __future__ import annotations
 
+import functools
+import time
 from collections.abc import Iterator
 from typing import Any
 from uuid import UUID
@@ -20,7 +22,7 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import Log, TaskRun
 from prefect.logging.handlers import APILogWorker
 
-from riposte.blocks import ServiceNowCredentials, SlackIncomingWebhook
+from riposte.blocks import ServiceNowCredentials, SlackIncomingWebhook, _http
 from riposte.blocks._http import RetryPolicy
 from riposte.blocks.errors import ServiceRejectedError
 from riposte.deployments.local import sandbox_blocks
@@ -97,13 +99,54 @@ def test_throttling_and_server_error_waits_appear_in_the_run_log(
     assert len(sandbox.get("/_sandbox/slack/messages").json()) == 1
 
 
-def test_a_long_retry_after_is_capped_and_the_cap_is_said() -> None:
+def test_a_long_retry_after_is_not_waited_in_the_client() -> None:
     policy = RetryPolicy()
     asked = httpx.Response(429, headers={"Retry-After": "120"})
-    assert policy.throttle_wait(asked, 0) == (30.0, "Retry-After 120, capped")
+    assert policy.throttle_wait(asked, 0) == (120.0, "Retry-After 120")
+    assert policy.retry_after(asked, 0) == 30.0  # what a client would wait, at most
     silent = httpx.Response(429)
     delay, why = policy.throttle_wait(silent, 0)
     assert delay >= 2.0 and why == "no Retry-After, backing off"
+
+
+def test_a_retry_after_beyond_the_client_s_cap_defers_the_step_visibly_and_sends_once_more(
+    blocks: dict[str, Any], sandbox: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The cap lowered to 1 s (30 s in production) so that a 3 s window stands for an hour's.
+    monkeypatch.setattr(_http, "RetryPolicy", functools.partial(RetryPolicy, retry_after_cap=1.0))
+    snow: ServiceNowCredentials = blocks["riposte-servicenow"].model_copy(
+        update={"timeout_seconds": 14.25}  # a client of its own, built with the lower cap
+    )
+    fault(sandbox, service="servicenow", method="GET", status=429, retry_after=3, times=1)
+
+    @external_call()
+    def look_up() -> None:
+        snow.get_client().find("riposte-graph-deferred")
+
+    @flow
+    def respond() -> None:
+        look_up()
+
+    started = time.monotonic()
+    state = respond(return_state=True)
+    elapsed = time.monotonic() - started
+    assert state.is_completed(), state.message
+    assert elapsed >= 3.0
+    # Refused once, answered once: no attempts thrown at a closed window, no task retry.
+    statuses = sandbox.get("/_sandbox/requests").json()["statuses"]["servicenow"]
+    assert statuses == {"429": 1, "200": 1}
+    flow_run_id = state.state_details.flow_run_id
+    assert flow_run_id is not None
+    logged = wait_until(
+        lambda: [log for log in run_logs(flow_run_id) if "rate limit" in log.message],
+        timeout=30,
+        what="the deferral in the run's log",
+    )
+    assert [log.message for log in logged] == [
+        "ServiceNow: rate limit reached; the step waits 3 s (Retry-After), then tries again"
+    ]
+    runs = task_runs(flow_run_id)
+    assert len(runs) == 1 and runs[0].run_count == 1
 
 
 def test_a_refusal_is_not_retried_and_fails_the_task_naming_system_and_reason(

@@ -30,6 +30,16 @@ class ServiceUnavailableError(ExternalServiceError):
     """The system kept failing (5xx, throttling or timeouts) after every retry."""
 
 
+class ServiceThrottledError(ServiceUnavailableError):
+    """The system said "too many requests" and to come back later than a client waits
+    (ServiceNow's hourly rate limits): ``retry_after`` seconds. The request was not carried
+    out; the step is deferred (`riposte.tasks._common.external_call`) rather than retried."""
+
+    def __init__(self, system: str, message: str, *, retry_after: float) -> None:
+        super().__init__(system, message, status_code=429)
+        self.retry_after = retry_after
+
+
 class OutcomeUnknownError(ServiceUnavailableError):
     """A write was sent in full and no answer came (a read timeout, a dropped connection): the
     system may have carried it out. A write that the system can be asked about again (a ticket

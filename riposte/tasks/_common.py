@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import functools
+import time
+from collections.abc import Callable
 from typing import Any
 
 from prefect import task
 from prefect.cache_policies import DEFAULT as RUN_SCOPED
 
-from riposte.blocks.errors import ServiceAuthError, ServiceNotFoundError, ServiceRejectedError
+from riposte.blocks._http import run_logger
+from riposte.blocks.errors import (
+    ServiceAuthError,
+    ServiceNotFoundError,
+    ServiceRejectedError,
+    ServiceThrottledError,
+)
 from riposte.tasks._cache import KeyFn, keyed
 
 # The clients already retry throttling and 5xx with backoff; a task retry is the second line,
@@ -27,13 +36,42 @@ def retry_unless_permanent(task: Any, task_run: Any, state: Any) -> bool:
     return False
 
 
+# A system that asks to come back later than its client waits (ServiceNow's hourly rate
+# limits) defers the step by as much, within this bound; past it, the step fails as throttled.
+DEFER_MAX_SECONDS = 3600.0
+
+
+def deferring(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn``, called again once a `ServiceThrottledError`'s Retry-After has passed, with a
+    line in the run's log that says so: the request was refused and not carried out, and a
+    task retry after 5 or 20 seconds would only be refused again."""
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        deadline = time.monotonic() + DEFER_MAX_SECONDS
+        while True:
+            try:
+                return fn(*args, **kwargs)
+            except ServiceThrottledError as exc:
+                if time.monotonic() + exc.retry_after > deadline:
+                    raise
+                run_logger().warning(
+                    "%s: rate limit reached; the step waits %.0f s (Retry-After), then tries again",
+                    exc.system,
+                    exc.retry_after,
+                )
+                time.sleep(exc.retry_after)
+
+    return call
+
+
 def external_call(key_fn: KeyFn | None = None, name: str | None = None) -> Any:
     """The decorator of every task that calls an external system: retried unless the failure is
-    permanent, its result persisted so that a retried run gets it back as Cached. ``key_fn``
-    keys the result by the alert instead of by the flow run, under a lock, so that two runs
-    never do the same step for the same alert (see `riposte.tasks._cache`). ``name`` is the
-    task run's name template."""
-    return task(
+    permanent, deferred when the system asks to come back later (`deferring`), its result
+    persisted so that a retried run gets it back as Cached. ``key_fn`` keys the result by the
+    alert instead of by the flow run, under a lock, so that two runs never do the same step for
+    the same alert (see `riposte.tasks._cache`). ``name`` is the task run's name template."""
+    decorate = task(
         retries=TASK_RETRIES,
         retry_delay_seconds=TASK_RETRY_DELAYS,
         retry_condition_fn=retry_unless_permanent,
@@ -41,3 +79,4 @@ def external_call(key_fn: KeyFn | None = None, name: str | None = None) -> Any:
         cache_policy=keyed(key_fn, serializable=True) if key_fn else RUN_SCOPED,
         task_run_name=name,
     )
+    return lambda fn: decorate(deferring(fn))
