@@ -277,25 +277,48 @@ def _arm_alert(name: str, subscription: str, generated: datetime) -> dict[str, A
 
 
 def test_defender_cloud_listing_follows_next_link_across_pages_and_subscriptions(
-    creds: DefenderCredentials, sandbox: httpx.Client, sandbox_config: SandboxConfig
+    sandbox_config: SandboxConfig,
 ) -> None:
+    from riposte.sandbox.app import create_app
+    from tests.servers import serve_in_thread
+
     first, second = sandbox_config.subscription_ids[0], "0d4c7b2e-1111-4a2b-9c3d-5e6f7a8b9c0d"
+    two = sandbox_config.model_copy(update={"subscription_ids": [first, second]})
     start = NOW - timedelta(minutes=40)
     alerts = [
         _arm_alert(f"alert-{i:02d}", first if i % 3 else second, start + timedelta(minutes=i))
         for i in range(8)
     ]
     old = _arm_alert("alert-old", first, NOW - timedelta(days=5))
-    load(sandbox, "arm", [*alerts, old])
-    sandbox.post("/_sandbox/arm/settings", json={"page_size": 2}).raise_for_status()
-
-    client = fresh(creds, subscription_ids=[first, second]).cloud_client()
-    listed = list(client.list_alerts_since(NOW - timedelta(hours=1)))
+    with (
+        serve_in_thread(create_app(two)) as url,
+        httpx.Client(base_url=url, timeout=10) as sandbox,
+    ):
+        load(sandbox, "arm", [*alerts, old])
+        sandbox.post("/_sandbox/arm/settings", json={"page_size": 2}).raise_for_status()
+        creds = sandbox_blocks(url, two)["riposte-defender"]
+        assert isinstance(creds, DefenderCredentials)
+        client = creds.cloud_client()
+        listed = list(client.list_alerts_since(NOW - timedelta(hours=1)))
+        counted = calls(sandbox, "arm")
 
     assert [a["name"] for a in listed] == [f"alert-{i:02d}" for i in range(8)]
     route = "GET /arm/subscriptions/{subscription}/providers/Microsoft.Security/alerts"
     # first: 5 in range + 1 old = 6 -> 3 pages; second: 3 -> 2 pages.
-    assert calls(sandbox, "arm") == {route: 5}
+    assert counted == {route: 5}
+
+
+def test_sandbox_refuses_a_defender_cloud_alert_of_a_subscription_its_tenant_does_not_hold(
+    sandbox: httpx.Client, sandbox_config: SandboxConfig
+) -> None:
+    held = sandbox_config.subscription_ids[0]
+    stranger = "0d4c7b2e-2222-4a2b-9c3d-5e6f7a8b9c0d"
+    batch = [_arm_alert("alert-held", held, NOW), _arm_alert("alert-stray", stranger, NOW)]
+    refused = sandbox.post("/_sandbox/arm/alerts", json=batch)
+    assert refused.status_code == 400
+    detail = refused.json()["detail"]
+    assert stranger in detail and held in detail  # what it was given, and what it knows
+    assert sandbox.get("/_sandbox/arm/alerts").json() == []  # nothing half-loaded
 
 
 def test_defender_cloud_close_and_progress_answer_204_and_set_the_status(

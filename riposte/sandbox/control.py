@@ -149,7 +149,10 @@ async def load_source_alerts(
     if payloads is None:
         return JSONResponse({"detail": "body must be a JSON list of alerts"}, status_code=400)
     _, loader, _ = ALERT_STORES[api]
-    ids = loader(get_state(request), payloads)
+    try:
+        ids = loader(get_state(request), payloads)
+    except ValueError as exc:  # an alert the simulated tenant cannot hold: none is stored
+        return JSONResponse({"detail": str(exc)}, status_code=400)
     return {"loaded": len(ids), "ids": ids}
 
 

@@ -97,7 +97,6 @@ def subscription_of(alert_id: str) -> str:
 def _known_subscription(state: SandboxState, subscription: str) -> None:
     wanted = subscription.lower()
     known = {s.lower() for s in state.config.subscription_ids}
-    known |= {subscription_of(i) for i in state.defender_cloud.alerts}
     if wanted not in known:
         raise Reject(
             arm_error(
@@ -218,7 +217,18 @@ async def change_group_state(
 
 def load_alerts(state: SandboxState, payloads: list[dict[str, Any]]) -> list[str]:
     """Store alerts as given (ARM ids kept); an alert without an id goes to the first
-    configured subscription, at subscription level."""
+    configured subscription, at subscription level. An alert of a subscription the simulated
+    tenant does not hold is refused (`ValueError`, naming the ones it holds), all of them before
+    any is stored: ARM would answer SubscriptionNotFound for it to every later call."""
+    known = {s.lower() for s in state.config.subscription_ids}
+    for payload in payloads:
+        given = str(payload.get("id") or "")
+        if given and subscription_of(given) not in known:
+            raise ValueError(
+                f"alert {given!r}: the sandbox's tenant holds the subscriptions "
+                f"{', '.join(state.config.subscription_ids)} (RIPOSTE_SANDBOX_SUBSCRIPTION_IDS),"
+                f" not {subscription_of(given) or 'none (the id is not an ARM id)'!r}"
+            )
     ids: list[str] = []
     for payload in payloads:
         alert = copy.deepcopy(payload)
