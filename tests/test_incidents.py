@@ -69,6 +69,29 @@ def test_an_incident_lists_its_alerts_and_takes_graph_s_own_spellings(
     assert len(comments) == 1
 
 
+def test_an_endpoint_alert_s_incident_is_served_by_graph_as_defender_correlates_it(
+    graph: Any, sandbox: httpx.Client
+) -> None:
+    from riposte.sandbox.samples import sample_endpoint_alerts
+
+    incident_id = _incident_id()
+    alert = dict(
+        sample_endpoint_alerts(datetime.now(UTC))[1],
+        id=f"da-inc-{os.urandom(4).hex()}",
+        incidentId=int(incident_id),  # a number in this API
+    )
+    sandbox.post("/_sandbox/mde/alerts", json=[alert]).raise_for_status()
+
+    found = graph.get_incident(incident_id)
+    assert (found["id"], found["displayName"], found["severity"]) == (
+        incident_id,
+        alert["title"],
+        "high",
+    )
+    after = graph.update_incident(incident_id, {"customTags": ["riposte"]})
+    assert after["customTags"] == ["riposte"]
+
+
 def test_the_change_asked_is_checked_before_anything_is_sent() -> None:
     with pytest.raises(ValidationError):
         IncidentUpdate(status="inProgress")  # type: ignore[arg-type]

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from riposte.sandbox.clock import parse_ticks
+from riposte.sandbox.graph import ensure_incident
 from riposte.sandbox.identity import ENDPOINT_AUDIENCES, check_bearer
 from riposte.sandbox.state import (
     MachineActionFailure,
@@ -344,6 +345,20 @@ def load_alerts(state: SandboxState, payloads: list[dict[str, Any]]) -> list[str
         alert.setdefault("comments", [])
         alert.setdefault("evidence", [])
         state.endpoint.alerts[alert_id] = alert
+        # Defender correlates the alert into a Defender XDR incident, which Graph serves
+        # (`/security/incidents`): a rule's `incident:` works for these alerts too. (Its
+        # `$expand=alerts` lists the alerts loaded through Graph only.)
+        ensure_incident(
+            state,
+            {
+                "incidentId": alert.get("incidentId"),
+                "title": alert.get("title"),
+                "severity": str(alert.get("severity") or "unknown").lower(),
+                "createdDateTime": alert["alertCreationTime"],
+                "lastUpdateDateTime": alert["lastUpdateTime"],
+                "tenantId": alert.get("aadTenantId"),
+            },
+        )
         ids.append(alert_id)
     return ids
 
