@@ -259,6 +259,12 @@ def main() -> int:
     home = REPO / ".riposte" / "bench"
     shutil.rmtree(home, ignore_errors=True)
     configure_environment(home)
+    # The stack's Prefect API answers only with its credential: this process needs it too
+    # (prefect is not imported yet, and reads it once).
+    from riposte.deployments.stack import stack_env
+    from riposte.settings import Settings
+
+    os.environ.update(stack_env(Settings()))
 
     from riposte.deployments.stack import LocalStack
     from riposte.settings import get_settings

@@ -265,6 +265,34 @@ def test_close_benign_closes_a_defender_for_cloud_alert_through_the_arm_api(
     assert incidents(sandbox) == []
 
 
+TRIAGE = policy(
+    """\
+  - name: api-triaged
+    match: {source: graph}
+    playbook: ticket_and_notify
+    triage: {determination: maliciousUserActivity}
+""",
+    triage="{assign_to: soc-api@example.com, classification: truePositive}",
+)
+
+
+def test_a_rule_s_triage_sets_owner_and_verdict_on_the_alert_over_the_defaults(
+    sandbox: httpx.Client, intake_url: str, policy_file: Callable[[str], None]
+) -> None:
+    policy_file(TRIAGE)
+    alert = api_alert("API_ParameterEnumeration", "triage")
+    (run,) = answer(intake_url, sandbox, [alert])
+
+    stored = graph_alerts(sandbox)[alert["id"]]
+    assert (stored["assignedTo"], stored["classification"], stored["determination"]) == (
+        "soc-api@example.com",
+        "truePositive",
+        "maliciousUserActivity",
+    )
+    assert stored["status"] == "inProgress"  # the rest of the playbook ran as before
+    assert run.state is not None and run.state.is_completed(), run.state
+
+
 def test_each_playbook_runs_alone_for_one_alert(sandbox: httpx.Client) -> None:
     from riposte.flows.playbooks import close_benign, digest, escalate
 

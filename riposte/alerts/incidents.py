@@ -120,6 +120,40 @@ class IncidentUpdate(BaseModel):
         return "; ".join(parts) or "nothing"
 
 
+class AlertTriageUpdate(BaseModel):
+    """The owner and verdict a rule sets on the alert itself (its `triage:`), in Graph's
+    spelling; each source writes what its API has (`riposte.tasks.alerts.triage_alert`).
+
+    Example:
+        ```yaml
+        triage: {assign_to: soc-api@example.com, classification: truePositive}
+        ```
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    assign_to: str | None = Field(
+        None, min_length=1, max_length=200, description="Owner of the alert (an address)"
+    )
+    classification: IncidentClassification | None = None
+    determination: IncidentDetermination | None = None
+
+    def merged_over(self, base: AlertTriageUpdate | None) -> AlertTriageUpdate:
+        """``base`` (the defaults) with this one's fields over it."""
+        if base is None:
+            return self
+        return base.model_copy(update={k: v for k, v in self if v is not None})
+
+    def describe(self) -> str:
+        parts = [f"assigned to {self.assign_to}"] if self.assign_to else []
+        parts += [
+            f"{name} {value}"
+            for name in ("classification", "determination")
+            if (value := getattr(self, name))
+        ]
+        return "; ".join(parts) or "nothing"
+
+
 class IncidentWrite(BaseModel):
     """What an incident step did."""
 

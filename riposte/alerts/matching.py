@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from riposte.alerts.containment import ActionKind
-from riposte.alerts.incidents import IncidentUpdate
+from riposte.alerts.incidents import AlertTriageUpdate, IncidentUpdate
 from riposte.alerts.model import Alert, Entity, EntityType, Severity
 from riposte.alerts.policy import (
     DEFAULT_APPROVAL_TIMEOUT,
@@ -112,6 +112,8 @@ class PlannedAction(_Frozen):
     incident: IncidentUpdate | None = None
     """What to write on the alert's Defender incident (the rule's `incident:`, over the
     defaults')."""
+    triage: AlertTriageUpdate | None = None
+    """Owner and verdict to set on the alert (the rule's `triage:`, over the defaults')."""
     allowlisted: str | None = None
     """Why an allowlist covers the alert (then the action is suppressed), or None."""
     described: tuple[str, ...] = ()
@@ -166,6 +168,8 @@ def ticket_steps(action: PlannedAction, notify_verb: str = "post to") -> list[st
     steps.append("mark the alert in progress in Defender with a comment linking the ticket")
     if action.incident is not None:
         steps.append(f"on the alert's Defender incident: {action.incident.describe()}")
+    if action.triage is not None:
+        steps.append(f"on the alert itself: {action.triage.describe()}")
     return steps
 
 
@@ -517,6 +521,11 @@ def _plan(
             params.incident.merged_over(defaults.incident)
             if params.incident is not None
             else defaults.incident
+        ),
+        triage=(
+            params.triage.merged_over(defaults.triage)
+            if params.triage is not None
+            else defaults.triage
         ),
         allowlisted=globally_allowed or allowlist_reason(params.allow, alert),
     )

@@ -39,7 +39,7 @@ from pydantic import (
 )
 
 from riposte.alerts.containment import ActionKind
-from riposte.alerts.incidents import IncidentUpdate
+from riposte.alerts.incidents import AlertTriageUpdate, IncidentUpdate
 from riposte.alerts.model import EntityType, Severity
 from riposte.alerts.response import Priority
 
@@ -572,6 +572,9 @@ class RuleParameters(_Strict):
     incident: IncidentUpdate | None = Field(
         None, description="What to write on the alert's Defender incident (tags, owner...)"
     )
+    triage: AlertTriageUpdate | None = Field(
+        None, description="Owner and verdict set on the alert itself, as far as its API has them"
+    )
 
     @property
     def playbook_params(self) -> dict[str, Any]:
@@ -615,6 +618,9 @@ class Defaults(_Strict):
     digest: Digest | None = None
     incident: IncidentUpdate | None = Field(
         None, description="What every rule writes on the incident (its tags are added to these)"
+    )
+    triage: AlertTriageUpdate | None = Field(
+        None, description="Owner and verdict every rule sets on the alert (a rule's own win)"
     )
 
 

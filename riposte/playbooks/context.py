@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from riposte.alerts.approval import ApproverRef, ContainmentRequest
 from riposte.alerts.containment import ActionKind, ContainmentPlanError, plan_actions
 from riposte.alerts.incidents import (
+    AlertTriageUpdate,
     IncidentClassification,
     IncidentDetermination,
     IncidentStatus,
@@ -397,10 +398,13 @@ class Context:
         assign_to: str | None = None,
         classification: IncidentClassification | None = None,
         determination: IncidentDetermination | None = None,
-    ) -> AlertTriage:
+    ) -> AlertTriage | None:
         """Set the alert's owner and verdict at its source (Graph's spelling; Defender for
-        Endpoint gets its own), each only where it differs, once. Fields its API cannot set
-        (Defender for Cloud Apps, Defender for Cloud) are reported in ``unsupported``.
+        Endpoint gets its own), each only where it differs, once: what the rule's `triage:`
+        asks, with these arguments over it. Fields its API cannot set (Defender for Cloud
+        Apps, Defender for Cloud) are reported in ``unsupported``. None when nothing is asked,
+        or when the write failed: that is reported, the steps after it still run, and the run
+        ends Failed naming it.
 
         Example:
             ```python
@@ -408,9 +412,9 @@ class Context:
             ```
         """
         # Checked here, before anything is sent: a typo is the playbook's bug, named as such.
-        checked = IncidentUpdate(
+        checked = AlertTriageUpdate(
             assign_to=assign_to, classification=classification, determination=determination
-        )
+        ).merged_over(self.action.triage)
         wanted = {
             k: v
             for k, v in (
@@ -421,8 +425,14 @@ class Context:
             if v is not None
         }
         if not wanted:
-            raise ValueError("triage_alert needs an owner, a classification or a determination")
-        done = triage_alert(self.response.defender, self.alert, wanted)
+            return None
+        # Like the incident's: a refusal (a retired determination on Defender for Endpoint, a
+        # permission the app lacks) must not stop what follows.
+        state = triage_alert(self.response.defender, self.alert, wanted, return_state=True)
+        if not state.is_completed():
+            self.result.problems.append(f"alert triage not written: {_reason(state)}")
+            return None
+        done: AlertTriage = state.result()
         written = ", ".join(done.written) or "nothing new"
         self.result.notes.append(f"alert triage: set {written}")
         for field in done.unsupported:

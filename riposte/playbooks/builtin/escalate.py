@@ -34,5 +34,6 @@ def escalate(alert: Alert, params: NoParams, ctx: Context) -> None:
     if opened.is_new:
         ctx.notify(ticket=opened.ticket)
     ctx.update_alert(opened.ticket)
+    ctx.triage_alert()  # the rule's `triage:`, if any
     ctx.update_incident()  # the rule's `incident:`, if any
     ctx.request_containment(ticket=opened.ticket)

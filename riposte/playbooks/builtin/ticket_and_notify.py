@@ -22,4 +22,5 @@ def ticket_and_notify(alert: Alert, params: NoParams, ctx: Context) -> None:
     if opened.is_new:
         ctx.notify(ticket=opened.ticket)
     ctx.update_alert(opened.ticket)
+    ctx.triage_alert()  # the rule's `triage:`, if any
     ctx.update_incident()  # the rule's `incident:`, if any
