@@ -570,8 +570,11 @@ def _acquire(wanted: list[str], name: str, deadline: float, wait_seconds: float)
                 _Pace.refusals[name] = refused
                 if fastest:
                     # A slot time of the fastest limit, doubled at each refusal in a row up
-                    # to the slowest's (the other window of a budget may be the dry one).
-                    pause = min(fastest * 2 ** min(refused - 1, 10), max(slowest, fastest))
+                    # to the slowest's (the other window of a budget may be the dry one) or
+                    # to eight, and jittered: another process pacing the same limit in step
+                    # would otherwise reset its refill before every ask of ours.
+                    backoff = min(2 ** (refused - 1), max(8.0, slowest / fastest))
+                    pause = min(fastest * backoff * random.uniform(1.0, 1.5), 60.0)
                 else:
                     pause = _retry_after(response, default=1.0)
                 slots = 1  # a busy limit: take what one request needs

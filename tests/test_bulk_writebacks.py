@@ -169,7 +169,7 @@ def test_endpoint_writes_that_differ_are_grouped_apart_and_a_lone_one_is_a_singl
     assert counted["PATCH /mde/api/alerts/{alert_id}"] == 1  # INC3's one, alone
 
 
-def test_a_refused_bulk_call_fails_every_alert_that_shared_it_and_writes_nothing(
+def test_a_bulk_call_refused_whole_falls_back_to_one_call_each_and_only_the_bad_alert_fails(
     private_sandbox: tuple[DefenderCredentials, httpx.Client],
 ) -> None:
     creds, sandbox = private_sandbox
@@ -180,9 +180,16 @@ def test_a_refused_bulk_call_fails_every_alert_that_shared_it_and_writes_nothing
 
     results = at_once([lambda p=p: client.acknowledge(p, "INC9") for p in payloads])
 
-    assert all(isinstance(r, ServiceNotFoundError) for r in results), results
-    assert "da-deleted-meanwhile" in str(results[0])
-    assert {a["status"] for a in alerts_of(sandbox, "mde", "id").values()} == {"New"}
+    assert all(not isinstance(r, BaseException) for r in results[:4]), results
+    assert isinstance(results[4], ServiceNotFoundError)
+    assert "da-deleted-meanwhile" in str(results[4])
+    stored = alerts_of(sandbox, "mde", "id")
+    assert [stored[i]["status"] for i in ids] == ["InProgress"] * 4
+    assert all([c["comment"] for c in stored[i]["comments"]] == ["INC9"] for i in ids)
+    counted = routes(sandbox, "mde")
+    # The batch update refused whole (all or nothing), then one update each.
+    assert counted["POST /mde/api/alerts/batchUpdate"] == 1
+    assert counted["PATCH /mde/api/alerts/{alert_id}"] == 5
 
 
 def test_outside_a_batch_nothing_waits_for_company(

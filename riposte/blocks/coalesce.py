@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from riposte.blocks._http import slot_ahead
-from riposte.blocks.errors import ServiceNotFoundError
+from riposte.blocks.errors import ServiceNotFoundError, ServiceRejectedError
 
 K = TypeVar("K", bound=Hashable)
 R = TypeVar("R")
@@ -76,7 +76,7 @@ class Coalescer(Generic[K, R]):
         single: Callable[[str, K], R],
         bulk: Callable[[Sequence[str], K], dict[str, R]],
         max_ids: int,
-        budget_of: str | None = None,
+        slot_ahead: bool = True,
     ) -> None:
         if max_ids < 2:
             raise ValueError("a bulk call for fewer than 2 alerts is not a bulk call")
@@ -85,9 +85,10 @@ class Coalescer(Generic[K, R]):
         self._single = single
         self._bulk = bulk
         self.max_ids = max_ids
-        # The system whose budget the call spends: its slot is taken before the leader sees
-        # who is waiting, so that everyone who came meanwhile shares the call.
-        self.budget_of = budget_of or system
+        # The call's slot of ``system``'s budget is taken before the leader sees who is
+        # waiting, so that everyone who came meanwhile shares it; not where the single and the
+        # bulk call spend different budgets (Defender for Endpoint's batch update).
+        self.slot_ahead = slot_ahead
         self._lock = threading.Lock()
         self._queues: dict[K, list[_Waiter[R]]] = {}
         self._leading: set[K] = set()
@@ -133,7 +134,7 @@ class Coalescer(Generic[K, R]):
         to the next waiter."""
         taken: list[_Waiter[R]] = []
         try:
-            with slot_ahead(self.budget_of):
+            with slot_ahead(self.system) if self.slot_ahead else contextlib.nullcontext():
                 taken = self._take(key)
                 self._send(taken, key)
         except BaseException as exc:  # no slot of the budget came: the call cannot be made
@@ -166,6 +167,16 @@ class Coalescer(Generic[K, R]):
         ids = list(dict.fromkeys(w.alert_id for w in taken))
         try:
             results = self._bulk(ids, key)
+        except (ServiceNotFoundError, ServiceRejectedError):
+            # Refused whole, nothing done (one alert deleted meanwhile, one value another
+            # alert cannot take): each alert alone, so that only the one at fault fails.
+            for waiter in taken:
+                self.single_calls += 1
+                try:
+                    waiter.result = self._single(waiter.alert_id, key)
+                except BaseException as exc:
+                    waiter.error = exc
+            return
         except BaseException as exc:
             for waiter in taken:
                 waiter.error = exc

@@ -102,6 +102,7 @@ class DefenderEndpointClient:
             single=lambda alert_id, changes: self._update_one(alert_id, changes),
             bulk=lambda ids, changes: self._update_many(ids, changes),
             max_ids=BATCH_MAX_IDS,
+            slot_ahead=False,  # a single update and a batch update spend different budgets
         )
 
     def _call(self, action: str, method: str, url: str, **kwargs: Any) -> Any:

@@ -330,6 +330,15 @@ async def batch_update_alerts(request: Request) -> Response:
     return Response(status_code=200)
 
 
+# This API's severities -> a Graph incident's (which has no "unspecified").
+_INCIDENT_SEVERITY = {
+    "Informational": "informational",
+    "Low": "low",
+    "Medium": "medium",
+    "High": "high",
+}
+
+
 def load_alerts(state: SandboxState, payloads: list[dict[str, Any]]) -> list[str]:
     """Store alerts as given (ids kept), filling what the API would always have set."""
     ids: list[str] = []
@@ -353,7 +362,7 @@ def load_alerts(state: SandboxState, payloads: list[dict[str, Any]]) -> list[str
             {
                 "incidentId": alert.get("incidentId"),
                 "title": alert.get("title"),
-                "severity": str(alert.get("severity") or "unknown").lower(),
+                "severity": _INCIDENT_SEVERITY.get(str(alert.get("severity")), "unknown"),
                 "createdDateTime": alert["alertCreationTime"],
                 "lastUpdateDateTime": alert["lastUpdateTime"],
                 "tenantId": alert.get("aadTenantId"),

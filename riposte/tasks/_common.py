@@ -17,6 +17,7 @@ from riposte.blocks.errors import (
     ServiceRejectedError,
     ServiceThrottledError,
 )
+from riposte.settings import get_settings
 from riposte.tasks._cache import KeyFn, keyed
 
 # The clients already retry throttling and 5xx with backoff; a task retry is the second line,
@@ -29,7 +30,7 @@ _PERMANENT = (ServiceAuthError, ServiceNotFoundError, ServiceRejectedError)
 def retry_unless_permanent(task: Any, task_run: Any, state: Any) -> bool:
     try:
         state.result()
-    except _PERMANENT:
+    except (*_PERMANENT, ServiceThrottledError):  # throttled: deferred already, then given up
         return False
     except Exception:
         return True
@@ -37,8 +38,10 @@ def retry_unless_permanent(task: Any, task_run: Any, state: Any) -> bool:
 
 
 # A system that asks to come back later than its client waits (ServiceNow's hourly rate
-# limits) defers the step by as much, within this bound; past it, the step fails as throttled.
-DEFER_MAX_SECONDS = 3600.0
+# limits) defers the step by as much, within this bound; past it, the step fails as throttled,
+# without task retries (they would only be refused). Below the steps' lock hold (900 s by
+# default, RIPOSTE_LOCK_HOLD_SECONDS), so that a deferred step never outlives its lock.
+DEFER_MAX_SECONDS = 600.0
 
 
 def deferring(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -48,7 +51,8 @@ def deferring(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
-        deadline = time.monotonic() + DEFER_MAX_SECONDS
+        longest = min(DEFER_MAX_SECONDS, 0.8 * get_settings().lock_hold_seconds)
+        deadline = time.monotonic() + longest
         while True:
             try:
                 return fn(*args, **kwargs)

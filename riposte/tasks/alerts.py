@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from collections import OrderedDict
 from typing import Any, Literal
 
 from prefect.context import TaskRunContext
@@ -32,6 +35,28 @@ class AlertUpdate(BaseModel):
     status: str
 
 
+# When this process last read each alert (`fetch_alert`), so that `update_alert` can trust the
+# payload only while it is fresh. A cache: losing it costs one read per alert.
+_READ_AT: OrderedDict[tuple[str, str], float] = OrderedDict()
+_READ_AT_LOCK = threading.Lock()
+_READ_AT_MAX = 20_000
+FRESH_SECONDS = 120.0
+
+
+def _note_read(source: str, alert_id: str) -> None:
+    with _READ_AT_LOCK:
+        _READ_AT[(source, alert_id)] = time.monotonic()
+        _READ_AT.move_to_end((source, alert_id))
+        while len(_READ_AT) > _READ_AT_MAX:
+            _READ_AT.popitem(last=False)
+
+
+def _read_lately(source: str, alert_id: str) -> bool:
+    with _READ_AT_LOCK:
+        at = _READ_AT.get((source, alert_id))
+    return at is not None and time.monotonic() - at <= FRESH_SECONDS
+
+
 @external_call(name="fetch {source}-{alert_id}")
 def fetch_alert(defender: DefenderCredentials, source: str, alert_id: str) -> Alert:
     """Read the full alert from Defender and normalize it.
@@ -42,6 +67,7 @@ def fetch_alert(defender: DefenderCredentials, source: str, alert_id: str) -> Al
         ```
     """
     payload = defender.source_client(source).get(alert_id)
+    _note_read(source, alert_id)
     return parse_alert(payload, source)
 
 
@@ -64,12 +90,14 @@ def update_alert(defender: DefenderCredentials, alert: Alert, ticket: Ticket | N
         ```
     """
     client = defender.source_client(alert.source)
-    # On a first attempt the alert was read moments ago (`fetch_alert`): its payload says what
-    # is there, which saves a read per alert in a storm under the vendors' budgets. A retry
-    # reads it again, since the failed attempt may have written part of it.
+    # When this process read the alert moments ago (`fetch_alert`, within FRESH_SECONDS), its
+    # payload says what is there, which saves a read per alert in a storm under the vendors'
+    # budgets. Otherwise it is read again: a retried attempt (the failed one may have written
+    # part of it), a re-run whose fetch came back Cached, a step that waited long before.
     context = TaskRunContext.get()
     first_attempt = context is None or context.task_run.run_count <= 1
-    current = alert.raw if first_attempt and alert.raw else client.get(alert.id)
+    fresh = first_attempt and bool(alert.raw) and _read_lately(alert.source, alert.id)
+    current = alert.raw if fresh else client.get(alert.id)
     # Each API has its own notion of "in progress" (Cloud Apps: marked read); an alert that
     # moved on is left untouched. False where the API keeps no comments (Defender for Cloud):
     # the ticket links the alert.
