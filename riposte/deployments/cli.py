@@ -7,47 +7,11 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
+from riposte.alerts.documents import read_documents
 from riposte.alerts.errors import AlertParseError
-
-_UNREADABLE = "JSON nested too deeply or a number too long"
-
-
-def _read_documents(path: Path) -> Iterator[Any]:
-    """The JSON documents of a file: one JSON value, or NDJSON (one per line)."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise AlertParseError("no such file") from None
-    except IsADirectoryError:
-        raise AlertParseError("is a directory, not a file") from None
-    except UnicodeDecodeError:
-        raise AlertParseError("not UTF-8 text") from None
-    except OSError as exc:
-        raise AlertParseError(f"cannot read: {exc.strerror}") from None
-    if not text.strip():
-        raise AlertParseError("empty file")
-    try:
-        yield json.loads(text)
-        return
-    except json.JSONDecodeError as whole:
-        lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
-        if len(lines) < 2:
-            raise AlertParseError(f"not JSON ({whole.msg} at line {whole.lineno})") from None
-        for number, line in lines:
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise AlertParseError(f"line {number} is not JSON ({exc.msg})") from None
-            except (RecursionError, ValueError):
-                raise AlertParseError(f"line {number}: {_UNREADABLE}") from None
-    except RecursionError:
-        raise AlertParseError("JSON nested too deeply") from None
-    except ValueError:  # an integer over Python's 4300-digit limit
-        raise AlertParseError(_UNREADABLE) from None
 
 
 def cmd_normalize(args: argparse.Namespace) -> int:
@@ -64,7 +28,7 @@ def cmd_normalize(args: argparse.Namespace) -> int:
     for name in args.files:
         path = Path(name)
         try:
-            for document in _read_documents(path):
+            for document in read_documents(path):
                 for index, payload in enumerate(iter_alert_payloads(document)):
                     try:
                         alert = parse_alert(payload, args.source)
@@ -92,7 +56,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     settings = get_settings()
     path = Path(args.file)
     try:
-        documents = list(_read_documents(path))
+        documents = list(read_documents(path))
         payloads = [p for d in documents for p in iter_alert_payloads(d)]
         if not payloads:
             raise AlertParseError("no alert in the file")
@@ -265,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     from riposte.deployments.playbook_cli import add_playbook_commands
 
     add_playbook_commands(sub)
+    from riposte.deployments.replay_cli import add_replay_command
+
+    add_replay_command(sub)
     return parser
 
 

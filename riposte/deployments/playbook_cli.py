@@ -172,12 +172,12 @@ def _fail(message: str) -> int:
 
 def _read_alert(path: Path) -> tuple[Mapping[str, Any], Any]:
     """The file's one alert payload and its normalized alert; `ValueError` saying what is wrong."""
+    from riposte.alerts.documents import read_documents
     from riposte.alerts.errors import AlertParseError
     from riposte.alerts.sources import iter_alert_payloads, parse_alert
-    from riposte.deployments.cli import _read_documents
 
     try:
-        payloads = [p for doc in _read_documents(path) for p in iter_alert_payloads(doc)]
+        payloads = [p for doc in read_documents(path) for p in iter_alert_payloads(doc)]
         if len(payloads) != 1:
             raise ValueError(f"{path}: holds {len(payloads)} alerts; give a file with one")
         return payloads[0], parse_alert(payloads[0])
@@ -212,10 +212,11 @@ def _check_params(name: str, text: str | None) -> dict[str, Any]:
     return params
 
 
-class _OwnStack:
-    """A Prefect server and a sandbox in a temporary folder, for one `playbook run`."""
+class OwnStack:
+    """A Prefect server and a sandbox in a temporary folder, for one `playbook run` or one
+    staging run (``extra_env``: settings of both, such as the sandbox's subscriptions)."""
 
-    def __init__(self) -> None:
+    def __init__(self, extra_env: dict[str, str] | None = None) -> None:
         from riposte.deployments.stack import _port_free
 
         self.folder = Path(tempfile.mkdtemp(prefix="riposte-playbook-run-"))
@@ -234,6 +235,7 @@ class _OwnStack:
             "PREFECT_LOGGING_LEVEL": "WARNING",
             "RIPOSTE_HOME": str(self.folder / "riposte"),
             "RIPOSTE_APPROVAL_KEY_FILE": str(self.folder / "approval.key"),
+            **(extra_env or {}),
         }
         self.sandbox_url = f"http://127.0.0.1:{self.sandbox_port}"
         self.processes: list[subprocess.Popen[bytes]] = []
@@ -305,13 +307,13 @@ def cmd_playbook_run(args: argparse.Namespace) -> int:
             more = len(exc.problems) - 1
             also = f" (and {more} more: riposte policy check {policy_path})" if more else ""
             return _fail(f"{exc.problems[0]}{also}")
-    own: _OwnStack | None = None
+    own: OwnStack | None = None
     if status(settings)["running"]:
         env = stack_env(settings)
         sandbox_url = settings.sandbox_url
         shared = True
     else:
-        own = _OwnStack()
+        own = OwnStack()
         print(
             "No local stack is running: starting a Prefect server and a sandbox ...",
             file=sys.stderr,
@@ -354,7 +356,7 @@ def cmd_playbook_run(args: argparse.Namespace) -> int:
 # --- the inner process: Prefect settings come from its environment -------------------------
 
 
-def _source_path(source: str) -> str:
+def sandbox_api(source: str) -> str:
     return {"defender_endpoint": "mde", "cloud_apps": "mdca", "defender_cloud": "arm"}.get(
         source, "graph"
     )
@@ -368,7 +370,7 @@ def _inner(job: dict[str, Any]) -> int:
     if not job["shared_stack"]:
         save_sandbox_blocks(job["sandbox_url"])
     loaded = httpx.post(
-        f"{job['sandbox_url']}/_sandbox/{_source_path(job['source'])}/alerts",
+        f"{job['sandbox_url']}/_sandbox/{sandbox_api(job['source'])}/alerts",
         json=[job["payload"]],
         timeout=30,
     )

@@ -91,11 +91,11 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
 
 def _alerts(path: Path, source: str | None) -> list[Any]:
     # The same reader as `riposte normalize`: one JSON value, a list or envelope, or NDJSON.
+    from riposte.alerts.documents import read_documents
     from riposte.alerts.sources import iter_alert_payloads, parse_alert
-    from riposte.deployments.cli import _read_documents
 
     alerts = []
-    for document in _read_documents(path):
+    for document in read_documents(path):
         for index, payload in enumerate(iter_alert_payloads(document)):
             try:
                 alerts.append(parse_alert(payload, source))
@@ -173,3 +173,7 @@ def add_policy_commands(subparsers: Any) -> None:
     exp.add_argument("--source", help="force a parser instead of detecting the source")
     exp.add_argument("--json", action="store_true", help="print the explanations as JSON")
     exp.set_defaults(func=cmd_policy_explain)
+
+    from riposte.deployments.replay_cli import add_policy_diff_command
+
+    add_policy_diff_command(sub)

@@ -1,5 +1,5 @@
-"""The deployments (respond, respond-batch, poll, reconcile, digest, contain, approval-sweep),
-run in-process by the responder.
+"""The deployments (respond, respond-batch, poll, reconcile, digest, contain, approval-sweep,
+replay), run in-process by the responder.
 
 Production may run the same deployments on a `process` work pool instead (`prefect.yaml`).
 """
@@ -18,6 +18,7 @@ from riposte.flows.contain import contain_alert, expire_approvals
 from riposte.flows.digest import post_digests
 from riposte.flows.poll import poll_alerts
 from riposte.flows.reconcile import reconcile_alerts
+from riposte.flows.replay import replay_alerts
 from riposte.flows.respond import respond_batch, respond_to_alert
 from riposte.settings import Settings, get_settings
 
@@ -81,6 +82,14 @@ def deployments(settings: Settings) -> list[tuple[RunnerDeployment, Flow[Any, An
         description="Apply the policy's default outcome to approvals nobody answered in time.",
         entrypoint_type=EntrypointType.MODULE_PATH,
     )
+    replay = replay_alerts.to_deployment(
+        name="replay",
+        tags=["riposte", "replay"],
+        description="Replay past alerts (default: the last 7 days) through the policy in force "
+        "and a candidate policy, simulated: nothing is written; the report is an artifact. "
+        "Not scheduled: add a schedule for a weekly review.",
+        entrypoint_type=EntrypointType.MODULE_PATH,
+    )
     from riposte.deployments.playbook_deployments import playbook_deployments
 
     return [
@@ -92,6 +101,7 @@ def deployments(settings: Settings) -> list[tuple[RunnerDeployment, Flow[Any, An
         (cast(RunnerDeployment, respond), respond_to_alert),
         (cast(RunnerDeployment, batch), respond_batch),
         (cast(RunnerDeployment, poll), poll_alerts),
+        (cast(RunnerDeployment, replay), replay_alerts),
     ]
 
 

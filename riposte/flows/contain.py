@@ -12,7 +12,7 @@ step lands in a table artifact and as a comment on the alert and the ticket.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any, Literal, cast
 from uuid import UUID
 
 from prefect import flow, get_run_logger
@@ -40,6 +40,7 @@ from riposte.alerts.approval import (
     Via,
     verify_proof,
 )
+from riposte.alerts.model import Alert
 from riposte.blocks import BlockCache, DefenderCredentials, TicketingCredentials
 from riposte.blocks.approval import aload_approval_keys, load_approval_keys
 from riposte.settings import CONTAIN_DEPLOYMENT, get_settings
@@ -68,12 +69,13 @@ class Decided(BaseModel):
 
     decision: Decision
     approver: str
-    via: Via
+    via: Via | Literal["staging"]
     reason: str
     at: datetime
 
     def describe(self) -> str:
         how = {
+            "staging": "as the staging run was told (riposte replay --stage --approve)",
             "link": "by signed link",
             "timeout": "by the policy's default outcome (nobody answered in time)",
             "automatic": "automatically (the policy says so)",
@@ -152,49 +154,14 @@ def contain_alert(request: ContainmentRequest) -> State[Any]:
     """Ask for approval (unless automatic), then contain, and audit every step."""
     logger = get_run_logger()
     run_id = UUID(str(flow_run.get_id()))
-    blocks = BlockCache()
-    defender = blocks.load(DefenderCredentials, request.defender_block)
-    ticketing = (
-        blocks.load(TicketingCredentials, request.ticketing_block)
-        if request.ticketing_block
-        else None
-    )
-    alert = fetch_alert(defender, request.alert.source, request.alert.alert_id)
+    defender, ticketing, alert = _subject(request)
     rows: list[AuditRow] = []
-    params = "; ".join(a.describe() for a in request.actions)
-
     if request.automatic:
-        decided = Decided(
-            decision="approve",
-            approver="policy",
-            via="automatic",
-            reason=f"rule {request.rule} runs containment without approval",
-            at=datetime.now(UTC),
-        )
+        decided = _automatic(request)
     else:
         if not request.approvers:
             raise ValueError(f"rule {request.rule!r} names no approvers and is not automatic")
-        deadline = approval_deadline(request)
-        for approver in request.approvers:
-            asked = request_approval(request, approver, run_id, deadline)
-            # A re-run gets the links sent before (cached) and their deadline.
-            deadline = min(deadline, asked.expires)
-            sent = ", ".join(
-                d.channel if d.delivered else f"{d.channel} FAILED: {d.detail}"
-                for d in asked.deliveries
-            )
-            rows.append(
-                AuditRow(
-                    at=_stamp(asked.expires - timedelta(seconds=request.timeout_seconds)),
-                    who="riposte",
-                    what=f"asked {asked.approver} for approval",
-                    parameters=params,
-                    result=f"links sent ({sent or 'no channel'}); valid until "
-                    f"{_stamp(asked.expires)}",
-                )
-            )
-            if not asked.reached:
-                logger.warning("No link reached %s: %s", asked.approver, sent)
+        deadline = _ask_approvers(request, run_id, rows)
         logger.info(
             "Waiting up to %d s for a decision on: %s", request.timeout_seconds, request.describe()
         )
@@ -207,7 +174,73 @@ def contain_alert(request: ContainmentRequest) -> State[Any]:
             key=PAUSE_KEY,
         )
         decided = judge(answer, request, run_id, load_approval_keys())
+    return _carry_out(request, decided, rows, run_id, defender, ticketing, alert)
 
+
+def _subject(
+    request: ContainmentRequest,
+) -> tuple[DefenderCredentials, TicketingCredentials | None, Alert]:
+    """The blocks the request names, and the alert as it is now."""
+    blocks = BlockCache()
+    defender = blocks.load(DefenderCredentials, request.defender_block)
+    ticketing = (
+        blocks.load(TicketingCredentials, request.ticketing_block)
+        if request.ticketing_block
+        else None
+    )
+    return defender, ticketing, fetch_alert(defender, request.alert.source, request.alert.alert_id)
+
+
+def _automatic(request: ContainmentRequest) -> Decided:
+    return Decided(
+        decision="approve",
+        approver="policy",
+        via="automatic",
+        reason=f"rule {request.rule} runs containment without approval",
+        at=datetime.now(UTC),
+    )
+
+
+def _ask_approvers(request: ContainmentRequest, run_id: UUID, rows: list[AuditRow]) -> datetime:
+    """Send each approver their links; the deadline of the links (a re-run gets the links
+    sent before, cached, and their deadline)."""
+    logger = get_run_logger()
+    params = "; ".join(a.describe() for a in request.actions)
+    deadline = approval_deadline(request)
+    for approver in request.approvers:
+        asked = request_approval(request, approver, run_id, deadline)
+        deadline = min(deadline, asked.expires)
+        sent = ", ".join(
+            d.channel if d.delivered else f"{d.channel} FAILED: {d.detail}"
+            for d in asked.deliveries
+        )
+        rows.append(
+            AuditRow(
+                at=_stamp(asked.expires - timedelta(seconds=request.timeout_seconds)),
+                who="riposte",
+                what=f"asked {asked.approver} for approval",
+                parameters=params,
+                result=f"links sent ({sent or 'no channel'}); valid until {_stamp(asked.expires)}",
+            )
+        )
+        if not asked.reached:
+            logger.warning("No link reached %s: %s", asked.approver, sent)
+    return deadline
+
+
+def _carry_out(
+    request: ContainmentRequest,
+    decided: Decided,
+    rows: list[AuditRow],
+    run_id: UUID,
+    defender: DefenderCredentials,
+    ticketing: TicketingCredentials | None,
+    alert: Alert,
+) -> State[Any]:
+    """Act on the decision: contain on approve, and audit it on the run, the alert and the
+    ticket."""
+    logger = get_run_logger()
+    params = "; ".join(a.describe() for a in request.actions)
     rows.append(
         AuditRow(
             at=_stamp(decided.at),
@@ -295,6 +328,33 @@ def _summary(
     else:
         parts.append("Nothing was executed.")
     return " ".join(parts)
+
+
+# --- staging --------------------------------------------------------------------------------
+
+
+@flow(name="stage_containment", persist_result=True)
+def stage_containment(request: ContainmentRequest, approve: bool) -> State[Any]:
+    """Staging only (`riposte replay --stage`): ask the approvers as `contain_alert` does (the
+    messages and links are real, in the sandbox), then act at once on the staging's standing
+    answer (``approve``) instead of waiting; automatic containment runs as in production."""
+    if not get_settings().staging:
+        raise RuntimeError("stage_containment runs only in a staging run (RIPOSTE_STAGING)")
+    run_id = UUID(str(flow_run.get_id()))
+    defender, ticketing, alert = _subject(request)
+    rows: list[AuditRow] = []
+    if request.automatic:
+        decided = _automatic(request)
+    else:
+        _ask_approvers(request, run_id, rows)
+        decided = Decided(
+            decision="approve" if approve else "reject",
+            approver="riposte replay --stage",
+            via="staging",
+            reason=f"--approve {'all' if approve else 'none'}",
+            at=datetime.now(UTC),
+        )
+    return _carry_out(request, decided, rows, run_id, defender, ticketing, alert)
 
 
 # --- the timeout sweep -----------------------------------------------------------------------

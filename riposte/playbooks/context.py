@@ -254,12 +254,20 @@ class Context:
         """
         if self._ticket_step is not None:
             return self._ticket_step
-        action, outcome, alert = self.action, self.outcome, self.alert
-        if not action.opens_ticket:
+        if not self.action.opens_ticket:
             raise ValueError(
-                f"the {action.playbook} playbook is not declared `opens_ticket=True`: "
+                f"the {self.action.playbook} playbook is not declared `opens_ticket=True`: "
                 "its rules cannot say where tickets go"
             )
+        step = self._take_ticket()
+        self.result.ticket = step.ticket
+        self.result.alert_number = step.alert_number
+        self._ticket_step = step
+        return step
+
+    def _take_ticket(self) -> TicketStep:
+        """The ticket as the outcome says: opened, found, or joined as a note."""
+        action, outcome, alert = self.action, self.outcome, self.alert
         ticketing = self.response.ticketing(action)
         if outcome.disposition == Disposition.TICKET and outcome.ticket_correlation_key:
             opened = open_ticket(
@@ -299,9 +307,6 @@ class Context:
             )
         else:
             raise ValueError(f"{outcome.playbook} cannot carry out a {outcome.disposition} outcome")
-        self.result.ticket = step.ticket
-        self.result.alert_number = step.alert_number
-        self._ticket_step = step
         return step
 
     def note(self, ticket: Ticket, text: str) -> bool:
@@ -319,6 +324,14 @@ class Context:
 
     # --- messages ---------------------------------------------------------------------------
 
+    def _wanted(self, channels: Sequence[str] | str | None) -> tuple[str, ...]:
+        """The channels a `notify` call names (default: the rule's)."""
+        if isinstance(channels, str):
+            return (channels,)
+        if channels is None:
+            return self.action.channels
+        return tuple(channels)
+
     def notify(
         self,
         channels: Sequence[str] | str | None = None,
@@ -335,12 +348,7 @@ class Context:
             ctx.notify("teams-workflow-webhook/riposte-teams", ticket=opened.ticket)
             ```
         """
-        if isinstance(channels, str):
-            wanted: tuple[str, ...] = (channels,)
-        elif channels is None:
-            wanted = self.action.channels
-        else:
-            wanted = tuple(channels)
+        wanted = self._wanted(channels)
         subject = self._ticket_step.correlation_key if self._ticket_step else None
         deliveries = []
         for name in self.response.channels(wanted):
@@ -411,11 +419,40 @@ class Context:
             ctx.triage_alert(assign_to="soc-api@example.com", classification="truePositive")
             ```
         """
+        wanted = self._triage_wanted(assign_to, classification, determination)
+        if not wanted:
+            return None
+        done = self._triage_write(wanted)
+        if done is None:
+            return None
+        written = ", ".join(done.written) or "nothing new"
+        self.result.notes.append(f"alert triage: set {written}")
+        for field in done.unsupported:
+            self.result.notes.append(f"alert triage: not set, {field}")
+        return done
+
+    def _triage_write(self, wanted: dict[str, str]) -> AlertTriage | None:
+        # Like the incident's: a refusal (a retired determination on Defender for Endpoint, a
+        # permission the app lacks) must not stop what follows.
+        state = triage_alert(self.response.defender, self.alert, wanted, return_state=True)
+        if not state.is_completed():
+            self.result.problems.append(f"alert triage not written: {_reason(state)}")
+            return None
+        done: AlertTriage = state.result()
+        return done
+
+    def _triage_wanted(
+        self,
+        assign_to: str | None,
+        classification: IncidentClassification | None,
+        determination: IncidentDetermination | None,
+    ) -> dict[str, str]:
+        """The alert fields to set (Graph's names): the arguments over the rule's `triage:`."""
         # Checked here, before anything is sent: a typo is the playbook's bug, named as such.
         checked = AlertTriageUpdate(
             assign_to=assign_to, classification=classification, determination=determination
         ).merged_over(self.action.triage)
-        wanted = {
+        return {
             k: v
             for k, v in (
                 ("assignedTo", checked.assign_to),
@@ -424,20 +461,6 @@ class Context:
             )
             if v is not None
         }
-        if not wanted:
-            return None
-        # Like the incident's: a refusal (a retired determination on Defender for Endpoint, a
-        # permission the app lacks) must not stop what follows.
-        state = triage_alert(self.response.defender, self.alert, wanted, return_state=True)
-        if not state.is_completed():
-            self.result.problems.append(f"alert triage not written: {_reason(state)}")
-            return None
-        done: AlertTriage = state.result()
-        written = ", ".join(done.written) or "nothing new"
-        self.result.notes.append(f"alert triage: set {written}")
-        for field in done.unsupported:
-            self.result.notes.append(f"alert triage: not set, {field}")
-        return done
 
     # --- the incident in Defender ------------------------------------------------------------
 
@@ -473,7 +496,9 @@ class Context:
         ).merged_over(self.action.incident)
         if self.alert.incident_id is None or asked == IncidentUpdate():
             return None
-        incident_id = str(self.alert.incident_id)
+        return self._write_incident(str(self.alert.incident_id), asked)
+
+    def _write_incident(self, incident_id: str, asked: IncidentUpdate) -> IncidentWrite | None:
         # A failure here (a permission the app lacks, Graph down) must not stop what follows,
         # containment above all: it is reported, and fails the run once the rest is done.
         state = update_incident(self.response.defender, incident_id, asked, return_state=True)
@@ -585,7 +610,7 @@ class Context:
             ticketing_block=ticketing_block_name(self.action.ticket, response.plan.ticketing_block),
             ticket=ticket if ticket is not None else self.result.ticket,
         )
-        run_id = containment_starter(request)
+        run_id = self._start_containment(request)
         if plan.automatic:
             outcome = f"started without approval (policy says automatic): run {run_id}"
         else:
@@ -593,6 +618,10 @@ class Context:
             outcome = f"awaiting approval from {names}: run {run_id}"
         self.result.containment = outcome
         return outcome
+
+    def _start_containment(self, request: ContainmentRequest) -> str:
+        """Start the `contain_alert` run of ``request``; its id."""
+        return containment_starter(request)
 
     # --- the report -------------------------------------------------------------------------
 

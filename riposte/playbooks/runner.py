@@ -15,7 +15,7 @@ from riposte.playbooks.registry import Registry, registry
 from riposte.tasks.policy import record_response
 
 # Dispositions for which the playbook runs; the others (suppressed, ignored) are only recorded.
-_RESPONDED = (
+RESPONDED = (
     Disposition.TICKET,
     Disposition.COMMENT,
     Disposition.DIGEST,
@@ -57,7 +57,7 @@ def carry_out(
 ) -> ActionResult:
     """Do what ``outcome`` says with the playbook's steps; a suppressed or ignored alert is
     only recorded. A response made starts the rule's suppression window."""
-    if outcome.disposition not in _RESPONDED:
+    if outcome.disposition not in RESPONDED:
         return ActionResult(
             rule=outcome.rule,
             playbook=str(outcome.playbook),

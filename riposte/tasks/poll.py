@@ -37,3 +37,27 @@ def list_alerts_since(
         if len(alerts) >= limit:
             break
     return alerts
+
+
+def read_alerts_since(
+    defender: DefenderCredentials,
+    source: str,
+    since: datetime,
+    limit: int,
+    skipped: list[str],
+) -> list[Alert]:
+    """Alerts of ``source`` created at or after ``since``, at most ``limit``, read-only (the
+    clients' list calls, inside their rate budgets). An alert that cannot be parsed is named in
+    ``skipped`` and left out. Not a task: `riposte replay --since` calls it outside any run."""
+    alerts: list[Alert] = []
+    for payload in defender.source_client(source).list_updated_since(since):
+        try:
+            alert = parse_alert(payload, source)
+        except AlertParseError as exc:
+            skipped.append(f"{source}: {exc}")
+            continue
+        if alert.created_at >= since:
+            alerts.append(alert)
+        if len(alerts) >= limit:
+            break
+    return alerts
