@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench bench-quota scale-test chaos lint typecheck check clean
+.PHONY: run test bench bench-quota bench-replay scale-test chaos lint typecheck check clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Riposte needs Python 3.11 or newer")'
@@ -20,10 +20,16 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 # The local stack's latency and burst against a raw baseline, then a storm under the vendors'
-# documented quotas (bench-quota alone: about 15 minutes on 2 cores).
+# documented quotas (bench-quota alone: about 15 minutes on 2 cores), then the replay of 10,000
+# alerts.
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/quota.py
+	$(BIN)/python bench/replay.py
+
+# The simulated replay of 10,000 alerts (riposte replay): about a minute.
+bench-replay: $(STAMP)
+	$(BIN)/python bench/replay.py
 
 bench-quota: $(STAMP)
 	$(BIN)/python bench/quota.py

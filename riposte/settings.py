@@ -24,7 +24,8 @@ PLAYBOOK_FLOW = "run_playbook"
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="RIPOSTE_", extra="ignore")
+    # Frozen: `get_settings` hands every caller the same object.
+    model_config = SettingsConfigDict(env_prefix="RIPOSTE_", extra="ignore", frozen=True)
 
     home: Path = Field(Path(".riposte"), description="Folder for the local stack's state")
     host: str = Field("127.0.0.1", description="Address the local stack listens on")

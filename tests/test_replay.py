@@ -241,7 +241,10 @@ def test_against_lists_the_differences_and_fail_on_gates_the_change(
     assert isolated and isolated[0]["containment"][1].startswith("automatic: isolate_device ")
     digested = [c for c in changes.values() if c.get("playbooks") == ["ticket_and_notify",
                                                                       "digest"]]  # fmt: skip
-    assert digested and digested[0]["ticket"] == ["ticket", "none"]
+    assert digested and digested[0]["ticket"] == ["ticket (servicenow medium)", "none"]
+    assert digested[0]["messages"] == ["slack-incoming-webhook/riposte-slack", "none"]
+    assert digested[0]["digest"][0] == "none"
+    assert digested[0]["digest"][1].startswith("slack-incoming-webhook/riposte-slack from ")
     before, after = out["totals"]["containment_automatic"]
     assert (before, after) == (0, 1)
 
@@ -392,3 +395,136 @@ def test_the_history_of_all_four_sources_replays_without_errors() -> None:
     assert report.totals.alerts == 700 and report.totals.errors == 0
     assert report.totals.tickets < 700 / 2  # throttles and grouping hold
     assert 6.5 < report.noise.days <= 7  # spread over the week before the end
+
+
+TWO_RULES = """\
+defaults:
+  ticket: {system: jira, project: SEC}
+  channels: [slack-incoming-webhook/riposte-slack]
+  oncall_channels: [teams-workflow-webhook/riposte-teams]
+rules:
+  - name: first
+    match: {source: graph}
+    playbook: ticket_and_notify
+    group_by_incident: true
+    continue: true
+  - name: second
+    match: {source: graph}
+    playbook: escalate
+    group_by_incident: true
+  - name: elsewhere
+    match: {source: defender_endpoint}
+    playbook: ticket_and_notify
+    group_by_incident: true
+    ticket: {system: servicenow, queue: SOC}
+"""
+
+
+def test_two_rules_of_one_alert_are_decided_together_and_share_what_production_shares() -> None:
+    """Both rules are gated before either runs (as `decide` does): the second finds the ticket
+    the first opened for this same alert (not a note), its Slack message is the first one's
+    (production's notify step comes back Cached), and only the page to Teams is new."""
+    policy = parse_policy(TWO_RULES, origin="two.yaml")
+    now = datetime(2026, 11, 30, 12, tzinfo=UTC)
+    payload = dict(sample_graph_alerts(now)[1], id="two-rules", incidentId="4242")
+    report = simulate(policy, [parse_alert(payload, "graph")])
+    (row,) = report.alerts
+    assert row.rules == ["first", "second"]
+    assert row.dispositions == ["ticket", "ticket"]
+    assert row.tickets_opened == ["SIM-1"] and row.ticket_notes == []
+    assert row.messages == [
+        "slack-incoming-webhook/riposte-slack",
+        "teams-workflow-webhook/riposte-teams",
+    ]
+    assert report.totals.tickets == 1 and report.totals.pages == 1
+
+
+def test_each_ticketing_system_keeps_its_own_tickets() -> None:
+    """An incident's Jira ticket is not the ServiceNow ticket of the same incident key."""
+    from riposte.sandbox.samples import sample_endpoint_alerts
+
+    policy = parse_policy(TWO_RULES, origin="two.yaml")
+    now = datetime(2026, 11, 30, 12, tzinfo=UTC)
+    graph = parse_alert(dict(sample_graph_alerts(now)[1], id="g1", incidentId="77"), "graph")
+    endpoint = parse_alert(
+        dict(sample_endpoint_alerts(now)[1], id="e1", incidentId=77), "defender_endpoint"
+    )
+    report = simulate(policy, [graph, endpoint])
+    got = {t.alert: t for t in report.alerts}
+    assert got["graph-g1"].tickets_opened == ["SIM-1"]
+    assert got["defender_endpoint-e1"].tickets_opened == ["SIMINC-1"]
+    assert got["defender_endpoint-e1"].ticket_system[0].startswith("servicenow ")
+
+
+def test_a_new_revision_of_an_alert_is_answered_again_and_a_failure_stops_its_response(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from riposte.alerts.policy import default_policy
+
+    now = datetime(2026, 11, 30, 12, tzinfo=UTC)
+    low = dict(sample_graph_alerts(now)[1], id="rev", severity="low")
+    high = dict(low, severity="high")
+    report = simulate(default_policy(), [parse_alert(p, "graph") for p in (low, high, high)])
+    assert report.totals.alerts == 2 and report.repeats == 1
+    assert sorted(t.severity for t in report.alerts) == ["high", "low"]
+
+    module = tmp_path / "boom.py"
+    module.write_text(
+        "from riposte.playbooks import Alert, Context, playbook\n"
+        "from riposte.playbooks.api import NoParams\n\n"
+        "@playbook(notifies=False)\n"
+        "def boom(alert: Alert, params: NoParams, ctx: Context) -> None:\n"
+        '    """Fails."""\n'
+        "    raise RuntimeError('no')\n"
+    )
+    monkeypatch.setenv("RIPOSTE_PLAYBOOKS", str(module))
+    policy = parse_policy(
+        "defaults: {ticket: {system: jira, project: SEC}}\n"
+        "rules:\n"
+        "  - {name: one, match: {source: graph}, playbook: boom, continue: true}\n"
+        "  - {name: two, match: {source: graph}, playbook: ticket_and_notify}\n",
+        origin="boom.yaml",
+    )
+    report = simulate(policy, [parse_alert(high, "graph")])
+    (row,) = report.alerts
+    assert row.dispositions == ["run", "not carried out"]
+    assert row.errors == ["rule one: RuntimeError: no"]
+    assert report.totals.tickets == 0 and report.totals.errors == 1
+
+
+def test_bad_items_inside_a_good_document_are_skipped_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = json.loads((FIXTURES / "graph" / "documented_get_alert.json").read_text())
+    hostile_name = tmp_path / "a\x1b]0;PWNED\x07.json"
+    hostile_name.write_text(json.dumps({"value": [None, good, 3]}))
+    code, out, err = replay(capsys, "replay", str(hostile_name), "--json")
+    assert code == 0, err
+    assert out["report"]["totals"]["alerts"] == 1
+    problems = [s["problem"] for s in out["report"]["skipped"]]
+    assert problems == [
+        "field '[0]': expected an alert object, got NoneType",
+        "field '[2]': expected an alert object, got int",
+    ]
+    assert "\x1b" not in err and "\x07" not in err and "\\x1b]0;PWNED\\x07" in err
+
+
+def test_an_unwritable_report_path_is_refused_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = replay(
+        capsys, "replay", str(FIXTURES), "--markdown", str(tmp_path / "missing" / "r.md")
+    )
+    assert code == 2 and out == ""
+    assert f"--markdown {tmp_path / 'missing' / 'r.md'}: no such folder" in err
+
+
+def test_since_without_a_prefect_server_says_so(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setenv("RIPOSTE_HOME", str(tmp_path))  # no local stack runs from here
+    monkeypatch.setenv("RIPOSTE_PREFECT_PORT", "9")
+    code, _, err = replay(capsys, "replay", "--since", "1d")
+    assert code == 2
+    assert "set PREFECT_API_URL, or start the local stack" in err

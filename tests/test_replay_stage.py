@@ -99,13 +99,25 @@ def test_a_staging_run_answers_for_real_and_lists_every_side_effect(tmp_path: Pa
     assert mine == []  # the staging run had a Prefect server of its own
 
 
-def test_approve_none_asks_and_contains_nothing(tmp_path: Path) -> None:
+def test_approve_none_asks_and_contains_nothing_and_production_settings_stay_out(
+    tmp_path: Path,
+) -> None:
+    """A production database URL in the caller's environment does not reach the staging
+    server (nor do RIPOSTE_APPROVAL_KEYS and RIPOSTE_PUBLIC_URL reach its processes)."""
+    production_db = tmp_path / "production.db"
     done = riposte(
         "replay", str(EXAMPLES / "api_alert.json"), "--stage", "--approve", "none",
         "--policy", str(EXAMPLES / "policy.yaml"), "--json",
-        env={"RIPOSTE_PLAYBOOKS": str(EXAMPLES)},
+        env={
+            "RIPOSTE_PLAYBOOKS": str(EXAMPLES),
+            "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{production_db}",
+            "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{production_db}",
+            "RIPOSTE_APPROVAL_KEYS": "production-key-" + "x" * 40,
+            "RIPOSTE_PUBLIC_URL": "https://riposte.production.example",
+        },
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
+    assert not production_db.exists()
     report = json.loads(done.stdout)
     assert (
         report["approvals"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -212,6 +213,17 @@ def _check_params(name: str, text: str | None) -> dict[str, Any]:
     return params
 
 
+_KEPT_SETTINGS = ("RIPOSTE_PLAYBOOKS", "RIPOSTE_TEMPLATES_DIR", "RIPOSTE_POLICY_FILE",
+                  "RIPOSTE_SERVICENOW_BLOCK", "RIPOSTE_JIRA_BLOCK")  # fmt: skip
+
+
+def _kept_setting(name: str) -> bool:
+    """The Riposte settings a temporary stack takes from the caller: what to run (playbooks,
+    templates, policy), the names of ticketing blocks (checked against the sandbox's), rate
+    budgets, and the sandbox's own configuration."""
+    return name in _KEPT_SETTINGS or name.startswith(("RIPOSTE_RATE_", "RIPOSTE_SANDBOX_"))
+
+
 class OwnStack:
     """A Prefect server and a sandbox in a temporary folder, for one `playbook run` or one
     staging run (``extra_env``: settings of both, such as the sandbox's subscriptions)."""
@@ -239,12 +251,27 @@ class OwnStack:
         }
         self.sandbox_url = f"http://127.0.0.1:{self.sandbox_port}"
         self.processes: list[subprocess.Popen[bytes]] = []
+        self.nonce = secrets.token_hex(16)
+        (self.folder / "stack-nonce").write_text(self.nonce)
+
+    def process_env(self) -> dict[str, str]:
+        """The environment of its processes: this machine's, without any Prefect setting or
+        Riposte setting that could point them at another server, database, key or URL (a
+        production `PREFECT_API_DATABASE_CONNECTION_URL`, `RIPOSTE_APPROVAL_KEYS`...), then
+        its own."""
+        kept = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.upper().startswith("PREFECT_")
+            and (not key.upper().startswith("RIPOSTE_") or _kept_setting(key.upper()))
+        }
+        return {**kept, **self.env}
 
     def start(self) -> None:
         import httpx
 
         py = sys.executable
-        env = {**os.environ, **self.env}
+        env = self.process_env()
         with (self.folder / "prefect.log").open("wb") as log:
             self.processes.append(
                 subprocess.Popen(
@@ -336,7 +363,8 @@ def cmd_playbook_run(args: argparse.Namespace) -> int:
         "json": args.json,
     }
     # The report is the output: Prefect's own progress lines only when asked for.
-    inner_env = {"PREFECT_LOGGING_LEVEL": "WARNING", **os.environ, **env}
+    base = own.process_env() if own is not None else dict(os.environ)
+    inner_env = {"PREFECT_LOGGING_LEVEL": "WARNING", **base, **env}
     if args.policy:
         inner_env["RIPOSTE_POLICY_FILE"] = str(Path(args.policy).resolve())
     try:

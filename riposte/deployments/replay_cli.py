@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -72,8 +73,40 @@ class _Progress:
             print(file=sys.stderr)
 
 
+class CannotRun(RuntimeError):
+    """The command cannot do its job (no Prefect server to read blocks from, a source that
+    does not answer): one line, exit 2."""
+
+
+def _prefect_for_blocks() -> None:
+    """The Prefect server that holds the Defender block: ``PREFECT_API_URL``, else the local
+    stack's when it runs; never a temporary one that would hold no block."""
+    if os.environ.get("PREFECT_API_URL"):
+        return
+    from riposte.deployments.stack import stack_env, status
+    from riposte.settings import get_settings
+
+    settings = get_settings()
+    if not status(settings)["running"]:
+        raise CannotRun(
+            "--since reads the Defender block from Prefect: set PREFECT_API_URL, or start the "
+            "local stack (make run)"
+        )
+    os.environ.update(stack_env(settings))
+
+
 def _read_sources(args: argparse.Namespace, since: datetime) -> tuple[list[Any], list[Any]]:
     """Alerts created since ``since`` from the configured Defender sources (read-only)."""
+    _prefect_for_blocks()
+    try:
+        return _read_each_source(args, since)
+    except CannotRun:
+        raise
+    except Exception as exc:  # a block that is missing, a source that does not answer
+        raise CannotRun(f"cannot read the alerts: {type(exc).__name__}: {exc}"[:500]) from None
+
+
+def _read_each_source(args: argparse.Namespace, since: datetime) -> tuple[list[Any], list[Any]]:
     from riposte.blocks import BlockCache, DefenderCredentials
     from riposte.playbooks.replay import Skipped
     from riposte.settings import get_settings
@@ -85,10 +118,18 @@ def _read_sources(args: argparse.Namespace, since: datetime) -> tuple[list[Any],
     skipped: list[Any] = []
     for source in (s.strip() for s in sources if s.strip()):
         problems: list[str] = []
-        found = read_alerts_since(defender, source, since, args.max_alerts - len(alerts), problems)
+
+        def reading(count: int, source: str = source) -> None:
+            if sys.stderr.isatty() and count % 50 == 0:
+                print(f"\r{source}: {count} alert(s) read ...", end="", file=sys.stderr)
+
+        found = read_alerts_since(
+            defender, source, since, args.max_alerts - len(alerts), problems, reading
+        )
         alerts.extend(found)
         skipped.extend(Skipped(where=source, problem=p) for p in problems)
-        print(f"{source}: {len(found)} alert(s) since {since.isoformat()}", file=sys.stderr)
+        end = "\r" if sys.stderr.isatty() else ""
+        print(f"{end}{source}: {len(found)} alert(s) since {since.isoformat()}", file=sys.stderr)
     return alerts, skipped
 
 
@@ -119,6 +160,7 @@ def run_simulation(
         load_alerts,
         markdown_comparison,
         markdown_report,
+        plain,
         simulate,
         text_comparison,
         text_report,
@@ -135,42 +177,44 @@ def run_simulation(
         try:
             policies.append(_load_policy(path))
         except PolicyError as exc:
-            for problem in exc.problems:
-                print(problem, file=sys.stderr)
+            for line in exc.problems:
+                print(line, file=sys.stderr)
             return _fail(
                 command, f"{path}: the policy does not load ({len(exc.problems)} problem(s))"
             )
+    if markdown is not None and (unwritable := _unwritable(markdown)):
+        return _fail(command, f"--markdown {markdown}: {unwritable}")
+    days: float | None = None
     if since is not None:
         assert args is not None
         try:
-            alerts, skipped = _read_sources(args, _since(since))
-        except ValueError as exc:
+            start = _since(since)
+            alerts, skipped = _read_sources(args, start)
+        except (ValueError, CannotRun) as exc:
             return _fail(command, str(exc))
+        days = max(1.0, (datetime.now(UTC) - start).total_seconds() / 86400)
     else:
         loaded = load_alerts(paths, args.source if args is not None else None)
         alerts, skipped = loaded.alerts, loaded.skipped
     for item in skipped:
-        print(f"skipped {item}", file=sys.stderr)
+        print(f"skipped {plain(str(item), 500)}", file=sys.stderr)
     if not alerts:
         return _fail(command, f"no alert to replay ({len(skipped)} input(s) skipped)")
     base = policies[0]
-    report = simulate(
-        base, alerts, sha256=base.sha256, skipped=skipped, progress=_Progress("replaying")
-    )
+    report = simulate(base, alerts, skipped=skipped, progress=_Progress("replaying"), days=days)
     comparison = None
     if len(policies) == 2:
         other = simulate(
-            policies[1],
-            alerts,
-            sha256=policies[1].sha256,
-            skipped=skipped,
-            progress=_Progress("candidate"),
+            policies[1], alerts, skipped=skipped, progress=_Progress("candidate"), days=days
         )
         comparison = compare(report, other)
     breaches = [b for t in thresholds if (b := t.breached(report, comparison)) is not None]
     if markdown is not None:
         text = markdown_comparison(comparison) if comparison else markdown_report(report)
-        markdown.write_text(text + "\n", encoding="utf-8")
+        try:
+            markdown.write_text(text + "\n", encoding="utf-8")
+        except OSError as exc:
+            return _fail(command, f"--markdown {markdown}: cannot write: {exc.strerror}")
     if as_json:
         out: dict[str, Any] = {
             "mode": "simulated",
@@ -191,9 +235,28 @@ def run_simulation(
             print(text_report(comparison.candidate, "Candidate"))
             print()
             print(text_comparison(comparison))
+    for figures in (report, comparison.candidate if comparison else None):
+        if figures is not None and figures.totals.errors:
+            print(
+                f"warning: {figures.policy}: {figures.totals.errors} alert(s) whose playbook "
+                "failed in the simulation (see the report; --fail-on errors>0 to fail on it)",
+                file=sys.stderr,
+            )
     for breach in breaches:
         print(f"fail-on: {breach}", file=sys.stderr)
     return 1 if breaches else 0
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why a report cannot be written at ``path``, before any work is done; None if it can."""
+    if path.is_dir():
+        return "is a directory"
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        return f"no such folder: {parent}"
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        return "not writable"
+    return None
 
 
 def cmd_replay(args: argparse.Namespace) -> int:

@@ -108,8 +108,8 @@ def cmd_stage(args: argparse.Namespace, paths: list[Path]) -> int:
     from riposte.alerts.policy import PolicyError
     from riposte.deployments.local import sandbox_blocks
     from riposte.deployments.playbook_cli import OwnStack
-    from riposte.deployments.replay_cli import _load_policy, _read_sources, _since
-    from riposte.playbooks.replay import load_alerts
+    from riposte.deployments.replay_cli import CannotRun, _load_policy, _read_sources, _since
+    from riposte.playbooks.replay import load_alerts, plain
 
     policy_path = Path(args.policy).resolve() if args.policy else None
     try:
@@ -134,13 +134,13 @@ def cmd_stage(args: argparse.Namespace, paths: list[Path]) -> int:
     if args.since:
         try:
             alerts, skipped = _read_sources(args, _since(args.since))
-        except ValueError as exc:
+        except (ValueError, CannotRun) as exc:
             return _fail(str(exc))
     else:
         loaded = load_alerts(paths, args.source)
         alerts, skipped = loaded.alerts, loaded.skipped
     for item in skipped:
-        print(f"skipped {item}", file=sys.stderr)
+        print(f"skipped {plain(str(item), 500)}", file=sys.stderr)
     if not alerts:
         return _fail(f"no alert to stage ({len(skipped)} input(s) skipped)")
     ordered = sorted(alerts, key=lambda a: (a.created_at, a.source, a.id))
@@ -159,15 +159,10 @@ def cmd_stage(args: argparse.Namespace, paths: list[Path]) -> int:
         own.stop()
         print(f"{COMMAND}: {exc}", file=sys.stderr)
         return 1
-    job["sandbox_url"] = own.sandbox_url
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        # Production's storage and locks are not the staging's.
-        if key not in ("RIPOSTE_RESULT_STORAGE_BLOCK", "RIPOSTE_LOCK_MANAGER", "PREFECT_API_KEY")
-    }
+    job.update(sandbox_url=own.sandbox_url, stack=str(own.folder), nonce=own.nonce)
+    env = own.process_env()
     # The report names every failure and its reason: Prefect's tracebacks would only hide it.
-    env.update({"PREFECT_LOGGING_LEVEL": "CRITICAL", **own.env, "RIPOSTE_STAGING": "true"})
+    env.update({"PREFECT_LOGGING_LEVEL": "CRITICAL", "RIPOSTE_STAGING": "true"})
     if policy_path is not None:
         env["RIPOSTE_POLICY_FILE"] = str(policy_path)
     try:
@@ -281,7 +276,15 @@ def _inner(job: dict[str, Any]) -> int:
     from riposte.sandbox.config import SandboxConfig
     from riposte.settings import get_settings
 
-    if not get_settings().staging:
+    # Only under `riposte replay --stage`, on the Prefect server it started: its folder holds
+    # the nonce the job carries, and this process's Prefect lives in that folder.
+    stack = Path(job["stack"])
+    if (
+        not get_settings().staging
+        or (stack / "stack-nonce").read_text() != job["nonce"]
+        or Path(os.environ.get("PREFECT_HOME", "/nonexistent")).parent != stack
+        or not os.environ.get("PREFECT_API_URL", "").startswith("http://127.0.0.1:")
+    ):
         raise RuntimeError("the staging process runs only under riposte replay --stage")
     sandbox_url = job["sandbox_url"]
     save_sandbox_blocks(sandbox_url, SandboxConfig.from_env())

@@ -28,6 +28,7 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import StateType
 from prefect.flow_runs import suspend_flow_run
 from prefect.runtime import flow_run
+from prefect.settings import PREFECT_API_URL
 from prefect.states import Completed, State
 from pydantic import BaseModel, ConfigDict
 
@@ -338,8 +339,12 @@ def stage_containment(request: ContainmentRequest, approve: bool) -> State[Any]:
     """Staging only (`riposte replay --stage`): ask the approvers as `contain_alert` does (the
     messages and links are real, in the sandbox), then act at once on the staging's standing
     answer (``approve``) instead of waiting; automatic containment runs as in production."""
-    if not get_settings().staging:
-        raise RuntimeError("stage_containment runs only in a staging run (RIPOSTE_STAGING)")
+    api = str(PREFECT_API_URL.value() or "")
+    if not get_settings().staging or not api.startswith("http://127.0.0.1:"):
+        raise RuntimeError(
+            "stage_containment runs only in a staging run (riposte replay --stage), on its "
+            "own Prefect server on this machine"
+        )
     run_id = UUID(str(flow_run.get_id()))
     defender, ticketing, alert = _subject(request)
     rows: list[AuditRow] = []

@@ -34,7 +34,7 @@ from riposte.alerts.incidents import IncidentUpdate, IncidentWrite
 from riposte.alerts.matching import PlannedAction, evaluate
 from riposte.alerts.model import Alert
 from riposte.alerts.policy import Close, Policy
-from riposte.alerts.response import Delivery, Ticket
+from riposte.alerts.response import Delivery, Ticket, response_revision
 from riposte.alerts.sources import iter_alert_payloads, parse_alert
 from riposte.alerts.throttle import (
     DigestBucket,
@@ -119,11 +119,13 @@ def load_alerts(paths: Iterable[Path], source: str | None = None) -> Loaded:
             continue
         index = 0
         for document in documents:
+            bad: list[AlertParseError] = []
             try:
-                payloads = list(iter_alert_payloads(document))
+                payloads = list(iter_alert_payloads(document, on_bad_item=bad.append))
             except AlertParseError as exc:
                 loaded.skipped.append(Skipped(where=str(path), problem=str(exc)))
                 continue
+            loaded.skipped.extend(Skipped(where=str(path), problem=str(exc)) for exc in bad)
             for payload in payloads:
                 try:
                     loaded.alerts.append(parse_alert(payload, source))
@@ -160,23 +162,13 @@ class SimTicket:
         )
 
 
-class World:
-    """What production keeps in the ticketing system, in Prefect and at the sources, for one
-    replay: tickets by correlation and group key, suppression times, digest buckets, the
-    containment requests started, the writes made on alerts and incidents. Answers the
-    `ThrottleLedger` and `SuppressionLedger` views that `gate` reads."""
+class Desk:
+    """The tickets of one ticketing system (and Jira project), as production's `TicketLedger`
+    reads them there: by correlation key, and by group key in the order they were opened."""
 
-    def __init__(self, policy: Policy) -> None:
-        self.policy = policy
-        self.oncall = frozenset(policy.defaults.oncall_channels)
+    def __init__(self) -> None:
         self.tickets: dict[str, SimTicket] = {}
         self._groups: dict[str, list[SimTicket]] = defaultdict(list)
-        self._numbers: Counter[str] = Counter()
-        self._responses: dict[str, datetime] = {}
-        self.digests: dict[str, tuple[DigestBucket, list[str]]] = {}
-        self.containments: dict[str, str] = {}
-        self.incident_writes: set[tuple[str, str]] = set()
-        self._notes: set[tuple[str, str, str]] = set()
 
     # ThrottleLedger
     def count_since(self, key: str, since: datetime) -> int:
@@ -189,6 +181,50 @@ class World:
         last = held[-1]
         return OpenTicket(key=last.key, correlation_key=last.correlation_key, alerts=last.alerts)
 
+    def add(self, ticket: SimTicket) -> None:
+        self.tickets[ticket.correlation_key] = ticket
+        if ticket.group_key:
+            self._groups[ticket.group_key].append(ticket)
+
+
+_NO_TICKETS = Desk()
+"""What `gate` reads for an action that keeps no ticket accounting (production's `NoTickets`)."""
+
+
+class World:
+    """What production keeps in the ticketing systems, in Prefect and at the sources, for one
+    replay: tickets per system and project, suppression times, messages sent, digest buckets,
+    the containment requests started, the writes made on incidents. Answers the
+    `SuppressionLedger` view that `gate` reads; each `Desk` answers `ThrottleLedger`."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.oncall = frozenset(policy.defaults.oncall_channels)
+        self.desks: dict[tuple[str, str], Desk] = {}
+        self._numbers: Counter[str] = Counter()
+        self._responses: dict[str, datetime] = {}
+        self.sent: set[tuple[str, str, str]] = set()
+        self.digests: dict[str, tuple[DigestBucket, list[str]]] = {}
+        self.containments: dict[str, str] = {}
+        self.incident_writes: set[tuple[str, str]] = set()
+        self._notes: set[tuple[str, str, str]] = set()
+
+    def desk(self, action: PlannedAction) -> Desk:
+        """Where the action's tickets are: its system, and for Jira its project (ServiceNow
+        finds a correlation key across the instance, whatever the queue)."""
+        target = action.ticket
+        if target is None:
+            return _NO_TICKETS
+        place = (target.system, (target.project or "") if target.system == "jira" else "")
+        return self.desks.setdefault(place, Desk())
+
+    def ledger(self, action: PlannedAction) -> Desk:
+        """What `decide` reads for the action: its desk when a throttle or incident grouping
+        needs one, else nothing."""
+        if action.throttle is None and not action.group_by_incident:
+            return _NO_TICKETS
+        return self.desk(action)
+
     # SuppressionLedger
     def last_response(self, key: str) -> datetime | None:
         return self._responses.get(key)
@@ -198,7 +234,7 @@ class World:
         if previous is None or at > previous:
             self._responses[key] = at
 
-    def open(self, system: str, correlation_key: str, group_key: str | None, outcome: Outcome,
+    def open(self, desk: Desk, system: str, correlation_key: str, outcome: Outcome,
              alert: Alert) -> SimTicket:  # fmt: skip
         self._numbers[system] += 1
         prefix = "SIM" if system == "jira" else "SIMINC"
@@ -206,15 +242,20 @@ class World:
             system=system,
             key=f"{prefix}-{self._numbers[system]}",
             correlation_key=correlation_key,
-            group_key=group_key,
+            group_key=outcome.group_key,
             opened_at=outcome.at,
             opened_by=alert.correlation_key,
             rule=outcome.rule,
         )
-        self.tickets[correlation_key] = ticket
-        if group_key:
-            self._groups[group_key].append(ticket)
+        desk.add(ticket)
         return ticket
+
+    def find(self, key: str) -> SimTicket | None:
+        for desk in self.desks.values():
+            for ticket in desk.tickets.values():
+                if ticket.key == key:
+                    return ticket
+        return None
 
     def add_note(self, ticket: SimTicket, alert: Alert, text: str) -> bool:
         key = (ticket.correlation_key, alert.correlation_key, text)
@@ -277,39 +318,40 @@ class SimulatedContext(Context):
         outcome, alert = self.outcome, self.alert
         system = self._system()
         world = self.world
+        desk = world.desk(self.action)
         if outcome.disposition == Disposition.TICKET and outcome.ticket_correlation_key:
             key = outcome.ticket_correlation_key
-            held = world.tickets.get(key)
+            held = desk.tickets.get(key)
             if held is None:
-                held = world.open(system, key, outcome.group_key, outcome, alert)
-                step = TicketStep(ticket=held.ticket(True), correlation_key=key, is_new=True)
+                held = world.open(desk, system, key, outcome, alert)
                 self.result.ticket_created = True
-            else:  # find-or-create found the ticket another alert opened: a note on it
-                held.alerts += 1
-                world.add_note(held, alert, _joined(outcome))
-                step = TicketStep(
-                    ticket=held.ticket(False),
-                    correlation_key=key,
-                    is_new=False,
-                    alert_number=held.alerts,
-                )
-                self.result.disposition = str(Disposition.COMMENT)
-        elif outcome.disposition == Disposition.COMMENT and outcome.ticket is not None:
-            held = world.tickets[outcome.ticket.correlation_key]
+                return TicketStep(ticket=held.ticket(True), correlation_key=key, is_new=True)
+            if held.opened_by == alert.correlation_key:
+                # Found again by the alert that opened it (another of its rules, a new
+                # revision): production's find-or-create answers "opened by this alert".
+                return TicketStep(ticket=held.ticket(False), correlation_key=key, is_new=True)
+            # Find-or-create found the ticket another alert opened: a note on it.
+            held.alerts += 1
+            world.add_note(held, alert, _joined(outcome))
+            self.result.disposition = str(Disposition.COMMENT)
+            return TicketStep(
+                ticket=held.ticket(False), correlation_key=key, is_new=False,
+                alert_number=held.alerts,
+            )  # fmt: skip
+        if outcome.disposition == Disposition.COMMENT and outcome.ticket is not None:
+            held = desk.tickets[outcome.ticket.correlation_key]
             held.alerts += 1
             world.add_note(held, alert, outcome.reason)
-            step = TicketStep(
+            return TicketStep(
                 ticket=held.ticket(False),
                 correlation_key=held.correlation_key,
                 is_new=False,
                 alert_number=held.alerts,
             )
-        else:
-            raise ValueError(f"{outcome.playbook} cannot carry out a {outcome.disposition} outcome")
-        return step
+        raise ValueError(f"{outcome.playbook} cannot carry out a {outcome.disposition} outcome")
 
     def note(self, ticket: Ticket, text: str) -> bool:
-        held = next((t for t in self.world.tickets.values() if t.key == ticket.key), None)
+        held = self.world.find(ticket.key)
         added = held is not None and self.world.add_note(held, self.alert, text)
         self.result.notes.append(f"note on {ticket.key}: {text[:200]}")
         return added
@@ -319,7 +361,15 @@ class SimulatedContext(Context):
     ) -> list[Delivery]:
         wanted = self._wanted(channels)
         deliveries = [Delivery(channel=name, delivered=True, detail="simulated") for name in wanted]
-        self.messages.extend(wanted)
+        # Keyed as production's notify step: by what the message is about (the ticket, else
+        # the alert), the alert's revision and the channel; a repeat comes back Cached.
+        subject = self._ticket_step.correlation_key if self._ticket_step else None
+        revision = response_revision(self.alert)
+        for name in wanted:
+            key = (subject or self.alert.correlation_key, revision, name)
+            if key not in self.world.sent:
+                self.world.sent.add(key)
+                self.messages.append(name)
         self.result.deliveries.extend(deliveries)
         return deliveries
 
@@ -415,15 +465,14 @@ class Treatment(BaseModel):
     closed: list[str] = []
     alert_updated: bool = False
     incident_written: bool = False
+    ticket_system: list[str] = []
+    """Per action that filed a ticket: system and priority (``servicenow high``)."""
     errors: list[str] = []
 
     @property
     def ticket_kind(self) -> str:
-        if self.tickets_opened:
-            return "ticket"
-        if self.ticket_notes:
-            return "note"
-        return "none"
+        kind = "ticket" if self.tickets_opened else "note" if self.ticket_notes else "none"
+        return f"{kind} ({', '.join(self.ticket_system)})" if kind != "none" else kind
 
     @property
     def contained(self) -> bool:
@@ -486,8 +535,11 @@ class Report(BaseModel):
     messages_per_channel: dict[str, int]
     alerts: list[Treatment]
     repeats: int = 0
-    """Alerts met again (same source and id): answered once, at the first sighting."""
+    """Alerts met again (same source, id and revision): answered once, at the first sighting.
+    A new revision (another severity, reopened) is answered again, as production does."""
     skipped: list[Skipped] = []
+    digest_channels: dict[str, str] = {}
+    """Each digest bucket's channel and period start, by bucket key."""
 
 
 def _containment_kind(request: ContainmentRequest) -> str:
@@ -513,14 +565,18 @@ def simulate(
     sha256: str = "",
     skipped: Sequence[Skipped] = (),
     progress: Callable[[int, int], None] | None = None,
+    days: float | None = None,
 ) -> Report:
-    """Replay ``alerts`` in time order through ``policy`` and its playbooks, in memory."""
+    """Replay ``alerts`` in time order through ``policy`` and its playbooks, in memory.
+    ``days``: the window the alerts were read from, for the per-day figures (default: from the
+    first alert to the last, at least one day)."""
     ordered = sorted(alerts, key=lambda a: (a.created_at, a.source, a.id))
-    seen: set[tuple[str, str]] = set()
+    seen: set[tuple[str, str, str]] = set()
     unique: list[Alert] = []
     for alert in ordered:
-        if (alert.source, alert.id) not in seen:
-            seen.add((alert.source, alert.id))
+        key = (alert.source, alert.id, response_revision(alert))
+        if key not in seen:
+            seen.add(key)
             unique.append(alert)
     world = World(policy)
     found = registry()
@@ -545,7 +601,14 @@ def simulate(
             treatment.errors.append(f"the policy could not decide: {exc}")
             totals.errors += 1
             continue
-        for action in actions:
+        # As `decide`: every action is gated first, then carried out in order.
+        outcomes = [
+            gate(action, alert, at=alert.created_at, tickets=world.ledger(action),
+                 suppressions=world)
+            for action in actions
+        ]  # fmt: skip
+        failed = False
+        for action, outcome in zip(actions, outcomes, strict=True):
             row = stats.setdefault(
                 (action.rule, action.playbook),
                 RuleStats(rule=action.rule, playbook=action.playbook),
@@ -553,7 +616,9 @@ def simulate(
             row.alerts += 1
             treatment.rules.append(action.rule)
             treatment.playbooks.append(action.playbook)
-            outcome = gate(action, alert, at=alert.created_at, tickets=world, suppressions=world)
+            if failed:  # production's response stops at the first failure
+                treatment.dispositions.append("not carried out")
+                continue
             if outcome.disposition not in RESPONDED:
                 treatment.dispositions.append(str(outcome.disposition))
                 if outcome.disposition == Disposition.IGNORED:
@@ -568,55 +633,16 @@ def simulate(
                 playbook = found.get(action.playbook)
                 playbook(alert, playbook.params_model.model_validate(action.params), ctx)
             except Exception as exc:
-                # As in production: the response fails, and its suppression window is not
-                # started; what its steps did before the failure stays done.
+                # As in production: the response fails here, its suppression window is not
+                # started, and what its steps did before the failure stays done.
                 treatment.errors.append(f"rule {action.rule}: {type(exc).__name__}: {exc}"[:500])
                 row.errors += 1
                 totals.errors += 1
+                failed = True
             else:
                 if outcome.suppress_key:
                     world.record_response(outcome.suppress_key, outcome.at)
-            result: ActionResult = ctx.result
-            treatment.dispositions.append(result.disposition)
-            if result.ticket is not None:
-                if result.ticket_created:
-                    treatment.tickets_opened.append(result.ticket.key)
-                    row.tickets += 1
-                    totals.tickets += 1
-                else:
-                    treatment.ticket_notes.append(result.ticket.key)
-                    row.notes += 1
-                    totals.notes += 1
-            for channel in ctx.messages:
-                treatment.messages.append(channel)
-                row.messages[channel] = row.messages.get(channel, 0) + 1
-                per_channel[channel] += 1
-                totals.messages += 1
-                if channel in world.oncall:
-                    totals.pages += 1
-            if result.digest:
-                treatment.digest.append(result.digest)
-                row.digest_entries += 1
-                totals.digest_entries += 1
-            for _, request, new in ctx.requests:
-                treatment.containment.append(_containment_kind(request))
-                if not new:
-                    continue
-                totals.containments += 1
-                if request.automatic:
-                    row.containment_automatic += 1
-                    totals.containment_automatic += 1
-                else:
-                    row.containment_approval += 1
-                    totals.containment_approval += 1
-            if result.closed:
-                treatment.closed.append(result.closed)
-                row.closed += 1
-                totals.closed += 1
-            if result.alert_update is not None:
-                treatment.alert_updated = True
-            if result.incident is not None:
-                treatment.incident_written = True
+            _account(ctx, treatment, row, totals, per_channel, world)
         totals.alert_updates += treatment.alert_updated
         totals.incident_updates += treatment.incident_written
         if progress is not None:
@@ -624,7 +650,8 @@ def simulate(
     totals.digest_messages = len(world.digests)
     first = unique[0].created_at if unique else None
     last = unique[-1].created_at if unique else None
-    days = max(1.0, (last - first).total_seconds() / 86400) if first and last else 1.0
+    if days is None:
+        days = max(1.0, (last - first).total_seconds() / 86400) if first and last else 1.0
     busiest, busiest_n = _busiest(unique)
     noise = Noise(
         tickets_per_100_alerts=round(100 * totals.tickets / len(unique), 2) if unique else 0.0,
@@ -635,7 +662,7 @@ def simulate(
     )
     return Report(
         policy=policy.origin,
-        policy_sha256=sha256,
+        policy_sha256=sha256 or policy.sha256,
         first_alert=first,
         last_alert=last,
         totals=totals,
@@ -645,7 +672,64 @@ def simulate(
         alerts=treatments,
         repeats=len(ordered) - len(unique),
         skipped=list(skipped),
+        digest_channels={
+            key: f"{bucket.channel} from {bucket.start:%Y-%m-%d %H:%M}"
+            for key, (bucket, _) in world.digests.items()
+        },
     )
+
+
+def _account(
+    ctx: SimulatedContext,
+    treatment: Treatment,
+    row: RuleStats,
+    totals: Totals,
+    per_channel: Counter[str],
+    world: World,
+) -> None:
+    """Add what one action's steps did to the alert's treatment and the figures."""
+    result: ActionResult = ctx.result
+    treatment.dispositions.append(result.disposition)
+    if result.ticket is not None:
+        treatment.ticket_system.append(f"{result.ticket.system} {ctx.action.priority}")
+        if result.ticket_created:
+            treatment.tickets_opened.append(result.ticket.key)
+            row.tickets += 1
+            totals.tickets += 1
+        elif result.alert_number is not None:
+            treatment.ticket_notes.append(result.ticket.key)
+            row.notes += 1
+            totals.notes += 1
+    for channel in ctx.messages:
+        treatment.messages.append(channel)
+        row.messages[channel] = row.messages.get(channel, 0) + 1
+        per_channel[channel] += 1
+        totals.messages += 1
+        if channel in world.oncall:
+            totals.pages += 1
+    if result.digest:
+        treatment.digest.append(result.digest)
+        row.digest_entries += 1
+        totals.digest_entries += 1
+    for _, request, new in ctx.requests:
+        treatment.containment.append(_containment_kind(request))
+        if not new:
+            continue
+        totals.containments += 1
+        if request.automatic:
+            row.containment_automatic += 1
+            totals.containment_automatic += 1
+        else:
+            row.containment_approval += 1
+            totals.containment_approval += 1
+    if result.closed:
+        treatment.closed.append(result.closed)
+        row.closed += 1
+        totals.closed += 1
+    if result.alert_update is not None:
+        treatment.alert_updated = True
+    if result.incident is not None:
+        treatment.incident_written = True
 
 
 # --- two policies side by side --------------------------------------------------------------
@@ -667,13 +751,17 @@ class Comparison(BaseModel):
     """Each total and noise figure: (base, candidate)."""
 
 
-def _aspects(t: Treatment) -> dict[str, str]:
+def _aspects(t: Treatment, digests: dict[str, str]) -> dict[str, str]:
     return {
         "rules": ", ".join(t.rules) or "-",
         "playbooks": ", ".join(t.playbooks) or "-",
         "ticket": t.ticket_kind,
+        "messages": ", ".join(sorted(t.messages)) or "none",
+        "digest": ", ".join(digests.get(d, d) for d in t.digest) or "none",
         "containment": "; ".join(t.containment) or "none",
+        "closed": "; ".join(t.closed) or "no",
         "dispositions": ", ".join(t.dispositions) or "-",
+        "errors": "; ".join(t.errors) or "none",
     }
 
 
@@ -686,13 +774,13 @@ def figures(report: Report) -> dict[str, float]:
 
 def compare(base: Report, candidate: Report) -> Comparison:
     """Alert by alert, what ``candidate`` does differently from ``base`` (same alerts)."""
-    theirs = {t.alert: t for t in candidate.alerts}
+    theirs = {(t.alert, t.created_at): t for t in candidate.alerts}
     differences = []
     for mine in base.alerts:
-        other = theirs.get(mine.alert)
+        other = theirs.get((mine.alert, mine.created_at))
         if other is None:
             continue
-        a, b = _aspects(mine), _aspects(other)
+        a, b = _aspects(mine, base.digest_channels), _aspects(other, candidate.digest_channels)
         changes = {k: (a[k], b[k]) for k in a if a[k] != b[k]}
         if changes:
             differences.append(Difference(alert=mine.alert, title=mine.title, changes=changes))

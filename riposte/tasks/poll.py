@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
 from prefect import get_run_logger, task
@@ -45,11 +46,14 @@ def read_alerts_since(
     since: datetime,
     limit: int,
     skipped: list[str],
+    progress: Callable[[int], None] | None = None,
 ) -> list[Alert]:
     """Alerts of ``source`` created at or after ``since``, at most ``limit``, read-only (the
     clients' list calls, inside their rate budgets). An alert that cannot be parsed is named in
     ``skipped`` and left out. Not a task: `riposte replay --since` calls it outside any run."""
     alerts: list[Alert] = []
+    if limit <= 0:
+        return alerts
     for payload in defender.source_client(source).list_updated_since(since):
         try:
             alert = parse_alert(payload, source)
@@ -58,6 +62,8 @@ def read_alerts_since(
             continue
         if alert.created_at >= since:
             alerts.append(alert)
+            if progress is not None:
+                progress(len(alerts))
         if len(alerts) >= limit:
             break
     return alerts

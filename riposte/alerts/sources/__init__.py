@@ -43,8 +43,12 @@ def detect_source(payload: Mapping[str, Any]) -> str:
     raise AlertParseError("cannot tell which Defender API this alert comes from; pass --source")
 
 
-def iter_alert_payloads(document: Any) -> Iterator[Mapping[str, Any]]:
-    """Yield the alert objects of a decoded JSON document: one alert, a list, or an envelope."""
+def iter_alert_payloads(
+    document: Any, on_bad_item: Callable[[AlertParseError], None] | None = None
+) -> Iterator[Mapping[str, Any]]:
+    """Yield the alert objects of a decoded JSON document: one alert, a list, or an envelope.
+    An item that is not an object raises `AlertParseError`, or, given ``on_bad_item``, is
+    handed to it and skipped."""
     if isinstance(document, list):
         items: list[Any] = document
     elif isinstance(document, Mapping) and isinstance(document.get("value"), list):
@@ -57,9 +61,13 @@ def iter_alert_payloads(document: Any) -> Iterator[Mapping[str, Any]]:
         raise AlertParseError(f"expected a JSON object or list, got {type(document).__name__}")
     for index, item in enumerate(items):
         if not isinstance(item, Mapping):
-            raise AlertParseError(
+            bad = AlertParseError(
                 f"expected an alert object, got {type(item).__name__}", field=f"[{index}]"
             )
+            if on_bad_item is None:
+                raise bad
+            on_bad_item(bad)
+            continue
         yield item
 
 
