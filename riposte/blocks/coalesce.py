@@ -47,10 +47,6 @@ def coalescing(linger: float = DEFAULT_LINGER) -> Iterator[None]:
         _LINGER.reset(token)
 
 
-def coalescing_linger() -> float | None:
-    return _LINGER.get()
-
-
 @dataclass(eq=False)
 class _Waiter(Generic[R]):
     alert_id: str
@@ -92,14 +88,11 @@ class Coalescer(Generic[K, R]):
         self._lock = threading.Lock()
         self._queues: dict[K, list[_Waiter[R]]] = {}
         self._leading: set[K] = set()
-        self.bulk_calls = 0  # for the run's log and the tests: how often it paid off
-        self.single_calls = 0
 
     def call(self, alert_id: str, key: K) -> R:
         """The call for ``alert_id``, made alone or with others waiting for the same ``key``."""
         linger = _LINGER.get()
         if linger is None:
-            self.single_calls += 1
             return self._single(alert_id, key)
         waiter: _Waiter[R] = _Waiter(alert_id)
         with self._lock:
@@ -157,13 +150,11 @@ class Coalescer(Generic[K, R]):
 
     def _send(self, taken: list[_Waiter[R]], key: K) -> None:
         if len(taken) == 1:
-            self.single_calls += 1
             try:
                 taken[0].result = self._single(taken[0].alert_id, key)
             except BaseException as exc:
                 taken[0].error = exc
             return
-        self.bulk_calls += 1
         ids = list(dict.fromkeys(w.alert_id for w in taken))
         try:
             results = self._bulk(ids, key)
@@ -171,7 +162,6 @@ class Coalescer(Generic[K, R]):
             # Refused whole, nothing done (one alert deleted meanwhile, one value another
             # alert cannot take): each alert alone, so that only the one at fault fails.
             for waiter in taken:
-                self.single_calls += 1
                 try:
                     waiter.result = self._single(waiter.alert_id, key)
                 except BaseException as exc:
