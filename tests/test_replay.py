@@ -528,3 +528,29 @@ def test_since_without_a_prefect_server_says_so(
     code, _, err = replay(capsys, "replay", "--since", "1d")
     assert code == 2
     assert "set PREFECT_API_URL, or start the local stack" in err
+
+
+def test_ci_gate_options_say_what_they_compared(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    markdown = tmp_path / "gate.md"
+    code, _, err = replay(
+        capsys, "replay", str(FIXTURES), str(tmp_path / "typo.json"), "--against",
+        str(CANDIDATE), "--fail-on", "skipped>0", "--fail-on", "digest_entries>5%",
+        "--fail-on", "closed>0", "--markdown", str(markdown),
+    )  # fmt: skip
+    assert code == 1
+    assert "fail-on: skipped>0: 1" in err
+    assert "fail-on: digest_entries>5%: 10 -> 11 (+1, +10.0%)" in err
+    gate = markdown.read_text().split("## Gate (--fail-on)")[1]
+    assert "- `closed>0`: held" in gate and "- `skipped>0`: crossed: " in gate
+
+    code, _, err = replay(capsys, "replay", str(FIXTURES), "--approve", "all")
+    assert code == 2 and "add --stage" in err
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("rules: [{name: x}]\n")
+    monkeypatch.setenv("RIPOSTE_POLICY_FILE", str(broken))
+    code, _, err = replay(capsys, "replay", str(FIXTURES / "graph"))
+    assert code == 2
+    assert f"{broken} (RIPOSTE_POLICY_FILE): the policy does not load" in err

@@ -36,6 +36,14 @@ def _load_policy(path: Path | None) -> Any:
     return load_policy(path) if path is not None else default_policy()
 
 
+def _policy_in_force() -> str:
+    from riposte.alerts.policy import DEFAULT_POLICY_NAME
+    from riposte.settings import get_settings
+
+    configured = get_settings().policy_file
+    return f"{configured} (RIPOSTE_POLICY_FILE)" if configured else DEFAULT_POLICY_NAME
+
+
 def _since(text: str) -> datetime:
     from riposte.alerts.policy import parse_duration
 
@@ -160,6 +168,7 @@ def run_simulation(
         load_alerts,
         markdown_comparison,
         markdown_report,
+        md_text,
         plain,
         simulate,
         text_comparison,
@@ -179,8 +188,9 @@ def run_simulation(
         except PolicyError as exc:
             for line in exc.problems:
                 print(line, file=sys.stderr)
+            shown = path or _policy_in_force()
             return _fail(
-                command, f"{path}: the policy does not load ({len(exc.problems)} problem(s))"
+                command, f"{shown}: the policy does not load ({len(exc.problems)} problem(s))"
             )
     if markdown is not None and (unwritable := _unwritable(markdown)):
         return _fail(command, f"--markdown {markdown}: {unwritable}")
@@ -199,7 +209,8 @@ def run_simulation(
     for item in skipped:
         print(f"skipped {plain(str(item), 500)}", file=sys.stderr)
     if not alerts:
-        return _fail(command, f"no alert to replay ({len(skipped)} input(s) skipped)")
+        read = "" if since is not None else f"; {_files_read(paths)} file(s) read"
+        return _fail(command, f"no alert to replay ({len(skipped)} input(s) skipped{read})")
     base = policies[0]
     report = simulate(base, alerts, skipped=skipped, progress=_Progress("replaying"), days=days)
     comparison = None
@@ -211,6 +222,12 @@ def run_simulation(
     breaches = [b for t in thresholds if (b := t.breached(report, comparison)) is not None]
     if markdown is not None:
         text = markdown_comparison(comparison) if comparison else markdown_report(report)
+        if thresholds:
+            text += "\n\n## Gate (--fail-on)\n"
+            for threshold in thresholds:
+                crossed = [b for b in breaches if b.startswith(f"{threshold}:")]
+                verdict = md_text(crossed[0], 300) if crossed else "held"
+                text += f"\n- `{threshold}`: {'crossed: ' if crossed else ''}{verdict}"
         try:
             markdown.write_text(text + "\n", encoding="utf-8")
         except OSError as exc:
@@ -247,6 +264,12 @@ def run_simulation(
     return 1 if breaches else 0
 
 
+def _files_read(paths: list[Path]) -> int:
+    from riposte.playbooks.replay import alert_files
+
+    return sum(1 for _ in alert_files(paths))
+
+
 def _unwritable(path: Path) -> str | None:
     """Why a report cannot be written at ``path``, before any work is done; None if it can."""
     if path.is_dir():
@@ -265,6 +288,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if bool(paths) == bool(args.since):
         return _fail(command, "give alert files or folders, or --since WINDOW (not both)")
     markdown = Path(args.markdown) if args.markdown else None
+    if args.approve is not None and not args.stage:
+        return _fail(command, "--approve answers the approvals of a staging run: add --stage")
     if args.stage:
         if args.against or args.fail_on:
             return _fail(command, "--stage runs one policy: --against and --fail-on are for "
@@ -306,7 +331,7 @@ def _output_options(parser: argparse.ArgumentParser) -> None:
         help="exit 1 when crossed, e.g. tickets>10%% or containments>0 (repeatable); with "
         "two policies, the candidate's increase over the base; metrics: changed, tickets, "
         "notes, messages, pages, digest_entries, containments, containment_approval, "
-        "containment_automatic, closed, ignored, suppressed, errors",
+        "containment_automatic, closed, ignored, suppressed, errors, skipped",
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--markdown", metavar="FILE", help="also write the report as markdown")
@@ -323,7 +348,8 @@ def add_replay_command(sub: Any) -> None:
         "paths",
         nargs="*",
         metavar="PATH",
-        help="alert files (one alert, a list, an envelope, NDJSON) or folders of them",
+        help="alert files (one alert, a list, an envelope, NDJSON) or folders of them (their "
+        ".json, .ndjson and .jsonl files, recursively)",
     )
     replay.add_argument(
         "--since",
@@ -355,8 +381,7 @@ def add_replay_command(sub: Any) -> None:
     replay.add_argument(
         "--approve",
         choices=("all", "none"),
-        default="none",
-        help="with --stage: answer every containment approval yes (all) or no (none)",
+        help="with --stage: answer every containment approval yes (all) or no (none, the default)",
     )
     replay.set_defaults(func=cmd_replay)
 

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import re
 import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,14 @@ def _block_refs(value: Any, where: str = "") -> Iterator[tuple[str, str]]:
             yield from _block_refs(item, f"{where}[{index}]")
 
 
+def policy_block_refs(policy: Any) -> list[tuple[str, str]]:
+    """(where, block reference) for every channel the policy names."""
+    dumped = policy.model_dump(mode="json", by_alias=True)
+    for index, rule in enumerate(dumped.get("rules", [])):
+        dumped["rules"][index] = {"name": rule.get("name"), **rule}
+    return list(_block_refs(dumped))
+
+
 def foreign_blocks(policy: Any, sandbox_refs: Iterable[str]) -> list[str]:
     """Each block the policy (or the settings it relies on) would use that is not one of the
     sandbox's, as ``where: block``."""
@@ -65,10 +74,7 @@ def foreign_blocks(policy: Any, sandbox_refs: Iterable[str]) -> list[str]:
     known = set(sandbox_refs)
     names = {ref.split("/", 1)[-1] for ref in known}
     problems = []
-    dumped = policy.model_dump(mode="json", by_alias=True)
-    for index, rule in enumerate(dumped.get("rules", [])):
-        dumped["rules"][index] = {"name": rule.get("name"), **rule}
-    for where, ref in _block_refs(dumped):
+    for where, ref in policy_block_refs(policy):
         if ref not in known:
             problems.append(f"{where}: {ref}")
     settings = get_settings()
@@ -143,11 +149,21 @@ def cmd_stage(args: argparse.Namespace, paths: list[Path]) -> int:
         print(f"skipped {plain(str(item), 500)}", file=sys.stderr)
     if not alerts:
         return _fail(f"no alert to stage ({len(skipped)} input(s) skipped)")
-    ordered = sorted(alerts, key=lambda a: (a.created_at, a.source, a.id))
+    # As the simulated replay: an alert met twice in the same revision is answered once.
+    from riposte.alerts.response import response_revision
+
+    seen: set[tuple[str, str, str]] = set()
+    ordered = []
+    for alert in sorted(alerts, key=lambda a: (a.created_at, a.source, a.id)):
+        key = (alert.source, alert.id, response_revision(alert))
+        if key not in seen:
+            seen.add(key)
+            ordered.append(alert)
     job = {
         "alerts": [{"source": a.source, "id": a.id, "payload": a.raw} for a in ordered],
         "skipped": [s.model_dump() for s in skipped],
         "approve": args.approve == "all",
+        "repeats": len(alerts) - len(ordered),
         "json": args.json,
         "markdown": str(Path(args.markdown).resolve()) if args.markdown else None,
     }
@@ -267,7 +283,6 @@ def _load(client: Any, job: dict[str, Any], skipped: list[dict[str, str]]) -> li
 def _inner(job: dict[str, Any]) -> int:
     import httpx
 
-    from riposte.alerts.sources import parse_alert
     from riposte.deployments.local import save_sandbox_blocks
     from riposte.flows.contain import stage_containment
     from riposte.flows.digest import post_digests
@@ -275,6 +290,8 @@ def _inner(job: dict[str, Any]) -> int:
     from riposte.playbooks import context
     from riposte.sandbox.config import SandboxConfig
     from riposte.settings import get_settings
+    from riposte.tasks.digests import LATE_ENTRY, SETTLE
+    from riposte.tasks.policy import current_policy
 
     # Only under `riposte replay --stage`, on the Prefect server it started: its folder holds
     # the nonce the job carries, and this process's Prefect lives in that folder.
@@ -333,12 +350,15 @@ def _inner(job: dict[str, Any]) -> int:
     if sys.stderr.isatty():
         print(file=sys.stderr)
     # The digests of the replayed periods, posted as the scheduled flow would once they close.
-    times = [parse_alert(i["payload"], i["source"]).created_at for i in alerts]
+    # The digests, posted as the scheduled flow would once their periods close. An entry for a
+    # period that already closed (every past alert's) goes to the period open when it is
+    # recorded, as in production: so "once they close" is the longest period from now.
     digests = None
-    if times:
-        span = max(times) - min(times)
-        end = max(times) + timedelta(days=7)
-        lookback = int((span + timedelta(days=8)).total_seconds() // 3600) + 1
+    if alerts:
+        policy = current_policy(logging.getLogger("riposte.stage")).policy
+        periods = [d.period for d in _digests_of(policy)] or [timedelta(hours=1)]
+        end = datetime.now(UTC) + max(periods) + LATE_ENTRY + SETTLE + timedelta(minutes=1)
+        lookback = int((max(periods) + timedelta(days=2)).total_seconds() // 3600) + 1
         digests = post_digests(now=end, lookback_hours=lookback, return_state=True)
     after = _snapshot(client)
     report = _side_effects(client, before, after)
@@ -347,6 +367,7 @@ def _inner(job: dict[str, Any]) -> int:
             "mode": "staged",
             "approve": "all" if job["approve"] else "none",
             "alerts": len(alerts),
+            "repeats": job["repeats"],
             "responses": responses,
             "failed": [r for r in responses if r["state"] != "Completed"],
             "approvals": approvals,
@@ -361,6 +382,11 @@ def _inner(job: dict[str, Any]) -> int:
     else:
         print(_text(report))
     return 1 if report["failed"] else 0
+
+
+def _digests_of(policy: Any) -> list[Any]:
+    found = [policy.defaults.digest, *(r.digest for r in [*policy.rules, policy.fallback])]
+    return [d for d in found if d is not None]
 
 
 def _side_effects(
@@ -449,7 +475,8 @@ def _text(report: dict[str, Any]) -> str:
     lines = [
         f"Staged {report['alerts']} alert(s) in a fresh sandbox (--approve {report['approve']}): "
         f"{len(report['responses']) - len(report['failed'])} response(s) completed, "
-        f"{len(report['failed'])} failed; skipped {len(report['skipped'])}",
+        f"{len(report['failed'])} failed; repeats {report['repeats']}; skipped "
+        f"{len(report['skipped'])}",
         "",
         f"tickets ({len(report['tickets'])}):",
     ]
@@ -466,7 +493,7 @@ def _text(report: dict[str, Any]) -> str:
         who = "automatic" if a["automatic"] else ", ".join(a["approvers"])
         lines.append(
             f"  {plain(a['alert'], 60)} ({a['rule']}): {plain('; '.join(a['actions']), 80)} "
-            f"[{who}] -> {a['state']}: {plain(a['outcome'], 120)}"
+            f"[{who}] -> {a['state']}: {plain(a['outcome'], 400)}"
         )
     lines.append(
         f"containment: {len(report['machine_actions'])} machine action(s), "

@@ -655,7 +655,7 @@ def simulate(
     busiest, busiest_n = _busiest(unique)
     noise = Noise(
         tickets_per_100_alerts=round(100 * totals.tickets / len(unique), 2) if unique else 0.0,
-        pages_per_day=round(totals.pages / days, 2),
+        pages_per_day=round(totals.pages / days, 4),
         days=round(days, 2),
         busiest_entity=busiest,
         busiest_entity_alerts=busiest_n,
@@ -767,6 +767,7 @@ def _aspects(t: Treatment, digests: dict[str, str]) -> dict[str, str]:
 
 def figures(report: Report) -> dict[str, float]:
     figures: dict[str, float] = {k: float(v) for k, v in report.totals.model_dump().items()}
+    figures["skipped"] = float(len(report.skipped))
     figures["tickets_per_100_alerts"] = report.noise.tickets_per_100_alerts
     figures["pages_per_day"] = report.noise.pages_per_day
     return figures
@@ -811,13 +812,15 @@ THRESHOLD_METRICS = (
     "ignored",
     "suppressed",
     "errors",
+    "skipped",
 )
 
 
 @dataclass(frozen=True)
 class Threshold:
     """``METRIC>N`` or ``METRIC>N%``: compared with a base policy, the increase (in alerts,
-    or in per cent of the base's figure); alone, the figure (or its per cent of the alerts)."""
+    or in per cent of the base's figure); alone, the figure (or its per cent of the alerts).
+    ``skipped`` (inputs not replayed) is always the figure itself."""
 
     metric: str
     limit: float
@@ -853,7 +856,7 @@ class Threshold:
             if shown > self.limit:
                 return f"{self}: {comparison.changed} alert(s) treated differently"
             return None
-        if comparison is None:
+        if comparison is None or self.metric == "skipped":  # inputs: the same for both
             value = figures(report)[self.metric]
             alerts = report.totals.alerts
             shown = value if not self.percent else (100 * value / alerts if alerts else 0.0)
@@ -868,7 +871,8 @@ class Threshold:
         else:
             shown = increase
         if shown > self.limit:
-            return f"{self}: {before:g} -> {after:g} ({increase:+g})"
+            percent = f", {shown:+.1f}%" if self.percent and math.isfinite(shown) else ""
+            return f"{self}: {before:g} -> {after:g} ({increase:+g}{percent})"
         return None
 
 
@@ -979,9 +983,9 @@ def text_comparison(comparison: Comparison, limit: int = 50) -> str:
     if comparison.differences:
         lines += ["", "alerts treated differently:"]
         for d in comparison.differences[:limit]:
-            lines.append(f"  {plain(d.alert, 60)}  {plain(d.title, 50)}")
+            lines.append(f"  {plain(d.alert, 200)}  {plain(d.title, 60)}")
             for aspect, (a, b) in d.changes.items():
-                lines.append(f"    {aspect}: {plain(a, 70)} -> {plain(b, 70)}")
+                lines.append(f"    {aspect}: {plain(a, 200)} -> {plain(b, 200)}")
         more = len(comparison.differences) - limit
         if more > 0:
             lines.append(f"  ... and {more} more (--json or --markdown lists them all)")
