@@ -232,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     from riposte.deployments.replay_cli import add_replay_command
 
     add_replay_command(sub)
+    from riposte.deployments.doctor import add_doctor_command
+
+    add_doctor_command(sub)
     return parser
 
 

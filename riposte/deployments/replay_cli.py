@@ -287,6 +287,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     paths = [Path(p) for p in args.paths]
     if bool(paths) == bool(args.since):
         return _fail(command, "give alert files or folders, or --since WINDOW (not both)")
+    if args.since:
+        try:
+            # Before Prefect is imported: it reads its settings once, at import.
+            _prefect_for_blocks()
+        except CannotRun as exc:
+            return _fail(command, str(exc))
     markdown = Path(args.markdown) if args.markdown else None
     if args.approve is not None and not args.stage:
         return _fail(command, "--approve answers the approvals of a staging run: add --stage")

@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from riposte.sandbox.identity import CLOUD_APPS_AUDIENCES, check_bearer
+from riposte.sandbox.identity import CLOUD_APPS_AUDIENCES, check_bearer, needs_role
 from riposte.sandbox.state import Reject, SandboxState, get_state
 from riposte.sandbox.web import InvalidBody, json_body, same
 
@@ -26,6 +26,14 @@ CLOSE_KINDS: dict[str, tuple[int, frozenset[int] | None]] = {
     "close_true_positive": (5, None),
 }
 SORT_FIELDS = {"date": "timestamp", "severity": "severityValue"}
+
+
+def _mdca_forbidden(message: str) -> JSONResponse:
+    return mdca_error(403, message)
+
+
+_READ = ("Investigation.read", "Investigation.manage")
+_MANAGE = ("Investigation.manage",)
 
 
 def mdca_error(status: int, detail: str) -> JSONResponse:
@@ -238,7 +246,7 @@ def _listing(state: SandboxState, body: dict[str, Any]) -> JSONResponse:
     )
 
 
-@router.get("/")
+@router.get("/", dependencies=[Depends(needs_role(_READ, _mdca_forbidden))])
 async def list_alerts_get(request: Request) -> JSONResponse:
     params = request.query_params
     return _listing(get_state(request), {k: params[k] for k in ("skip", "limit") if k in params})
@@ -256,7 +264,7 @@ async def _body(request: Request, *, required: bool) -> dict[str, Any]:
     return body
 
 
-@router.post("/")
+@router.post("/", dependencies=[Depends(needs_role(_READ, _mdca_forbidden))])
 async def list_alerts_post(request: Request) -> JSONResponse:
     return _listing(get_state(request), await _body(request, required=False))
 
@@ -295,17 +303,17 @@ def _close(kind: str, state: SandboxState, body: dict[str, Any]) -> JSONResponse
     return JSONResponse(answer)
 
 
-@router.post("/close_benign/")
+@router.post("/close_benign/", dependencies=[Depends(needs_role(_MANAGE, _mdca_forbidden))])
 async def close_benign(request: Request) -> JSONResponse:
     return _close("close_benign", get_state(request), await _body(request, required=True))
 
 
-@router.post("/close_false_positive/")
+@router.post("/close_false_positive/", dependencies=[Depends(needs_role(_MANAGE, _mdca_forbidden))])
 async def close_false_positive(request: Request) -> JSONResponse:
     return _close("close_false_positive", get_state(request), await _body(request, required=True))
 
 
-@router.post("/close_true_positive/")
+@router.post("/close_true_positive/", dependencies=[Depends(needs_role(_MANAGE, _mdca_forbidden))])
 async def close_true_positive(request: Request) -> JSONResponse:
     return _close("close_true_positive", get_state(request), await _body(request, required=True))
 
@@ -317,19 +325,19 @@ def _alert(state: SandboxState, pk: str) -> dict[str, Any]:
     return alert
 
 
-@router.get("/{pk}/")
+@router.get("/{pk}/", dependencies=[Depends(needs_role(_READ, _mdca_forbidden))])
 async def fetch_alert(pk: str, request: Request) -> JSONResponse:
     return JSONResponse(copy.deepcopy(_alert(get_state(request), pk)))
 
 
-@router.post("/{pk}/read/")
+@router.post("/{pk}/read/", dependencies=[Depends(needs_role(_MANAGE, _mdca_forbidden))])
 async def mark_read(pk: str, request: Request) -> JSONResponse:
     alert = _alert(get_state(request), pk)
     alert["statusValue"] = max(1, int(alert.get("statusValue") or 0))
     return JSONResponse({})
 
 
-@router.post("/{pk}/unread/")
+@router.post("/{pk}/unread/", dependencies=[Depends(needs_role(_MANAGE, _mdca_forbidden))])
 async def mark_unread(pk: str, request: Request) -> JSONResponse:
     alert = _alert(get_state(request), pk)
     alert["statusValue"] = 0

@@ -12,6 +12,40 @@ from riposte.sandbox.samples import SUBSCRIPTION_ID
 
 ENV_PREFIX = "RIPOSTE_SANDBOX_"
 
+# Application permissions by API (the token audience they appear in), as Entra ID names them.
+APP_ROLES_BY_API: dict[str, tuple[str, ...]] = {
+    "graph": (
+        "SecurityAlert.Read.All",
+        "SecurityAlert.ReadWrite.All",
+        "SecurityIncident.Read.All",
+        "SecurityIncident.ReadWrite.All",
+        "User.Read.All",
+        "User.ReadWrite.All",
+        "User.EnableDisableAccount.All",
+        "User.RevokeSessions.All",
+    ),
+    "endpoint": (
+        "Alert.Read.All",
+        "Alert.ReadWrite.All",
+        "Machine.Read.All",
+        "Machine.Isolate",
+        "Ti.ReadWrite",
+        "Ti.ReadWrite.All",
+    ),
+    "cloud_apps": ("Investigation.read", "Investigation.manage"),
+}
+# What the sandbox's app is granted unless told otherwise: what every Riposte feature needs.
+ALL_APP_ROLES = (
+    "SecurityAlert.ReadWrite.All",
+    "SecurityIncident.ReadWrite.All",
+    "User.ReadWrite.All",
+    "Alert.ReadWrite.All",
+    "Machine.Read.All",
+    "Machine.Isolate",
+    "Ti.ReadWrite.All",
+    "Investigation.manage",
+)
+
 
 class SandboxConfig(BaseModel):
     """What the simulators accept as valid credentials, and a few behaviours.
@@ -41,6 +75,17 @@ class SandboxConfig(BaseModel):
     cloud_apps_legacy_token: str = "sandbox-mdca-legacy-token"
     # The Azure subscriptions the simulated tenant holds; the first one owns the sample alerts.
     subscription_ids: list[str] = Field(default_factory=lambda: [SUBSCRIPTION_ID], min_length=1)
+    # The application permissions an admin consented to for the app (`RIPOSTE_SANDBOX_APP_ROLES`,
+    # CSV or JSON): each token carries those of its API in its `roles` claim, as Entra ID's do.
+    app_roles: list[str] = Field(default_factory=lambda: list(ALL_APP_ROLES))
+    # Incident fields the ServiceNow integration user cannot read (an ACL): left out of records
+    # and, in a query, dropped as an unknown term is, so they match everything.
+    servicenow_unreadable_fields: list[str] = Field(default_factory=list)
+    # Whether that user may read sys_journal_field (work notes), as the itil role allows.
+    servicenow_journal_readable: bool = True
+    # Fields missing from the Jira projects' create screen: createmeta leaves them out and an
+    # issue creation that sets one is refused, as Jira refuses it.
+    jira_screen_missing_fields: list[str] = Field(default_factory=list)
 
     def urls(self, base: str) -> dict[str, str]:
         """Where each simulated service lives on a sandbox served at ``base``.

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from riposte.sandbox.clock import parse_ticks
 from riposte.sandbox.graph import ensure_incident
-from riposte.sandbox.identity import ENDPOINT_AUDIENCES, check_bearer
+from riposte.sandbox.identity import ENDPOINT_AUDIENCES, check_bearer, needs_role
 from riposte.sandbox.state import (
     MachineActionFailure,
     MachineActionProgress,
@@ -71,6 +71,17 @@ _CLAUSE_RE = re.compile(
     r"^\s*(?P<field>[A-Za-z]+)\s+(?P<op>eq|ne|gt|ge|lt|le)\s+"
     r"(?P<value>'(?:[^']|'')*'|-?\d+|null|\d{4}-\d{2}-\d{2}T[0-9:.]+(?:Z|[+-]\d{2}:\d{2})?)\s*$"
 )
+
+
+def _mde_forbidden(message: str) -> JSONResponse:
+    return mde_error(403, "Forbidden", message)
+
+
+_ALERT_READ = ("Alert.Read.All", "Alert.ReadWrite.All")
+_ALERT_WRITE = ("Alert.ReadWrite.All",)
+_MACHINE_READ = ("Machine.Read.All", "Machine.ReadWrite.All")
+_ISOLATE = ("Machine.Isolate",)
+_INDICATORS = ("Ti.ReadWrite", "Ti.ReadWrite.All")
 
 
 def mde_error(status: int, code: str, message: str) -> JSONResponse:
@@ -206,7 +217,7 @@ def _newest_first(alert: dict[str, Any]) -> tuple[int, str]:
     return (ticks if isinstance(ticks, int) else -1, str(alert.get("id")))
 
 
-@router.get("/alerts")
+@router.get("/alerts", dependencies=[Depends(needs_role(_ALERT_READ, _mde_forbidden))])
 async def list_alerts(request: Request) -> JSONResponse:
     state = get_state(request)
     params = request.query_params
@@ -228,7 +239,7 @@ async def list_alerts(request: Request) -> JSONResponse:
     )
 
 
-@router.get("/alerts/{alert_id}")
+@router.get("/alerts/{alert_id}", dependencies=[Depends(needs_role(_ALERT_READ, _mde_forbidden))])
 async def get_alert(alert_id: str, request: Request) -> JSONResponse:
     alert = _alert(get_state(request), alert_id)
     body = {"@odata.context": f"{MDE_ROOT}/$metadata#Alerts/$entity"}
@@ -291,7 +302,9 @@ def _apply_update(alert: dict[str, Any], update: dict[str, Any], now: str) -> No
     alert["lastUpdateTime"] = now
 
 
-@router.patch("/alerts/{alert_id}")
+@router.patch(
+    "/alerts/{alert_id}", dependencies=[Depends(needs_role(_ALERT_WRITE, _mde_forbidden))]
+)
 async def update_alert(alert_id: str, request: Request) -> JSONResponse:
     state = get_state(request)
     alert = _alert(state, alert_id)
@@ -305,7 +318,9 @@ async def update_alert(alert_id: str, request: Request) -> JSONResponse:
     return JSONResponse(body)
 
 
-@router.post("/alerts/batchUpdate")
+@router.post(
+    "/alerts/batchUpdate", dependencies=[Depends(needs_role(_ALERT_WRITE, _mde_forbidden))]
+)
 async def batch_update_alerts(request: Request) -> Response:
     """``alertIds`` and the fields of a single update, for all of them; 200 with no body.
     All or nothing: an unknown id refuses the whole call, naming it (the documentation says
@@ -578,7 +593,9 @@ def _action_entity(action: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-@router.get("/machines/{machine_id}")
+@router.get(
+    "/machines/{machine_id}", dependencies=[Depends(needs_role(_MACHINE_READ, _mde_forbidden))]
+)
 async def get_machine(machine_id: str, request: Request) -> JSONResponse:
     body: dict[str, Any] = {"@odata.context": f"{MDE_ROOT}/$metadata#Machines/$entity"}
     body.update(copy.deepcopy(_machine(get_state(request), machine_id)))
@@ -592,7 +609,9 @@ def _comment(body: dict[str, Any]) -> str:
     return comment
 
 
-@router.post("/machines/{machine_id}/isolate")
+@router.post(
+    "/machines/{machine_id}/isolate", dependencies=[Depends(needs_role(_ISOLATE, _mde_forbidden))]
+)
 async def isolate_machine(machine_id: str, request: Request) -> JSONResponse:
     body = await _object_body(request)
     state = get_state(request)
@@ -609,7 +628,9 @@ async def isolate_machine(machine_id: str, request: Request) -> JSONResponse:
     return JSONResponse(_action_entity(action), status_code=201)
 
 
-@router.post("/machines/{machine_id}/unisolate")
+@router.post(
+    "/machines/{machine_id}/unisolate", dependencies=[Depends(needs_role(_ISOLATE, _mde_forbidden))]
+)
 async def release_machine(machine_id: str, request: Request) -> JSONResponse:
     body = await _object_body(request)
     state = get_state(request)
@@ -618,7 +639,10 @@ async def release_machine(machine_id: str, request: Request) -> JSONResponse:
     return JSONResponse(_action_entity(action), status_code=201)
 
 
-@router.get("/machineactions/{action_id}")
+@router.get(
+    "/machineactions/{action_id}",
+    dependencies=[Depends(needs_role(_MACHINE_READ + _ISOLATE, _mde_forbidden))],
+)
 async def get_machine_action(action_id: str, request: Request) -> JSONResponse:
     state = get_state(request)
     action = state.endpoint.machine_actions.get(action_id.strip().lower())
@@ -819,7 +843,7 @@ def _validated_indicator(body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@router.post("/indicators")
+@router.post("/indicators", dependencies=[Depends(needs_role(_INDICATORS, _mde_forbidden))])
 async def submit_indicator(request: Request) -> JSONResponse:
     """Submit or update: an indicator of the same type and value is updated, not repeated."""
     body = await _object_body(request)
@@ -863,7 +887,7 @@ async def submit_indicator(request: Request) -> JSONResponse:
     return JSONResponse(body)
 
 
-@router.get("/indicators")
+@router.get("/indicators", dependencies=[Depends(needs_role(_INDICATORS, _mde_forbidden))])
 async def list_indicators(request: Request) -> JSONResponse:
     state = get_state(request)
     text = request.query_params.get("$filter")

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from riposte.sandbox.clock import utcnow
-from riposte.sandbox.identity import GRAPH_AUDIENCES, check_bearer
+from riposte.sandbox.identity import GRAPH_AUDIENCES, check_bearer, needs_role
 from riposte.sandbox.odata import (
     CLASSIFICATIONS,
     DETERMINATIONS,
@@ -64,6 +64,24 @@ UNKNOWN_ENUM_MEMBERS: dict[str, frozenset[str]] = {
         }
     ),
 }
+
+
+def graph_forbidden(message: str) -> JSONResponse:
+    return graph_error(403, "Forbidden", message)
+
+
+def _denied(message: str) -> JSONResponse:
+    # Directory writes answer as Entra ID does, whatever roles are missing.
+    return graph_error(
+        403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation."
+    )
+
+
+_ALERT_READ = ("SecurityAlert.Read.All", "SecurityAlert.ReadWrite.All")
+_ALERT_WRITE = ("SecurityAlert.ReadWrite.All",)
+_USER_READ = ("User.Read.All", "User.ReadWrite.All")
+_USER_DISABLE = ("User.EnableDisableAccount.All", "User.ReadWrite.All")
+_USER_REVOKE = ("User.RevokeSessions.All", "User.ReadWrite.All")
 
 
 def graph_error(status: int, code: str, message: str) -> JSONResponse:
@@ -137,7 +155,7 @@ def _int_option(request: Request, name: str, default: int) -> int:
     return value
 
 
-@router.get("/security/alerts_v2")
+@router.get("/security/alerts_v2", dependencies=[Depends(needs_role(_ALERT_READ, graph_forbidden))])
 async def list_alerts(request: Request) -> JSONResponse:
     state = get_state(request)
     params = request.query_params
@@ -183,7 +201,10 @@ def _entity(alert: dict[str, Any], request: Request) -> JSONResponse:
     return JSONResponse(body)
 
 
-@router.get("/security/alerts_v2/{alert_id}")
+@router.get(
+    "/security/alerts_v2/{alert_id}",
+    dependencies=[Depends(needs_role(_ALERT_READ, graph_forbidden))],
+)
 async def get_alert(alert_id: str, request: Request) -> JSONResponse:
     return _entity(_alert(get_state(request), alert_id), request)
 
@@ -229,7 +250,10 @@ async def graph_body(request: Request) -> Any:
         raise bad_request(f"Invalid request body: {exc}.") from None
 
 
-@router.patch("/security/alerts_v2/{alert_id}")
+@router.patch(
+    "/security/alerts_v2/{alert_id}",
+    dependencies=[Depends(needs_role(_ALERT_WRITE, graph_forbidden))],
+)
 async def update_alert(alert_id: str, request: Request) -> JSONResponse:
     state = get_state(request)
     alert = _alert(state, alert_id)
@@ -243,7 +267,10 @@ async def update_alert(alert_id: str, request: Request) -> JSONResponse:
     return _entity(alert, request)
 
 
-@router.post("/security/alerts_v2/{alert_id}/comments")
+@router.post(
+    "/security/alerts_v2/{alert_id}/comments",
+    dependencies=[Depends(needs_role(_ALERT_WRITE, graph_forbidden))],
+)
 async def add_comment(alert_id: str, request: Request) -> JSONResponse:
     state = get_state(request)
     return await append_comment(state, _alert(state, alert_id), request, "alert")
@@ -488,7 +515,7 @@ def _public(user: dict[str, Any]) -> dict[str, Any]:
     return {k: copy.deepcopy(v) for k, v in user.items() if not k.startswith(_PRIVATE)}
 
 
-@router.get("/users/{user_key}")
+@router.get("/users/{user_key}", dependencies=[Depends(needs_role(_USER_READ, _denied))])
 async def get_user(user_key: str, request: Request) -> JSONResponse:
     user = _public(_user(get_state(request), user_key))
     select = request.query_params.get("$select")
@@ -512,7 +539,7 @@ def _user_bad_request(message: str) -> Reject:
     return Reject(graph_error(400, "Request_BadRequest", message))
 
 
-@router.patch("/users/{user_key}")
+@router.patch("/users/{user_key}", dependencies=[Depends(needs_role(_USER_DISABLE, _denied))])
 async def update_user(user_key: str, request: Request) -> Response:
     try:
         body = await json_body(request)
@@ -539,7 +566,10 @@ async def update_user(user_key: str, request: Request) -> Response:
     return Response(status_code=204)
 
 
-@router.post("/users/{user_key}/revokeSignInSessions")
+@router.post(
+    "/users/{user_key}/revokeSignInSessions",
+    dependencies=[Depends(needs_role(_USER_REVOKE, _denied))],
+)
 async def revoke_sign_in_sessions(user_key: str, request: Request) -> Response:
     """204 No Content, as documented (user-revokesigninsessions); a known issue makes tenants
     answer 200 `{"value": true}` today, which the sandbox does when told to."""

@@ -23,12 +23,17 @@ from riposte.sandbox.graph import (
     bad_request,
     graph_body,
     graph_error,
+    graph_forbidden,
     present,
     require_graph_token,
     wants_unknown_members,
 )
+from riposte.sandbox.identity import needs_role
 from riposte.sandbox.odata import CLASSIFICATIONS, DETERMINATIONS
 from riposte.sandbox.state import Reject, SandboxState, get_state
+
+_INCIDENT_READ = ("SecurityIncident.Read.All", "SecurityIncident.ReadWrite.All")
+_INCIDENT_WRITE = ("SecurityIncident.ReadWrite.All",)
 
 INCIDENT_STATUSES = ("active", "resolved", "redirected")
 COMMENT_TYPES = frozenset(
@@ -72,7 +77,10 @@ def _shown(state: SandboxState, incident: dict[str, Any], request: Request) -> d
     return shown
 
 
-@router.get("/security/incidents/{incident_id}")
+@router.get(
+    "/security/incidents/{incident_id}",
+    dependencies=[Depends(needs_role(_INCIDENT_READ, graph_forbidden))],
+)
 async def get_incident(incident_id: str, request: Request) -> JSONResponse:
     state = get_state(request)
     body: dict[str, Any] = {"@odata.context": f"{GRAPH_ROOT}/$metadata#security/incidents/$entity"}
@@ -80,7 +88,9 @@ async def get_incident(incident_id: str, request: Request) -> JSONResponse:
     return JSONResponse(body)
 
 
-@router.get("/security/incidents")
+@router.get(
+    "/security/incidents", dependencies=[Depends(needs_role(_INCIDENT_READ, graph_forbidden))]
+)
 async def list_incidents(request: Request) -> JSONResponse:
     state = get_state(request)
     incidents = sorted(
@@ -148,7 +158,10 @@ def _validated(body: Any) -> dict[str, Any]:
     return update
 
 
-@router.patch("/security/incidents/{incident_id}")
+@router.patch(
+    "/security/incidents/{incident_id}",
+    dependencies=[Depends(needs_role(_INCIDENT_WRITE, graph_forbidden))],
+)
 async def update_incident(incident_id: str, request: Request) -> JSONResponse:
     state = get_state(request)
     incident = _incident(state, incident_id)
@@ -163,7 +176,10 @@ async def update_incident(incident_id: str, request: Request) -> JSONResponse:
     return JSONResponse(shown)
 
 
-@router.post("/security/incidents/{incident_id}/comments")
+@router.post(
+    "/security/incidents/{incident_id}/comments",
+    dependencies=[Depends(needs_role(_INCIDENT_WRITE, graph_forbidden))],
+)
 async def comment_incident(incident_id: str, request: Request) -> JSONResponse:
     state = get_state(request)
     return await append_comment(state, _incident(state, incident_id), request, "incident")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import secrets
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -13,6 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from riposte.sandbox.clock import utcnow
+from riposte.sandbox.config import APP_ROLES_BY_API
 from riposte.sandbox.state import IssuedToken, Reject, get_state
 from riposte.sandbox.web import same
 
@@ -35,6 +38,55 @@ KNOWN_RESOURCES = (
     | ARM_AUDIENCES
     | {"https://api.security.microsoft.com"}
 )
+
+
+_API_OF_AUDIENCE = (
+    (GRAPH_AUDIENCES, "graph"),
+    (ENDPOINT_AUDIENCES | {"https://api.security.microsoft.com"}, "endpoint"),
+    (CLOUD_APPS_AUDIENCES, "cloud_apps"),
+)
+
+
+def roles_for(audience: str, granted: list[str]) -> tuple[str, ...]:
+    """The granted application permissions that belong to ``audience``'s API (ARM has none:
+    Azure RBAC decides there)."""
+    api = next((name for audiences, name in _API_OF_AUDIENCE if audience in audiences), None)
+    if api is None:
+        return ()
+    own = {role.casefold() for role in APP_ROLES_BY_API[api]}
+    return tuple(role for role in granted if role.casefold() in own)
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _jwt(audience: str, tenant: str, app_id: str, roles: tuple[str, ...], lifetime: int) -> str:
+    """An access token shaped as Entra ID's (a JWT whose payload names the audience, tenant,
+    app and roles); its signature is random bytes: the sandbox knows its tokens by value."""
+    now = int(time.time())
+    header = {"typ": "JWT", "alg": "RS256", "kid": "riposte-sandbox"}
+    claims: dict[str, Any] = {
+        "aud": audience,
+        "iss": f"https://sts.windows.net/{tenant}/",
+        "iat": now,
+        "nbf": now,
+        "exp": now + lifetime,
+        "appid": app_id,
+        "tid": tenant,
+        "idtyp": "app",
+        "ver": "1.0",
+        "jti": uuid.uuid4().hex,
+    }
+    if roles:  # Entra ID leaves the claim out when nothing was granted
+        claims["roles"] = list(roles)
+    return ".".join(
+        (
+            _b64(json.dumps(header, separators=(",", ":")).encode()),
+            _b64(json.dumps(claims, separators=(",", ":")).encode()),
+            _b64(secrets.token_bytes(64)),
+        )
+    )
 
 
 def audience_of(scope: str) -> str:
@@ -130,8 +182,9 @@ async def issue_token(tenant: str, request: Request) -> JSONResponse:
             " administrator of the tenant or consented to by any user in the tenant.",
         )
     lifetime = config.token_lifetime_seconds
-    token = secrets.token_urlsafe(48)
-    state.identity.tokens[token] = IssuedToken(audience, time.monotonic() + lifetime)
+    roles = roles_for(audience, config.app_roles)
+    token = _jwt(audience, tenant, config.client_id, roles, lifetime)
+    state.identity.tokens[token] = IssuedToken(audience, time.monotonic() + lifetime, roles)
     state.identity.issued += 1
     state.identity.issued_by_audience[audience] += 1
     return JSONResponse(
@@ -170,3 +223,29 @@ def check_bearer(
         if wrong_audience is not None:
             raise Reject(wrong_audience(issued.audience))
         raise Reject(error("Access token validation failure. Invalid audience."))
+
+
+def needs_role(
+    any_of: tuple[str, ...], error: Callable[[str], Response]
+) -> Callable[[Request], Coroutine[Any, Any, None]]:
+    """A route dependency: the bearer token must carry one of ``any_of`` in its `roles` claim
+    (the application permissions an admin consented to), else ``error(message)``, as the APIs
+    answer an app that lacks the permission. Tokens that are not Entra ID's (Cloud Apps' legacy
+    API token) are left to the route's own check."""
+
+    async def check(request: Request) -> None:
+        token = request.headers.get("authorization", "").partition(" ")[2].strip()
+        issued = get_state(request).identity.tokens.get(token)
+        if issued is None:
+            return
+        held = {role.casefold() for role in issued.roles}
+        if not any(role.casefold() in held for role in any_of):
+            granted = ", ".join(issued.roles) or "none"
+            raise Reject(
+                error(
+                    f"Missing application roles. API required roles: {', '.join(any_of)}. "
+                    f"Application roles: {granted}."
+                )
+            )
+
+    return check

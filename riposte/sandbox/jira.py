@@ -186,8 +186,9 @@ def _validate_create(state: SandboxState, fields: dict[str, Any]) -> dict[str, s
     for rich in ("description", "environment"):
         if fields.get(rich) is not None and (problem := adf_problem(fields[rich])):
             errors[rich] = problem
+    missing = set(config.jira_screen_missing_fields)
     for name in fields:
-        if name not in SETTABLE_FIELDS and not name.startswith("customfield_"):
+        if name in missing or (name not in SETTABLE_FIELDS and not name.startswith("customfield_")):
             errors[name] = (
                 f"Field '{name}' cannot be set. It is not on the appropriate screen, or unknown."
             )
@@ -196,6 +197,82 @@ def _validate_create(state: SandboxState, fields: dict[str, Any]) -> dict[str, s
 
 def _issue_types(state: SandboxState) -> dict[str, str]:
     return {name: str(10001 + i) for i, name in enumerate(state.config.jira_issue_types)}
+
+
+def _project_or_404(state: SandboxState, key: str) -> str:
+    found = next((p for p in state.config.jira_projects if p.upper() == key.upper()), None)
+    if found is None:
+        raise Reject(
+            jira_error(
+                404,
+                [f"No project could be found with key '{key}'."],
+            )
+        )
+    return found.upper()
+
+
+@router.get("/project/{key}")
+async def get_project(key: str, request: Request) -> JSONResponse:
+    state = get_state(request)
+    project = _project_or_404(state, key)
+    base = base_url(request)
+    return JSONResponse(
+        {
+            "self": f"{base}{API}/project/{project}",
+            "id": str(10000 + [p.upper() for p in state.config.jira_projects].index(project)),
+            "key": project,
+            "name": project,
+            "issueTypes": [
+                {"id": type_id, "name": name, "subtask": name == "Subtask"}
+                for name, type_id in _issue_types(state).items()
+            ],
+        }
+    )
+
+
+@router.get("/issue/createmeta/{key}/issuetypes")
+async def createmeta_issue_types(key: str, request: Request) -> JSONResponse:
+    """The issue types a project's create screen offers (paged, as Jira Cloud's)."""
+    state = get_state(request)
+    _project_or_404(state, key)
+    values = [
+        {"id": type_id, "name": name, "subtask": name == "Subtask"}
+        for name, type_id in _issue_types(state).items()
+    ]
+    return JSONResponse(
+        {
+            "startAt": 0,
+            "maxResults": 50,
+            "total": len(values),
+            "issueTypes": values,
+            "values": values,
+        }  # fmt: skip
+    )
+
+
+@router.get("/issue/createmeta/{key}/issuetypes/{type_id}")
+async def createmeta_fields(key: str, type_id: str, request: Request) -> JSONResponse:
+    """The fields on the project's create screen for one issue type."""
+    state = get_state(request)
+    _project_or_404(state, key)
+    if type_id not in _issue_types(state).values():
+        raise Reject(jira_error(404, ["The issue type selected is invalid."]))
+    missing = set(state.config.jira_screen_missing_fields)
+    required = {"project", "summary", "issuetype"}
+    values = [
+        {"fieldId": name, "key": name, "name": name.capitalize(), "required": name in required}
+        for name in sorted(SETTABLE_FIELDS)
+        if name not in missing
+    ]
+    return JSONResponse(
+        {
+            "startAt": 0,
+            "maxResults": 50,
+            "total": len(values),
+            "fields": values,
+            "values": values,
+        }  # fmt: skip
+    )
 
 
 @router.post("/issue")

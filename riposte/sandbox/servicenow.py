@@ -318,7 +318,8 @@ def _int_param(request: Request, name: str, default: int) -> int:
 async def query_incidents(request: Request) -> JSONResponse:
     state = get_state(request)
     records = list(state.servicenow.records.values())
-    known = set(BLANK_FIELDS).union(*(r.keys() for r in records))
+    hidden = set(state.config.servicenow_unreadable_fields)
+    known = set(BLANK_FIELDS).union(*(r.keys() for r in records)) - hidden
     groups, order = parse_query(request.query_params.get("sysparm_query", ""), known)
     matching = [
         r for r in records if all(any(c.test(r.get(c.field, "")) for c in g) for g in groups)
@@ -329,7 +330,10 @@ async def query_incidents(request: Request) -> JSONResponse:
     offset = _int_param(request, "sysparm_offset", 0)
     base = base_url(request)
     fields, exclude = _fields_param(request), _exclude_links(request)
-    page = [_present(r, base, fields, exclude) for r in matching[offset : offset + limit]]
+    page = [
+        {k: v for k, v in _present(r, base, fields, exclude).items() if k not in hidden}
+        for r in matching[offset : offset + limit]
+    ]
     headers = {"X-Total-Count": str(len(matching))}
     if limit:
         headers["Link"] = _link_header(request, offset, limit, len(matching))
@@ -392,6 +396,14 @@ def _journal_records(state: SandboxState) -> list[dict[str, str]]:
 async def query_journal(request: Request) -> JSONResponse:
     """Journal entries (work notes, comments), queried like any table; read-only, as the
     integration user's ACL allows."""
+    if not get_state(request).config.servicenow_journal_readable:
+        raise Reject(
+            snow_error(
+                403,
+                "User Not Authorized",
+                "Operation against file 'sys_journal_field' is not allowed by ACL",
+            )
+        )
     records = _journal_records(get_state(request))
     known = {"sys_id", "element_id", "name", "element", "value", "sys_created_on", "sys_created_by"}
     groups, order = parse_query(request.query_params.get("sysparm_query", ""), known)

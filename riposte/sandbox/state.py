@@ -46,6 +46,7 @@ class Reject(Exception):
 class IssuedToken:
     audience: str
     expires_at: float
+    roles: tuple[str, ...] = ()
 
 
 @dataclass
