@@ -66,6 +66,16 @@ def test_since_reads_the_window_from_the_sources_read_only(
     assert sandbox.get("/_sandbox/servicenow/incidents").json() == []
     assert sandbox.get("/_sandbox/slack/messages").json() == []
 
+    # The replay_alerts flow reads the same window the same way.
+    from riposte.flows.replay import replay_alerts
+
+    state = replay_alerts(
+        since="2d", sources=["graph", "defender_endpoint"], defender_block=name,
+        return_state=True,
+    )  # fmt: skip
+    assert state.is_completed(), state.message
+    assert state.result()["report"]["alerts"] == report["totals"]["alerts"]
+
 
 def test_the_replay_flow_writes_its_report_as_an_artifact(prefect_server: str) -> None:
     from prefect.client.orchestration import get_client
