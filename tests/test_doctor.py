@@ -119,7 +119,7 @@ def test_doctor_says_a_public_url_is_not_https(
     monkeypatch.setenv("RIPOSTE_PUBLIC_URL", "http://127.0.0.1:9")
     code, report = doctor(capsys)
     (problem,) = failing(report).values()
-    assert problem["detail"] == "http://127.0.0.1:9 is not https"
+    assert problem["detail"] == "the URL is http, not https"
     assert code == 1
 
 
@@ -175,3 +175,60 @@ def test_doctor_cannot_run_without_its_defender_block(
     code = main(["doctor", "--defender-block", f"no-such-block-{secrets.token_hex(3)}"])
     assert code == 2
     assert "riposte doctor: block no-such-block-" in capsys.readouterr().err
+
+
+def _direct(policy_text: str, **config: Any) -> Iterator[tuple[Any, Any]]:
+    from riposte.alerts.policy import parse_policy
+
+    cfg = SandboxConfig(**config)
+    with serve_in_thread(create_app(cfg)) as url:
+        yield sandbox_blocks(url, cfg)["riposte-defender"], parse_policy(policy_text, origin="p")
+
+
+DISABLE = """\
+defaults: {ticket: {system: jira, project: SEC}}
+rules:
+  - name: users
+    match: {source: graph}
+    playbook: escalate
+    containment: {actions: [disable_user], automatic: true}
+"""
+
+
+def test_disabling_a_user_needs_reading_users_too_and_a_legacy_cloud_apps_token_is_seen(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from riposte.deployments.doctor import check_defender
+
+    roles = ["SecurityAlert.ReadWrite.All", "User.EnableDisableAccount.All"]
+    for block, policy in _direct(DISABLE, app_roles=roles):
+        found = {f.check: f for f in check_defender("b", block, policy, ["graph", "cloud_apps"])}
+        assert found["Microsoft Graph: disable users"].status == "ok"
+        assert found["Microsoft Graph: read users"].status == "missing"
+        assert "User.Read.All" in found["Microsoft Graph: read users"].detail
+        # No Investigation.* role: the Entra token could not read Cloud Apps alerts...
+        assert found["Defender for Cloud Apps: read alerts"].status == "missing"
+        legacy = block.model_copy(update={"cloud_apps_api_token": "x" * 20})
+        found = {f.check: f for f in check_defender("b", legacy, policy, ["cloud_apps"])}
+        # ...but the block uses a legacy API token: its permissions are its user's.
+        assert found["token for Defender for Cloud Apps"].status == "note"
+        assert "Defender for Cloud Apps: read alerts" not in found
+
+
+def test_a_token_that_is_not_a_jwt_cannot_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    from riposte.blocks.defender import ClientCredentialsAuth
+    from riposte.deployments.doctor import check_defender
+
+    monkeypatch.setattr(ClientCredentialsAuth, "token", lambda self, force=False: "opaque")
+    for block, policy in _direct(DISABLE):
+        found = {f.check: f for f in check_defender("b", block, policy, ["graph"])}
+        assert found["Microsoft Graph: read alerts"].status == "failed"
+        assert "not a JWT" in found["Microsoft Graph: read alerts"].detail
+
+
+def test_a_malformed_public_url_is_a_finding(monkeypatch: pytest.MonkeyPatch) -> None:
+    from riposte.deployments.doctor import check_public_url
+
+    monkeypatch.setenv("RIPOSTE_PUBLIC_URL", "https://user:pw@[::1")
+    (finding,) = check_public_url(approvals=True, local=False)
+    assert finding.status == "failed" and "pw" not in finding.detail + finding.fix

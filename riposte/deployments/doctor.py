@@ -22,6 +22,7 @@ import secrets
 import sys
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -34,6 +35,7 @@ NEEDS: dict[tuple[str, str], tuple[str, ...]] = {
     ("graph", "read alerts"): ("SecurityAlert.Read.All", "SecurityAlert.ReadWrite.All"),
     ("graph", "update alerts"): ("SecurityAlert.ReadWrite.All",),
     ("graph", "update incidents"): ("SecurityIncident.ReadWrite.All",),
+    ("graph", "read users"): ("User.Read.All", "User.ReadWrite.All"),
     ("graph", "disable users"): ("User.EnableDisableAccount.All", "User.ReadWrite.All"),
     ("graph", "revoke sessions"): ("User.RevokeSessions.All", "User.ReadWrite.All"),
     ("endpoint", "read alerts"): ("Alert.Read.All", "Alert.ReadWrite.All"),
@@ -57,7 +59,7 @@ _CONTAINMENT_NEEDS: dict[ActionKind, tuple[tuple[str, str], ...]] = {
     ActionKind.BLOCK_IP: (("endpoint", "submit indicators"),),
     ActionKind.BLOCK_URL: (("endpoint", "submit indicators"),),
     ActionKind.BLOCK_FILE: (("endpoint", "submit indicators"),),
-    ActionKind.DISABLE_USER: (("graph", "disable users"),),
+    ActionKind.DISABLE_USER: (("graph", "disable users"), ("graph", "read users")),
     ActionKind.REVOKE_SESSIONS: (("graph", "revoke sessions"),),
 }
 
@@ -109,28 +111,31 @@ def needs(policy: Any, sources: Iterable[str]) -> dict[tuple[str, str], list[str
         if why not in wanted[key]:
             wanted[key].append(why)
 
+    from riposte.alerts.matching import containment_plan
+
+    rules = [*policy.rules, policy.fallback]
+    closes = any(str(rule.playbook) == "close_benign" for rule in rules)
     for source in sources:
         api = _SOURCE_API.get(source)
         if api is None:
             continue
         add((api, "read alerts"), f"source {source}")
-        write = "close alerts" if api == "cloud_apps" else "update alerts"
-        add((api, write), f"source {source}: alerts marked in progress or closed")
-    actions: list[tuple[str, Any]] = []
-    if policy.defaults.containment is not None:
-        actions += [("defaults", a) for a in policy.defaults.containment.actions or ()]
-    rules = [*policy.rules, policy.fallback]
+        if api != "cloud_apps":
+            add((api, "update alerts"), f"source {source}: alerts marked in progress")
+        elif closes:  # marked read needs only Investigation.read; closing needs manage
+            add((api, "close alerts"), f"source {source}: close_benign")
     for rule in rules:
         name = getattr(rule, "name", "fallback")
-        if rule.containment is not None:
-            actions += [(f"rule {name}", a) for a in rule.containment.actions or ()]
-        if rule.incident is not None:
-            add(("graph", "update incidents"), f"rule {name}: incident:")
-    if policy.defaults.incident is not None:
-        add(("graph", "update incidents"), "defaults: incident:")
-    for where, action in actions:
-        for key in _CONTAINMENT_NEEDS.get(ActionKind(action), ()):
-            add(key, f"{where}: containment {action}")
+        info = policy.playbook(str(rule.playbook))
+        if getattr(info, "contains", False):
+            # The rule's containment over the defaults', as a response takes it.
+            plan = containment_plan(rule, policy.defaults, True)
+            for action in plan.actions if plan is not None else ():
+                for key in _CONTAINMENT_NEEDS.get(ActionKind(action), ()):
+                    add(key, f"rule {name}: containment {action}")
+        if rule.incident is not None or policy.defaults.incident is not None:
+            where = f"rule {name}: incident:" if rule.incident else "defaults: incident:"
+            add(("graph", "update incidents"), where)
     return wanted
 
 
@@ -166,7 +171,7 @@ def check_defender(block_name: str, creds: Any, policy: Any, sources: list[str])
     findings: list[Finding] = []
     wanted = needs(policy, sources)
     apis = sorted({api for api, _ in wanted} | ({"arm"} if "defender_cloud" in sources else set()))
-    legacy_mdca = getattr(creds, "cloud_apps_token", None) is not None
+    legacy_mdca = getattr(creds, "cloud_apps_api_token", None) is not None
     for api in apis:
         check = f"token for {_API_NAME[api]}"
         if api == "cloud_apps" and legacy_mdca:
@@ -216,8 +221,16 @@ def check_defender(block_name: str, creds: Any, policy: Any, sources: list[str])
             any_of = NEEDS[(need_api, feature)]
             label = f"{_API_NAME[api]}: {feature}"
             if claims is None:
-                findings.append(Finding(block_name, label, "note", "the token is not a JWT: "
-                                        "its permissions cannot be read"))  # fmt: skip
+                findings.append(
+                    Finding(
+                        block_name,
+                        label,
+                        "failed",
+                        "the token is not a JWT: the permissions cannot be verified",
+                        "check authority_host: Entra ID issues JWT access tokens",
+                    )  # fmt: skip
+                )
+
             elif any(r.casefold() in granted for r in any_of):
                 held = next(r for r in any_of if r.casefold() in granted)
                 findings.append(Finding(block_name, label, "ok", f"{held} ({'; '.join(why)})"))
@@ -234,13 +247,18 @@ def check_defender(block_name: str, creds: Any, policy: Any, sources: list[str])
         label = f"list one {source} alert"
         try:
             client = creds.source_client(source)
-            iterator = iter(client.list_updated_since(None))
-            first = next(iterator, None)
+            # The last hour only: never the tenant's history, which would spend the budgets.
+            since = datetime.now(UTC) - timedelta(hours=1)
+            first = next(iter(client.list_updated_since(since)), None)
         except Exception as exc:
             fix = "see the permission lines above; check the API's base URL"
             findings.append(Finding(block_name, label, "failed", str(exc)[:300], fix))
             continue
-        detail = "no alert yet (the call succeeded)" if first is None else "an alert was read"
+        detail = (
+            "the call succeeded (no alert updated in the last hour)"
+            if first is None
+            else "an alert was read"
+        )
         findings.append(Finding(block_name, label, "ok", detail))
     return findings
 
@@ -260,10 +278,10 @@ def _get(client: Any, system: str, what: str, path: str, params: dict[str, str])
 def check_servicenow(name: str, creds: Any) -> list[Finding]:
     from riposte.blocks.servicenow import SYSTEM
 
-    client = creds.get_client()
     findings: list[Finding] = []
     label = "read incidents"
     try:
+        client = creds.get_client()
         rows = _get(client, SYSTEM, "incident read", client.TABLE, {
             "sysparm_query": "ORDERBYDESCsys_created_on",
             "sysparm_fields": "sys_id,number,correlation_id", "sysparm_limit": "1",
@@ -272,7 +290,18 @@ def check_servicenow(name: str, creds: Any) -> list[Finding]:
         return [Finding(name, label, "failed", str(exc)[:300],
                         "check instance_url, username and password; the user needs the itil "
                         "role (read and create incident)")]  # fmt: skip
-    if rows and "correlation_id" not in rows[0]:
+    if not rows:
+        findings.append(Finding(name, label, "ok", "the call succeeded; no incident yet"))
+        findings.append(
+            Finding(
+                name,
+                "read incident.correlation_id",
+                "note",
+                "cannot be verified on an instance without incidents: run the doctor "
+                "again once Riposte opened one",
+            )  # fmt: skip
+        )
+    elif "correlation_id" not in rows[0]:
         findings.append(
             Finding(
                 name,
@@ -284,8 +313,7 @@ def check_servicenow(name: str, creds: Any) -> list[Finding]:
             )  # fmt: skip
         )
     else:
-        detail = "an incident was read" if rows else "no incident yet (the call succeeded)"
-        findings.append(Finding(name, label, "ok", detail))
+        findings.append(Finding(name, label, "ok", "an incident was read with its correlation_id"))
     impossible = f"riposte-doctor-{secrets.token_hex(8)}"
     try:
         matched = _get(client, SYSTEM, "incident query", client.TABLE, {
@@ -312,6 +340,26 @@ def check_servicenow(name: str, creds: Any) -> list[Finding]:
     elif matched is not None:
         findings.append(Finding(name, "query incident by correlation_id", "ok",
                                 "an impossible correlation_id matched nothing"))  # fmt: skip
+    if rows:  # an instance that drops an invalid term matches everything with it
+        try:
+            loose = _get(client, SYSTEM, "invalid query", client.TABLE, {
+                "sysparm_query": "riposte_doctor_no_such_field=x",
+                "sysparm_fields": "sys_id", "sysparm_limit": "1",
+            }).get("result", [])  # fmt: skip
+        except Exception:
+            loose = []  # refused: the property is on, or the instance errs on it
+        if loose:
+            findings.append(
+                Finding(
+                    name,
+                    "invalid query terms",
+                    "note",
+                    "a query on a field that does not exist matched incidents "
+                    "(glide.invalid_query.returns_no_rows is false); Riposte checks the "
+                    "correlation_id of every record it gets back, so this is safe for it",
+                    "set the system property glide.invalid_query.returns_no_rows to true",
+                )  # fmt: skip
+            )
     try:
         _get(client, SYSTEM, "work notes read", client.JOURNAL, {
             "sysparm_query": "element=work_notes", "sysparm_fields": "sys_id",
@@ -337,9 +385,12 @@ def check_jira(name: str, creds: Any, projects: Iterable[str]) -> list[Finding]:
 
     from riposte.blocks.jira import SYSTEM
 
-    client = creds.get_client()
     findings: list[Finding] = []
-    for project in sorted(set(projects)):
+    try:
+        client = creds.get_client()
+    except Exception as exc:
+        return [Finding(name, "Jira site", "failed", str(exc)[:300], "check site_url")]
+    for project in sorted({p for p in projects if p}):
         where = f"project {project}"
         try:
             _get(client, SYSTEM, "project read", f"/rest/api/3/project/{quote(project)}", {})
@@ -365,15 +416,19 @@ def check_jira(name: str, creds: Any, projects: Iterable[str]) -> list[Finding]:
                                     "set the block's issue_type to one of them"))  # fmt: skip
             continue
         findings.append(Finding(name, f"{where}: issue type {wanted}", "ok"))
+        path = f"/rest/api/3/issue/createmeta/{quote(project)}/issuetypes/{found['id']}"
+        fields: list[dict[str, Any]] = []
         try:
-            fields_page = _get(
-                client, SYSTEM, "create screen",
-                f"/rest/api/3/issue/createmeta/{quote(project)}/issuetypes/{found['id']}", {},
-            )  # fmt: skip
+            while True:  # paged: `startAt`, `maxResults`, `total`
+                page = _get(client, SYSTEM, "create screen", path,
+                            {"startAt": str(len(fields)), "maxResults": "50"})  # fmt: skip
+                batch = page.get("fields") or page.get("results") or page.get("values") or []
+                fields.extend(batch)
+                if not batch or len(fields) >= int(page.get("total", len(fields))):
+                    break
         except Exception as exc:
             findings.append(Finding(name, f"{where}: create screen", "failed", str(exc)[:300]))
             continue
-        fields = fields_page.get("fields") or fields_page.get("values") or []
         on_screen = {str(f.get("fieldId") or f.get("key")) for f in fields}
         for field in JIRA_FIELDS:
             check = f"{where}: create screen has {field}"
@@ -454,16 +509,26 @@ def check_public_url(approvals: bool, local: bool) -> list[Finding]:
                         "set RIPOSTE_PUBLIC_URL to the https address approvers and Defender "
                         "reach the intake at")]  # fmt: skip
     if not url.lower().startswith("https://"):
-        return [Finding(label, "the intake's public URL", "failed", f"{url} is not https",
+        scheme = url.split(":", 1)[0][:10]
+        return [Finding(label, "the intake's public URL", "failed",
+                        f"the URL is {scheme}, not https",
                         "serve the intake behind TLS and give its https address")]  # fmt: skip
+    try:
+        parts = urlsplit(url)
+        shown = f"{parts.scheme}://{parts.hostname or '?'}" + (
+            f":{parts.port}" if parts.port else ""
+        )
+    except ValueError as exc:  # a URL that does not parse (no credentials in the message)
+        fix = "give the https address approvers and Defender reach the intake at"
+        return [Finding(label, "the intake's public URL", "failed", f"not a URL: {exc}", fix)]
     try:
         answer = httpx.get(url.rstrip("/") + "/health", timeout=10)
         ok = answer.status_code == 200
         detail = f"/health answered {answer.status_code}"
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, ValueError) as exc:  # ValueError: a URL that does not parse
         ok, detail = False, f"/health did not answer: {type(exc).__name__}"
     if ok:
-        return [Finding(label, "the intake answers /health", "ok", url)]
+        return [Finding(label, "the intake answers /health", "ok", shown)]
     return [Finding(label, "the intake answers /health", "failed", detail,
                     "check the intake runs and that this address reaches it")]  # fmt: skip
 
@@ -496,13 +561,25 @@ def run_doctor(
             "the policy does not load: " + "; ".join(str(p) for p in exc.problems[:5])
         ) from None
     settings = get_settings()
-    chosen = sources or sorted(set(settings.poll_source_list) | _policy_sources(policy))
+    chosen = sources or sorted(set(settings.poll_source_list))
+    unchecked = sorted(_policy_sources(policy) - set(chosen))
     blocks = BlockCache()
     try:
         creds = blocks.load(DefenderCredentials, defender_block)
     except Exception as exc:
         raise CannotRun(f"block {defender_block}: {exc}"[:300]) from None
     findings = check_defender(defender_block, creds, policy, chosen)
+    if unchecked:
+        findings.append(
+            Finding(
+                defender_block,
+                "sources the policy names",
+                "note",
+                f"not checked: {', '.join(unchecked)} (only the polled sources, "
+                "RIPOSTE_POLL_SOURCES, are checked by default)",
+                "give --sources with every source Defender pushes to the intake",
+            )  # fmt: skip
+        )
     for system, projects in _ticketing(policy).items():
         name = settings.jira_block if system == "jira" else settings.servicenow_block
         try:
@@ -542,7 +619,7 @@ def _asks_approval(policy: Any) -> bool:
     from riposte.alerts.matching import containment_plan
 
     for params in [*policy.rules, policy.fallback]:
-        if params.containment is None and policy.defaults.containment is None:
+        if not getattr(policy.playbook(str(params.playbook)), "contains", False):
             continue
         requires = params.containment_requires_approval
         if requires is None:

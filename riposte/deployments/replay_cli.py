@@ -97,8 +97,8 @@ def _prefect_for_blocks() -> None:
     settings = get_settings()
     if not status(settings)["running"]:
         raise CannotRun(
-            "--since reads the Defender block from Prefect: set PREFECT_API_URL, or start the "
-            "local stack (make run)"
+            "the Defender block is read from Prefect: set PREFECT_API_URL, or start the local "
+            "stack (make run)"
         )
     os.environ.update(stack_env(settings))
 

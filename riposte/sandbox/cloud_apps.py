@@ -330,14 +330,14 @@ async def fetch_alert(pk: str, request: Request) -> JSONResponse:
     return JSONResponse(copy.deepcopy(_alert(get_state(request), pk)))
 
 
-@router.post("/{pk}/read/", dependencies=[Depends(needs_role(_MANAGE, _mdca_forbidden))])
+@router.post("/{pk}/read/", dependencies=[Depends(needs_role(_READ, _mdca_forbidden))])
 async def mark_read(pk: str, request: Request) -> JSONResponse:
     alert = _alert(get_state(request), pk)
     alert["statusValue"] = max(1, int(alert.get("statusValue") or 0))
     return JSONResponse({})
 
 
-@router.post("/{pk}/unread/", dependencies=[Depends(needs_role(_MANAGE, _mdca_forbidden))])
+@router.post("/{pk}/unread/", dependencies=[Depends(needs_role(_READ, _mdca_forbidden))])
 async def mark_unread(pk: str, request: Request) -> JSONResponse:
     alert = _alert(get_state(request), pk)
     alert["statusValue"] = 0

@@ -28,6 +28,7 @@ APP_ROLES_BY_API: dict[str, tuple[str, ...]] = {
         "Alert.Read.All",
         "Alert.ReadWrite.All",
         "Machine.Read.All",
+        "Machine.ReadWrite.All",
         "Machine.Isolate",
         "Ti.ReadWrite",
         "Ti.ReadWrite.All",

@@ -641,7 +641,7 @@ async def release_machine(machine_id: str, request: Request) -> JSONResponse:
 
 @router.get(
     "/machineactions/{action_id}",
-    dependencies=[Depends(needs_role(_MACHINE_READ + _ISOLATE, _mde_forbidden))],
+    dependencies=[Depends(needs_role(_MACHINE_READ, _mde_forbidden))],
 )
 async def get_machine_action(action_id: str, request: Request) -> JSONResponse:
     state = get_state(request)
@@ -728,7 +728,7 @@ def _page(request: Request, items: list[dict[str, Any]]) -> list[dict[str, Any]]
     return [copy.deepcopy(item) for item in items[skip : skip + top]]
 
 
-@router.get("/machineactions")
+@router.get("/machineactions", dependencies=[Depends(needs_role(_MACHINE_READ, _mde_forbidden))])
 async def list_machine_actions(request: Request) -> JSONResponse:
     state = get_state(request)
     text = request.query_params.get("$filter")
