@@ -16,6 +16,7 @@ from riposte.sandbox import (
     graph_incidents,
     identity,
     jira,
+    pages,
     quotas,
     servicenow,
 )
@@ -67,7 +68,7 @@ def create_app(config: SandboxConfig | None = None) -> FastAPI:
     app.state.sandbox = state
     app.add_exception_handler(Reject, _reject)
     app.state.quotas = quotas.QuotaState()
-    for router in (*SIMULATORS, faults.router, control.router, quotas.router):
+    for router in (*SIMULATORS, faults.router, control.router, quotas.router, pages.router):
         app.include_router(router)
     simulated_routes = [route for router in SIMULATORS for route in router.routes]
     # Added last, so it runs first: faulted and refused requests still get counted.
