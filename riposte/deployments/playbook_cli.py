@@ -384,21 +384,16 @@ def cmd_playbook_run(args: argparse.Namespace) -> int:
 # --- the inner process: Prefect settings come from its environment -------------------------
 
 
-def sandbox_api(source: str) -> str:
-    return {"defender_endpoint": "mde", "cloud_apps": "mdca", "defender_cloud": "arm"}.get(
-        source, "graph"
-    )
-
-
 def _inner(job: dict[str, Any]) -> int:
     import httpx
 
     from riposte.deployments.local import save_sandbox_blocks
+    from riposte.deployments.stack import SANDBOX_PREFIX
 
     if not job["shared_stack"]:
         save_sandbox_blocks(job["sandbox_url"])
     loaded = httpx.post(
-        f"{job['sandbox_url']}/_sandbox/{sandbox_api(job['source'])}/alerts",
+        f"{job['sandbox_url']}/_sandbox/{SANDBOX_PREFIX[job['source']]}/alerts",
         json=[job["payload"]],
         timeout=30,
     )

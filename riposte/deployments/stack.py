@@ -28,7 +28,7 @@ SANDBOX_PREFIX = {
     "defender_cloud": "arm",
 }
 # Where each source keeps the id that names the alert everywhere else in its payload.
-_ID_FIELD = {
+ID_FIELD = {
     "graph": "id",
     "defender_endpoint": "id",
     "cloud_apps": "_id",
@@ -38,7 +38,7 @@ _ID_FIELD = {
 
 def _fresh_ids(source: str, alert: dict[str, Any]) -> dict[str, Any]:
     """The alert with its id (and every mention of it: links, resource ids) made unique."""
-    old = str(alert[_ID_FIELD[source]])
+    old = str(alert[ID_FIELD[source]])
     new = old[:-8] + secrets.token_hex(4) if len(old) > 8 else old + secrets.token_hex(4)
     fresh: dict[str, Any] = json.loads(json.dumps(alert).replace(old, new))
     return fresh

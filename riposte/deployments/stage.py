@@ -28,6 +28,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from riposte.deployments.stack import ID_FIELD, SANDBOX_PREFIX
+
 _BAD_INPUT = 2
 COMMAND = "riposte replay --stage"
 _IGNORED_CHANGES = ("time", "Time", "DateTime", "timestamp", "lastModified", "etag")
@@ -197,21 +199,12 @@ def cmd_stage(args: argparse.Namespace, paths: list[Path]) -> int:
 # --- the inner process: its Prefect is the staging's own -----------------------------------
 
 
-_API = {"graph": "graph", "defender_endpoint": "mde", "cloud_apps": "mdca", "defender_cloud": "arm"}
-_ID_FIELD = {
-    "graph": "id",
-    "defender_endpoint": "id",
-    "cloud_apps": "_id",
-    "defender_cloud": "name",
-}
-
-
 def _snapshot(client: Any) -> dict[str, dict[str, Any]]:
     """The alerts and incidents the sandbox holds, by source and id."""
     out: dict[str, dict[str, Any]] = {}
-    for source, api in _API.items():
+    for source, api in SANDBOX_PREFIX.items():
         for item in client.get(f"/_sandbox/{api}/alerts").json():
-            out.setdefault(source, {})[str(item.get(_ID_FIELD[source]))] = item
+            out.setdefault(source, {})[str(item.get(ID_FIELD[source]))] = item
     for incident in client.get("/_sandbox/graph/incidents").json():
         out.setdefault("incident", {})[str(incident["id"])] = incident
     return out
@@ -245,7 +238,7 @@ def _load(client: Any, job: dict[str, Any], skipped: list[dict[str, str]]) -> li
     with the simulator's reason."""
     by_source: dict[str, list[dict[str, Any]]] = {}
     for item in job["alerts"]:
-        held = item["payload"].get(_ID_FIELD[item["source"]])
+        held = item["payload"].get(ID_FIELD[item["source"]])
         if str(held) != item["id"]:
             # An export or stream record (continuous export, a Log Analytics row, a streamed
             # event): production answers it by reading the alert from the API, which serves
@@ -261,7 +254,7 @@ def _load(client: Any, job: dict[str, Any], skipped: list[dict[str, str]]) -> li
         by_source.setdefault(item["source"], []).append(item)
     kept: list[dict[str, Any]] = []
     for source, items in by_source.items():
-        path = f"/_sandbox/{_API[source]}/alerts"
+        path = f"/_sandbox/{SANDBOX_PREFIX[source]}/alerts"
         if client.post(path, json=[i["payload"] for i in items]).status_code == 200:
             kept.extend(items)
             continue
