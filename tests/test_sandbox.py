@@ -636,7 +636,12 @@ def test_servicenow_create_returns_201_location_and_string_fields(sb: Sandbox) -
     assert record["u_custom"] == "true"
     assert record["work_notes"] == ""
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", record["sys_created_on"])
-    assert all(isinstance(v, str) for v in record.values())
+    # Every value a string; references (opened_by: the API user) as {link, value} of strings.
+    assert all(
+        isinstance(v, str) or (set(v) == {"link", "value"} and isinstance(v["value"], str))
+        for v in record.values()
+    )
+    assert record["opened_by"]["link"].endswith(f"/sys_user/{record['opened_by']['value']}")
     second = sb.http.post(INCIDENTS, headers=sb.snow, json={"short_description": "x"})
     assert second.json()["result"]["number"] == "INC0010002"
     (first, _) = sb.http.get("/_sandbox/servicenow/incidents").json()
@@ -701,7 +706,14 @@ def test_servicenow_patch_updates_fields_and_appends_work_notes(sb: Sandbox) -> 
     sys_id = created.json()["result"]["sys_id"]
     for note in ("note 1", "note 2"):
         response = sb.http.patch(
-            f"{INCIDENTS}/{sys_id}", headers=sb.snow, json={"work_notes": note, "state": 6}
+            f"{INCIDENTS}/{sys_id}",
+            headers=sb.snow,
+            json={
+                "work_notes": note,
+                "state": 6,
+                "close_code": "Solution provided",
+                "close_notes": "done",
+            },
         )
         assert response.status_code == 200
     record = response.json()["result"]
@@ -1159,10 +1171,11 @@ def test_health(sb: Sandbox) -> None:
 
 def test_no_answer_ever_echoes_a_configured_credential(sb: Sandbox) -> None:
     config = sb.config
+    # Not the ServiceNow user name: the instance writes it in sys_created_by/sys_updated_by,
+    # which is how a write is attributed.
     secrets_ = [
         config.client_secret,
         config.servicenow_password,
-        config.servicenow_user,
         config.jira_api_token,
         config.jira_email,
         config.teams_sig,

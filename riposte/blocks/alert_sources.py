@@ -9,6 +9,10 @@ for payload in source.list_updated_since(watermark):
     ...
 source.close(alert_id, "false_positive", "Known scanner, see INC0010001")
 ```
+
+A ticket's lifecycle goes back to the alert with `resolve` and `reopen` (classification and
+determination in Graph's spelling, whatever the API), and `alert_state` reads an alert's payload
+into the same `AlertState` for every API, so that a person's change in Defender can be told.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, runtime_checkable
+
+from riposte.alerts.sources.lifecycle import UNKNOWN, AlertState, check_verdict, graph_state
 
 if TYPE_CHECKING:
     from riposte.blocks.defender import GraphSecurityClient
@@ -87,12 +93,48 @@ class AlertSourceClient(Protocol):
         in the API's own spelling; the others are reported, never guessed."""
         ...
 
+    def resolve(
+        self, alert_id: str, classification: str, determination: str, comment: str, marker: str
+    ) -> Resolution:
+        """Resolve the alert with a classification and determination in Graph's spelling
+        (``unknown``: none given, the alert keeps what it holds), and add ``comment`` unless a
+        comment containing ``marker`` is there already.
+
+        Compare-then-write: nothing at all is written when the alert is resolved with that
+        verdict already, so a repeat changes nothing. ``marker`` should name this resolution
+        (the ticket and the moment it closed), not only the ticket, or a later resolution of the
+        same ticket would go without its comment. What the API cannot record is reported in
+        `Resolution.unsupported`, never approximated."""
+        ...
+
+    def reopen(self, alert_id: str, comment: str, marker: str) -> Resolution:
+        """Put a resolved alert back in progress (Defender for Cloud: active), with ``comment``
+        unless a comment containing ``marker`` is there; an alert that is not resolved is left
+        alone. An API that cannot reopen writes nothing and says so in `unsupported`."""
+        ...
+
+    def alert_state(self, payload: dict[str, Any]) -> AlertState:
+        """The alert's state (status, classification, determination, owner, last update) in
+        Graph's spelling, from a payload this client returned."""
+        ...
+
 
 class Triage(NamedTuple):
     written: tuple[str, ...]
     """The fields this call wrote (none when the alert held them already)."""
     unsupported: tuple[str, ...] = ()
     """The fields the API cannot set on an alert (and why, after a colon)."""
+
+
+class Resolution(NamedTuple):
+    """What `resolve` or `reopen` did to one alert."""
+
+    changed: tuple[str, ...]
+    """The fields written (`status`, `classification`, `determination`), in Graph's names;
+    empty when the alert was in that state already."""
+    comment_added: bool
+    unsupported: tuple[str, ...] = ()
+    """What the API cannot do of what was asked (and why, after a colon)."""
 
 
 class Acknowledged(NamedTuple):
@@ -180,3 +222,41 @@ class GraphAlertSource:
             payload["comments"] = [*(current.get("comments") or []), {"comment": comment}]
             comment_added = True
         return Acknowledged(payload, status_changed, comment_added)
+
+    def resolve(
+        self, alert_id: str, classification: str, determination: str, comment: str, marker: str
+    ) -> Resolution:
+        check_verdict(classification, determination)
+        current = self.client.get_alert(alert_id)
+        wanted = {"status": "resolved"}
+        # "unknown" is no verdict: what the alert holds stays.
+        for field, value in (("classification", classification), ("determination", determination)):
+            if value != UNKNOWN:
+                wanted[field] = value
+        changes = {k: v for k, v in wanted.items() if current.get(k) != v}
+        if not changes:
+            return Resolution((), False)
+        # The comment first: a crash between the two calls leaves the alert unresolved, and
+        # the repeat resolves it without commenting twice.
+        added = self._comment_once(alert_id, current, comment, marker)
+        self.client.update_alert(alert_id, **changes)
+        return Resolution(tuple(sorted(changes)), added)
+
+    def reopen(self, alert_id: str, comment: str, marker: str) -> Resolution:
+        current = self.client.get_alert(alert_id)
+        if current.get("status") != "resolved":
+            return Resolution((), False)
+        added = self._comment_once(alert_id, current, comment, marker)
+        self.client.update_alert(alert_id, status="inProgress")
+        return Resolution(("status",), added)
+
+    def alert_state(self, payload: dict[str, Any]) -> AlertState:
+        return graph_state(payload)
+
+    def _comment_once(
+        self, alert_id: str, current: dict[str, Any], comment: str, marker: str
+    ) -> bool:
+        if not comment.strip() or comments_contain(current.get("comments"), marker or comment):
+            return False
+        self.client.add_comment(alert_id, comment)
+        return True

@@ -14,9 +14,15 @@ from urllib.parse import quote
 import httpx
 from pydantic import SecretStr
 
+from riposte.alerts.sources.lifecycle import (
+    UNKNOWN,
+    AlertState,
+    check_verdict,
+    cloud_apps_state,
+)
 from riposte.blocks._http import IDEMPOTENT, build_http_client, send
 from riposte.blocks.alert_sources import CLOUD_APPS as CLOUD_APPS_SOURCE
-from riposte.blocks.alert_sources import Acknowledged, Triage, Verdict
+from riposte.blocks.alert_sources import Acknowledged, Resolution, Triage, Verdict
 from riposte.blocks.coalesce import Coalescer
 from riposte.blocks.errors import ServiceNotFoundError, ServiceRejectedError
 
@@ -38,6 +44,23 @@ FALSE_POSITIVE_NOT_OF_INTEREST = 0
 FALSE_POSITIVE_TOO_MANY_SIMILAR = 1
 FALSE_POSITIVE_ALERT_NOT_ACCURATE = 3
 FALSE_POSITIVE_OTHER = 4
+
+# Graph's classification -> the close that records it (close_benign: "suspicious but not
+# malicious, such as a penetration test", Graph's informationalExpectedActivity). Graph's
+# "unknown" names none of the three: such an alert is not closed (see `resolve`).
+CLOSE_KINDS: dict[str, CloseKind] = {
+    "truePositive": "true_positive",
+    "falsePositive": "false_positive",
+    "informationalExpectedActivity": "benign",
+}
+# resolutionStatusValue each close sets.
+CLOSED_AS: dict[CloseKind, int] = {"false_positive": 3, "benign": 4, "true_positive": 5}
+# The alert keeps no determination; the close's reasonId says the nearest thing where a
+# Graph determination names the same reason. Anything else is "Other" (4, in both lists).
+BENIGN_REASONS: dict[str, int] = {
+    "securityTesting": BENIGN_TRIGGERED_BY_TEST,
+    "confirmedUserActivity": BENIGN_CONFIRMED_WITH_END_USER,
+}
 
 # Reads and closes are POSTs here, yet repeating them changes nothing: let the transport retry
 # them after a timeout or a 5xx as it would a GET.
@@ -290,3 +313,64 @@ class CloudAppsClient:
             "true_positive": None,
         }
         self.closes.call(str(alert_id), (verdict, reason.strip() or None, reason_ids[verdict]))
+
+    def resolve(
+        self, alert_id: str, classification: str, determination: str, comment: str, marker: str
+    ) -> Resolution:
+        """Close the alert with the close_* request of its classification: truePositive is
+        close_true_positive, falsePositive close_false_positive, informationalExpectedActivity
+        close_benign. The comment travels with the close (the alert keeps one comment). There
+        is no determination on these alerts: it only picks the close's reasonId (benign:
+        securityTesting is 6 "triggered by test", confirmedUserActivity 5 "confirmed with end
+        user"; anything else 4 "other"). A classification of "unknown" names no close: the
+        alert stays open, and `unsupported` says so."""
+        check_verdict(classification, determination)
+        unsupported: list[str] = []
+        if determination != UNKNOWN:
+            unsupported.append(
+                "determination: Defender for Cloud Apps alerts keep none; the close's reasonId"
+                " (benign: 2 lower severity, 4 other, 5 confirmed with end user, 6 triggered by"
+                " test; false positive: 0 not of interest, 1 too many similar, 3 not accurate,"
+                " 4 other) carries the nearest reason"
+            )
+        current = self.get_alert(alert_id)
+        resolution = current.get("resolutionStatusValue")
+        closed = isinstance(resolution, int) and resolution != 0  # 1 and 2: legacy closes
+        kind = CLOSE_KINDS.get(classification)
+        if kind is None and not closed:
+            unsupported.insert(
+                0,
+                "status: Defender for Cloud Apps closes an alert only as a true positive, benign"
+                " or false positive (close_true_positive, close_benign, close_false_positive);"
+                f" {classification!r} names none of them, so the alert stays open",
+            )
+        # Closed as asked already, or closed and no verdict given: nothing to write.
+        if kind is None or resolution == CLOSED_AS[kind]:
+            return Resolution((), False, tuple(unsupported))
+        changed = ("classification",) if closed else ("classification", "status")
+        text = comment.strip()
+        # One comment per alert, replaced by a close that carries one: an alert whose comment
+        # has the marker already is closed again without one.
+        added = bool(text) and (marker or text) not in str(current.get("comment") or "")
+        reason: int | None = None
+        if kind == "benign":
+            reason = BENIGN_REASONS.get(determination, BENIGN_OTHER)
+        elif kind == "false_positive":
+            reason = FALSE_POSITIVE_OTHER
+        self.closes.call(str(alert_id), (kind, text if added else None, reason))
+        return Resolution(changed, added, tuple(unsupported))
+
+    def reopen(self, alert_id: str, comment: str, marker: str) -> Resolution:
+        # The API closes alerts and marks them read or unread; nothing opens a closed one.
+        return Resolution(
+            (),
+            False,
+            (
+                "status: Defender for Cloud Apps cannot reopen an alert (its API has close_benign,"
+                " close_false_positive, close_true_positive, read and unread, no reopen)",
+                "comment: Defender for Cloud Apps takes a comment only with a close",
+            ),
+        )
+
+    def alert_state(self, payload: dict[str, Any]) -> AlertState:
+        return cloud_apps_state(payload)

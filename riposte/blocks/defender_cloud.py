@@ -14,10 +14,16 @@ from urllib.parse import quote
 
 import httpx
 
+from riposte.alerts.sources.lifecycle import (
+    UNKNOWN,
+    AlertState,
+    check_verdict,
+    defender_cloud_state,
+)
 from riposte.alerts.timestamps import parse_timestamp
 from riposte.blocks._http import IDEMPOTENT, build_http_client, send
 from riposte.blocks.alert_sources import DEFENDER_CLOUD as DEFENDER_CLOUD_SOURCE
-from riposte.blocks.alert_sources import Acknowledged, Triage, Verdict
+from riposte.blocks.alert_sources import Acknowledged, Resolution, Triage, Verdict
 from riposte.blocks.errors import ServiceAuthError, ServiceNotFoundError, ServiceRejectedError
 
 DEFENDER_CLOUD = "Microsoft Defender for Cloud"
@@ -31,6 +37,16 @@ VERDICT_ACTIONS: dict[Verdict, StateChange] = {
     "false_positive": "dismiss",
     "true_positive": "resolve",
 }
+# ARM's statuses as documented: Resolved is "closed after handling", Dismissed "dismissed as
+# false positive". `resolve` dismisses a false positive and resolves anything else.
+STATE_OF: dict[StateChange, str] = {
+    "resolve": "Resolved",
+    "dismiss": "Dismissed",
+    "activate": "Active",
+    "inProgress": "InProgress",
+}
+NO_VERDICT = "Defender for Cloud alerts keep none (only a status)"
+NO_COMMENTS = "Defender for Cloud alerts have no comments"
 ALERT_ID = re.compile(
     r"^/subscriptions/[^/?#]+(?:/resourceGroups/[^/?#]+)?/providers/Microsoft\.Security/"
     r"locations/[^/?#]+/alerts/[^/?#]+$",
@@ -200,3 +216,42 @@ class DefenderCloudClient:
     def close(self, alert_id: str, verdict: Verdict, reason: str) -> None:
         # The reason has nowhere to go on ARM; the ticket and the run's artifact keep it.
         self.change_state(alert_id, VERDICT_ACTIONS[verdict])
+
+    def resolve(
+        self, alert_id: str, classification: str, determination: str, comment: str, marker: str
+    ) -> Resolution:
+        """``dismiss`` a false positive (ARM: "dismissed as false positive"), ``resolve``
+        anything else ("closed after handling"). The classification shows only as that choice;
+        the determination and the comment have nowhere to go, and are reported so."""
+        check_verdict(classification, determination)
+        unsupported = []
+        if classification != UNKNOWN:
+            unsupported.append(
+                f"classification: {NO_VERDICT}; a false positive is dismissed, anything else"
+                " resolved"
+            )
+        if determination != UNKNOWN:
+            unsupported.append(f"determination: {NO_VERDICT}")
+        if comment.strip():
+            unsupported.append(f"comment: {NO_COMMENTS}")
+        change: StateChange = "dismiss" if classification == "falsePositive" else "resolve"
+        # A dismissed alert now found a true positive is resolved, and the other way round;
+        # without a verdict ("unknown"), a closed alert stays as it was closed.
+        done = ("Resolved", "Dismissed") if classification == UNKNOWN else (STATE_OF[change],)
+        current = self.get_alert(alert_id)
+        if (current.get("properties") or {}).get("status") in done:
+            return Resolution((), False, tuple(unsupported))
+        self.change_state(str(current.get("id") or alert_id), change)
+        return Resolution(("status",), False, tuple(unsupported))
+
+    def reopen(self, alert_id: str, comment: str, marker: str) -> Resolution:
+        """``activate`` a resolved or dismissed alert (back to Active, Graph's "new")."""
+        unsupported = (f"comment: {NO_COMMENTS}",) if comment.strip() else ()
+        current = self.get_alert(alert_id)
+        if (current.get("properties") or {}).get("status") not in ("Resolved", "Dismissed"):
+            return Resolution((), False, unsupported)
+        self.change_state(str(current.get("id") or alert_id), "activate")
+        return Resolution(("status",), False, unsupported)
+
+    def alert_state(self, payload: dict[str, Any]) -> AlertState:
+        return defender_cloud_state(payload)

@@ -13,11 +13,20 @@ from urllib.parse import quote
 
 import httpx
 
+from riposte.alerts.sources.lifecycle import (
+    ENDPOINT_CLASSIFICATIONS,
+    ENDPOINT_DETERMINATIONS,
+    UNKNOWN,
+    AlertState,
+    check_verdict,
+    endpoint_state,
+)
 from riposte.alerts.timestamps import parse_timestamp
 from riposte.blocks._http import IDEMPOTENT, build_http_client, send
 from riposte.blocks.alert_sources import (
     DEFENDER_ENDPOINT,
     Acknowledged,
+    Resolution,
     Triage,
     Verdict,
     comments_contain,
@@ -43,27 +52,11 @@ VERDICTS: dict[Verdict, tuple[str, str]] = {
 }
 _OLDEST = datetime.min.replace(tzinfo=UTC)
 
-# Graph's spelling -> this API's (update-alert.md). Defender for Endpoint has no `unknown`, and
-# retired `Apt` and `SecurityPersonnel` in 2022: those have no equivalent here.
-CLASSIFICATION_NAMES = {
-    "truePositive": "TruePositive",
-    "falsePositive": "FalsePositive",
-    "informationalExpectedActivity": "InformationalExpectedActivity",
-}
-DETERMINATION_NAMES = {
-    "multiStagedAttack": "MultiStagedAttack",
-    "maliciousUserActivity": "MaliciousUserActivity",
-    "compromisedAccount": "CompromisedUser",
-    "malware": "Malware",
-    "phishing": "Phishing",
-    "unwantedSoftware": "UnwantedSoftware",
-    "other": "Other",
-    "securityTesting": "SecurityTesting",
-    "lineOfBusinessApplication": "LineOfBusinessApplication",
-    "confirmedUserActivity": "ConfirmedActivity",
-    "notMalicious": "NotMalicious",
-    "notEnoughDataToValidate": "InsufficientData",
-}
+# Graph's spelling -> this API's (update-alert.md), kept with the reader of alert states.
+# Defender for Endpoint has no `unknown`, and retired `Apt` and `SecurityPersonnel` in 2022:
+# those have no equivalent here.
+CLASSIFICATION_NAMES = ENDPOINT_CLASSIFICATIONS
+DETERMINATION_NAMES = ENDPOINT_DETERMINATIONS
 
 
 def endpoint_time(value: datetime) -> str:
@@ -252,21 +245,56 @@ class DefenderEndpointClient:
     def triage(self, alert_id: str, wanted: dict[str, str]) -> Triage:
         changes: dict[str, str] = {}
         for field, value in wanted.items():
-            names = {"classification": CLASSIFICATION_NAMES, "determination": DETERMINATION_NAMES}
-            if field in names:
-                if value not in names[field]:
-                    raise ServiceRejectedError(
-                        ENDPOINT,
-                        f"alert {alert_id}: no {field} {value!r} in this API (it has "
-                        f"{', '.join(names[field])})",
-                    )
-                value = names[field][value]
+            if field in _NAMES:
+                value = _spelled(alert_id, field, value)
             changes[field] = value
         current = self.get_alert(alert_id)
         changes = {k: v for k, v in changes.items() if current.get(k) != v}
         if changes:
             self.update_alert(alert_id, **changes)
         return Triage(written=tuple(sorted(changes)))
+
+    def resolve(
+        self, alert_id: str, classification: str, determination: str, comment: str, marker: str
+    ) -> Resolution:
+        check_verdict(classification, determination)
+        # Graph's names, this API's spelling; refused before sending when it has no such
+        # value (the retired Apt and SecurityPersonnel). "unknown" is no verdict: kept as is.
+        wanted = {"status": "Resolved"}
+        for field, value in (("classification", classification), ("determination", determination)):
+            if value != UNKNOWN:
+                wanted[field] = _spelled(alert_id, field, value)
+        current = self.get_alert(alert_id)
+        changes = {k: v for k, v in wanted.items() if current.get(k) != v}
+        if not changes:
+            return Resolution((), False)
+        changed = tuple(sorted(changes))
+        # Status, verdict and comment in one update: nothing half done to repeat.
+        added = self._with_comment(changes, current, comment, marker)
+        self._write(alert_id, changes)
+        return Resolution(changed, added)
+
+    def reopen(self, alert_id: str, comment: str, marker: str) -> Resolution:
+        current = self.get_alert(alert_id)
+        if current.get("status") != "Resolved":
+            return Resolution((), False)
+        changes = {"status": "InProgress"}
+        added = self._with_comment(changes, current, comment, marker)
+        self._write(alert_id, changes)
+        return Resolution(("status",), added)
+
+    def alert_state(self, payload: dict[str, Any]) -> AlertState:
+        return endpoint_state(payload)
+
+    @staticmethod
+    def _with_comment(
+        changes: dict[str, str], current: dict[str, Any], comment: str, marker: str
+    ) -> bool:
+        """Add ``comment`` to an update unless a comment containing ``marker`` is there."""
+        if not comment.strip() or comments_contain(current.get("comments"), marker or comment):
+            return False
+        changes["comment"] = comment
+        return True
 
     # --- response actions: isolation, indicators ------------------------------------------
 
@@ -393,6 +421,21 @@ class DefenderEndpointClient:
             if len(page) < page_size:
                 return items
             skip += len(page)
+
+
+_NAMES = {"classification": CLASSIFICATION_NAMES, "determination": DETERMINATION_NAMES}
+
+
+def _spelled(alert_id: str, field: str, value: str) -> str:
+    """A classification or determination in Graph's spelling, in this API's; refused
+    (`ServiceRejectedError`, before anything is sent) when this API has no such value."""
+    names = _NAMES[field]
+    if value not in names:
+        raise ServiceRejectedError(
+            ENDPOINT,
+            f"alert {alert_id}: no {field} {value!r} in this API (it has {', '.join(names)})",
+        )
+    return names[value]
 
 
 def odata_string(value: str) -> str:

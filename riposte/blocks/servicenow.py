@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -12,11 +13,16 @@ from pydantic import Field, SecretStr
 from riposte.alerts.response import Priority, Ticket, TicketDraft
 from riposte.blocks._http import IDEMPOTENT, build_http_client, send
 from riposte.blocks._pool import pooled
+from riposte.blocks.errors import ServiceRejectedError
 from riposte.blocks.ticketing import (
+    CORRELATION_PREFIX,
     GROUP_LOOKUP_LIMIT,
     GroupedTicket,
+    TicketChange,
     TicketingClient,
     TicketingCredentials,
+    TicketStatus,
+    TicketWrite,
     in_group,
 )
 
@@ -29,6 +35,27 @@ _IMPACT_URGENCY = {
     Priority.MEDIUM: ("2", "2"),
     Priority.LOW: ("3", "3"),
 }
+
+
+# Incident states (strings, as every value of the Table API).
+IN_PROGRESS, RESOLVED, CLOSED, CANCELED = "2", "6", "7", "8"
+_STATUS: dict[str, TicketStatus] = {RESOLVED: "resolved", CLOSED: "closed", CANCELED: "closed"}
+_STATE_NAMES = {"1": "New", "2": "In Progress", "3": "On Hold", "6": "Resolved", "7": "Closed",
+                "8": "Canceled"}  # fmt: skip
+# What a sync reads of a changed incident; `resolved_by.user_name` is dot-walked through the
+# sys_user reference, so that it compares with `sys_updated_by`.
+_CHANGE_FIELDS = (
+    "sys_id,number,correlation_id,state,close_code,close_notes,sys_updated_on,sys_updated_by,"
+    "resolved_by.user_name"
+)
+_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"  # the Table API's date/time values, in UTC
+
+
+def _servicenow_time(text: str) -> datetime | None:
+    try:
+        return datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        return None
 
 
 # ServiceNow renders `[code]...[/code]` in journal fields and descriptions as HTML where the
@@ -174,6 +201,14 @@ class ServiceNowClient(TicketingClient):
 
     def notes(self, ticket: Ticket) -> list[str]:
         """Work notes, read from the journal table (the incident's field always reads empty)."""
+        return [text for _, text in self._journal(ticket)]
+
+    def own_notes(self, ticket: Ticket) -> list[str]:
+        """The work notes the integration user wrote (the journal's `sys_created_by`)."""
+        return [text for by, text in self._journal(ticket) if by == self.creds.username]
+
+    def _journal(self, ticket: Ticket) -> list[tuple[str, str]]:
+        """(sys_created_by, value) of the incident's work notes, oldest first."""
         response = send(
             self._http,
             SYSTEM,
@@ -182,13 +217,216 @@ class ServiceNowClient(TicketingClient):
             self.JOURNAL,
             params={
                 "sysparm_query": f"element_id={ticket.id}^element=work_notes^ORDERBYsys_created_on",
-                "sysparm_fields": "element_id,element,value",
+                "sysparm_fields": "element_id,element,value,sys_created_by",
                 "sysparm_limit": "10000",
             },
         )
         # The same defence as for lookups: a dropped query term must not mix other tickets in.
         return [
-            str(record.get("value") or "")
+            (str(record.get("sys_created_by") or ""), str(record.get("value") or ""))
             for record in response.json().get("result", [])
             if record.get("element_id") == ticket.id and record.get("element") == "work_notes"
         ]
+
+    # --- two-way sync -------------------------------------------------------------------------
+
+    def _fields(self, ticket: Ticket, fields: str) -> dict[str, Any]:
+        response = send(
+            self._http,
+            SYSTEM,
+            f"read of {ticket.key}",
+            "GET",
+            f"{self.TABLE}/{ticket.id}",
+            params={"sysparm_fields": fields, "sysparm_exclude_reference_link": "true"},
+        )
+        record = response.json().get("result")
+        return record if isinstance(record, dict) else {}
+
+    def description(self, ticket: Ticket) -> str:
+        return str(self._fields(ticket, "description").get("description") or "")
+
+    def status(self, ticket: Ticket) -> TicketStatus:
+        return _STATUS.get(str(self._state(ticket).get("state") or ""), "open")
+
+    def correlation_key(self, ticket: Ticket) -> str:
+        key = str(self._fields(ticket, "correlation_id").get("correlation_id") or "")
+        return key if key.startswith(CORRELATION_PREFIX) else ""
+
+    def by_key(self, key: str) -> Ticket | None:
+        """The incident numbered ``key`` (checked on the answer: a dropped query term matches
+        every incident)."""
+        response = send(
+            self._http,
+            SYSTEM,
+            f"incident {key} lookup",
+            "GET",
+            self.TABLE,
+            params={
+                "sysparm_query": f"number={key}",
+                "sysparm_fields": "sys_id,number",
+                "sysparm_limit": "10",
+            },
+        )
+        for record in response.json().get("result", []):
+            if isinstance(record, dict) and record.get("number") == key and record.get("sys_id"):
+                return self._ticket(record, created=False)
+        return None
+
+    def changed_since(
+        self, since: datetime, project: str | None = None, *, page_size: int = 100
+    ) -> list[TicketChange]:
+        """Incidents whose correlation id starts with Riposte's prefix, updated at or after
+        ``since``, oldest update first.
+
+        Pages go by update time (`sys_updated_on>=` the last one read, then the rows of that
+        second skipped), not by offset alone: an incident updated while the pages are read moves
+        to the end of the order, and an offset would then skip the one behind it. The query and
+        the prefix are checked on every row, as a dropped query term matches everything.
+        """
+        if since.tzinfo is None:
+            raise ValueError("since must carry a time zone")
+        floor = since.astimezone(UTC).replace(microsecond=0)  # the API's values are to the second
+        cursor, skip = floor, 0
+        found: dict[str, TicketChange] = {}
+        while True:
+            query = (
+                f"correlation_idSTARTSWITH{CORRELATION_PREFIX}"
+                # GlideDateTime's string constructor reads UTC; `gs.dateGenerate` would read the
+                # integration user's time zone, hours off for a user not on UTC.
+                f"^sys_updated_on>=javascript:new GlideDateTime('{cursor:%Y-%m-%d %H:%M:%S}')"
+                "^ORDERBYsys_updated_on^ORDERBYsys_id"
+            )
+            response = send(
+                self._http,
+                SYSTEM,
+                "changed incidents lookup",
+                "GET",
+                self.TABLE,
+                params={
+                    "sysparm_query": query,
+                    "sysparm_fields": _CHANGE_FIELDS,
+                    "sysparm_exclude_reference_link": "true",
+                    "sysparm_limit": str(page_size),
+                    "sysparm_offset": str(skip),
+                },
+            )
+            rows = [r for r in response.json().get("result", []) if isinstance(r, dict)]
+            for row in rows:
+                change = self._change(row, since)
+                if change is not None:
+                    found[change.ticket.id] = change
+            if len(rows) < page_size:
+                break
+            last = _servicenow_time(str(rows[-1].get("sys_updated_on") or ""))
+            if last is None or last <= cursor:
+                skip += len(rows)  # one crowded second (or rows out of order): on by offset
+            else:
+                cursor = last
+                skip = sum(1 for r in rows if r.get("sys_updated_on") == rows[-1]["sys_updated_on"])
+        return sorted(found.values(), key=lambda c: (c.updated_at, c.ticket.key))
+
+    def _change(self, row: dict[str, Any], since: datetime) -> TicketChange | None:
+        key = str(row.get("correlation_id") or "")
+        updated_at = _servicenow_time(str(row.get("sys_updated_on") or ""))
+        if not key.startswith(CORRELATION_PREFIX) or not row.get("sys_id") or updated_at is None:
+            return None
+        if updated_at < since.astimezone(UTC).replace(microsecond=0):
+            return None
+        updated_by = str(row.get("sys_updated_by") or "")
+        return TicketChange(
+            ticket=self._ticket(row, created=False),
+            correlation_key=key,
+            status=_STATUS.get(str(row.get("state") or ""), "open"),
+            resolution=str(row.get("close_code") or "") or None,
+            resolution_notes=str(row.get("close_notes") or "") or None,
+            updated_at=updated_at,
+            updated_by=updated_by,
+            resolved_by=str(row.get("resolved_by.user_name") or "") or None,
+            by_riposte=updated_by == self.creds.username,
+        )
+
+    def _state(self, ticket: Ticket) -> dict[str, Any]:
+        return self._fields(ticket, "sys_id,number,state,close_code")
+
+    def resolve(self, ticket: Ticket, resolution: str, notes: str) -> TicketWrite:
+        """State Resolved with ``resolution`` as the close code and ``notes`` as the close notes
+        (both mandatory: the instance's data policy refuses a resolution without them). The
+        close code must be one of the instance's Resolution code choices: the Table API stores
+        any string, the form would show an unknown one as it is."""
+        if not resolution.strip() or not notes.strip():
+            raise ValueError("a ServiceNow resolution needs a close code and close notes")
+        record = self._state(ticket)
+        state = str(record.get("state") or "")
+        if state in _STATUS:
+            code = record.get("close_code") or "no close code"
+            return TicketWrite(
+                ticket=ticket,
+                changed=False,
+                status=_STATUS[state],
+                detail=f"{ticket.key} is {_STATE_NAMES[state]} already ({code}): nothing written",
+            )
+        response = send(
+            self._http,
+            SYSTEM,
+            f"resolution of {ticket.key}",
+            "PATCH",
+            f"{self.TABLE}/{ticket.id}",
+            json={
+                "state": RESOLVED,
+                "close_code": plain_text(resolution),
+                "close_notes": plain_text(notes),
+            },
+            params={"sysparm_fields": "sys_id,state"},
+        )
+        self._expect_state(ticket, response.json().get("result"), RESOLVED, "resolved")
+        return TicketWrite(
+            ticket=ticket,
+            changed=True,
+            status="resolved",
+            detail=f"{ticket.key} resolved ({resolution})",
+        )
+
+    def reopen(self, ticket: Ticket, notes: str) -> TicketWrite:
+        """A Resolved incident back to In Progress, ``notes`` as a work note (the instance
+        clears the resolution and counts the reopen). A closed or canceled incident cannot be
+        reopened: nothing is written."""
+        record = self._state(ticket)
+        state = str(record.get("state") or "")
+        if state != RESOLVED:
+            name = _STATE_NAMES.get(state, state or "unknown")
+            why = "cannot be reopened" if state in _STATUS else "is open already"
+            return TicketWrite(
+                ticket=ticket,
+                changed=False,
+                status=_STATUS.get(state, "open"),
+                detail=f"{ticket.key} is {name}: {why}",
+            )
+        body = {"state": IN_PROGRESS}
+        if notes.strip():
+            body["work_notes"] = plain_text(notes)
+        response = send(
+            self._http,
+            SYSTEM,
+            f"reopening of {ticket.key}",
+            "PATCH",
+            f"{self.TABLE}/{ticket.id}",
+            json=body,
+            params={"sysparm_fields": "sys_id,state"},
+            # With a work note, a repeat would add it twice: a lost answer is left to the
+            # caller, whose next call finds the incident open and writes nothing.
+            extensions={IDEMPOTENT: "work_notes" not in body},
+        )
+        self._expect_state(ticket, response.json().get("result"), IN_PROGRESS, "reopened")
+        return TicketWrite(
+            ticket=ticket, changed=True, status="open", detail=f"{ticket.key} reopened"
+        )
+
+    def _expect_state(self, ticket: Ticket, result: Any, state: str, what: str) -> None:
+        # A field the user may not write is dropped with a 200: the answer says what was kept.
+        got = str(result.get("state") or "") if isinstance(result, dict) else ""
+        if got != state:
+            raise ServiceRejectedError(
+                SYSTEM,
+                f"{ticket.key} was not {what}: the instance kept state "
+                f"{_STATE_NAMES.get(got, got or 'unknown')} (check the user's roles)",
+            )

@@ -5,16 +5,25 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import ClassVar
+from datetime import datetime
+from typing import ClassVar, Literal
 
 from prefect.blocks.core import Block
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
+from riposte.alerts.model import UTCDateTime
 from riposte.alerts.response import Ticket, TicketDraft
 
 # How many tickets of one group a lookup returns (newest first): more than a throttle may open in
 # one window (at most 100), and older ones never decide anything.
 GROUP_LOOKUP_LIMIT = 100
+
+# Every correlation key Riposte writes starts with it (an alert's, an incident's, a throttle
+# slot's: `Alert.correlation_key`, `riposte.alerts.throttle`); Jira issues also carry the label.
+CORRELATION_PREFIX = "riposte-"
+RIPOSTE_LABEL = "riposte"
+
+TicketStatus = Literal["open", "resolved", "closed"]
 
 # A throttled group's tickets are keyed `<group key>-<window slot, 14 digits>-<n>`.
 _SLOT_SUFFIX = re.compile(r"^-\d{14}-\d{1,3}$")
@@ -38,6 +47,47 @@ class GroupedTicket(BaseModel):
     correlation_key: str
 
 
+class TicketChange(BaseModel):
+    """A ticket that Riposte opened, as it is after its last change: what a sync compares."""
+
+    model_config = ConfigDict(frozen=True)
+
+    ticket: Ticket
+    correlation_key: str
+    status: TicketStatus = Field(
+        description="open; resolved (ServiceNow Resolved, a Jira Done-category status other "
+        "than Closed); closed (ServiceNow Closed or Canceled, Jira Closed)"
+    )
+    resolution: str | None = Field(
+        description="ServiceNow close_code, Jira resolution name; None while unresolved"
+    )
+    resolution_notes: str | None = Field(
+        description="ServiceNow close_notes; None for Jira, which has no such field"
+    )
+    updated_at: UTCDateTime = Field(description="the last change, in UTC")
+    updated_by: str = Field(
+        description="who made the last change: ServiceNow user name, Jira accountId"
+    )
+    resolved_by: str | None = Field(
+        description="who resolved it (user name, accountId); None while unresolved"
+    )
+    by_riposte: bool = Field(
+        description="the last change was made by the integration's own user (its own write)"
+    )
+
+
+class TicketWrite(BaseModel):
+    """What a compare-then-write call did: ``changed`` False when the ticket already was as asked
+    (or cannot be made so), ``detail`` says which."""
+
+    model_config = ConfigDict(frozen=True)
+
+    ticket: Ticket
+    changed: bool
+    status: TicketStatus = Field(description="the ticket's status after the call")
+    detail: str
+
+
 class TicketingClient(ABC):
     """Tickets keyed by the alert's correlation key, kept in the ticketing system itself."""
 
@@ -59,6 +109,11 @@ class TicketingClient(ABC):
     def add_note(self, ticket: Ticket, text: str) -> None: ...
 
     @abstractmethod
+    def own_notes(self, ticket: Ticket) -> list[str]:
+        """The notes the credentials' own account wrote, oldest first: the only ones whose
+        markers the ticket sync trusts (anyone who can comment on a ticket can write text)."""
+
+    @abstractmethod
     def notes(self, ticket: Ticket) -> list[str]:
         """The text of the ticket's notes (ServiceNow work notes, Jira comments), oldest first,
         so that a note is added only if it is not there yet."""
@@ -69,6 +124,38 @@ class TicketingClient(ABC):
     ) -> list[GroupedTicket]:
         """The tickets opened under ``group_key`` (see `in_group`), newest first; ``recent`` as
         for `find`."""
+
+    @abstractmethod
+    def description(self, ticket: Ticket) -> str:
+        """The ticket's description as text (what Riposte wrote when it opened it)."""
+
+    @abstractmethod
+    def correlation_key(self, ticket: Ticket) -> str:
+        """The correlation key the ticket carries ("" when it carries none of Riposte's)."""
+
+    @abstractmethod
+    def by_key(self, key: str) -> Ticket | None:
+        """The ticket whose human key (ServiceNow number, Jira issue key) is ``key``."""
+
+    @abstractmethod
+    def changed_since(self, since: datetime, project: str | None = None) -> list[TicketChange]:
+        """The tickets Riposte opened (correlation key under `CORRELATION_PREFIX`) whose last
+        change is at or after ``since``, every page read, oldest change first. ``project``: a
+        Jira project (None: every project); ServiceNow ignores it."""
+
+    @abstractmethod
+    def status(self, ticket: Ticket) -> TicketStatus:
+        """The ticket's status now: open, resolved or closed."""
+
+    @abstractmethod
+    def resolve(self, ticket: Ticket, resolution: str, notes: str) -> TicketWrite:
+        """Resolve the ticket with ``resolution`` (ServiceNow close code, Jira resolution name)
+        and ``notes``, unless it is resolved or closed already (then nothing is written)."""
+
+    @abstractmethod
+    def reopen(self, ticket: Ticket, notes: str) -> TicketWrite:
+        """Take a resolved ticket back to work, with ``notes`` as a note, unless it is open
+        already or cannot be reopened (then nothing is written)."""
 
     def creation_floor(self, project: str | None = None) -> int | None:
         """For a system whose search lags: a mark taken before a create, below anything created

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 TICKS_PER_SECOND = 10_000_000  # Graph/.NET timestamps carry 100 ns ticks (7 fractional digits)
 _TICKS_PER_MICROSECOND = 10
@@ -60,10 +61,27 @@ def servicenow_time(moment: datetime) -> str:
     return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S}"
 
 
-def jira_time(moment: datetime) -> str:
-    """``2024-05-01T12:00:00.123+0000``: Jira Cloud's timestamp format."""
-    moment = moment.astimezone(UTC)
-    return f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}+0000"
+def parse_servicenow_time(text: str) -> datetime | None:
+    """A ``YYYY-MM-DD HH:MM:SS`` value of the Table API (UTC), or None."""
+    try:
+        return datetime.strptime(text.strip(), "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def jira_time(moment: datetime, zone: str = "UTC") -> str:
+    """``2024-05-01T12:00:00.123+0000``: Jira Cloud's timestamp format, with the offset of the
+    account's time zone (``zone``, an IANA name)."""
+    moment = moment.astimezone(ZoneInfo(zone))
+    return f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}{moment:%z}"
+
+
+def parse_jira_time(text: str) -> datetime | None:
+    """A Jira timestamp (``2024-05-01T12:00:00.123+0100``) as an aware datetime, or None."""
+    try:
+        return datetime.strptime(text.strip(), "%Y-%m-%dT%H:%M:%S.%f%z")
+    except ValueError:
+        return None
 
 
 class MonotonicGraphClock:

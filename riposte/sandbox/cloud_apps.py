@@ -269,6 +269,18 @@ async def list_alerts_post(request: Request) -> JSONResponse:
     return _listing(get_state(request), await _body(request, required=False))
 
 
+def close_alert(alert: dict[str, Any], resolution: int, comment: str | None, handler: str) -> None:
+    """Close one alert as ``resolution`` (resolutionStatusValue), by ``handler``: the API's
+    own account for a close_* request, a person's UPN for a close in the portal."""
+    now = datetime.now(UTC)
+    alert["resolutionStatusValue"] = resolution
+    alert["statusValue"] = max(1, int(alert.get("statusValue") or 0))
+    alert["resolveTime"] = f"{now:%Y-%m-%dT%H:%M:%S}.{now.microsecond // 1000:03d}Z"
+    alert["handledByUser"] = handler
+    if comment:
+        alert["comment"] = comment
+
+
 def _close(kind: str, state: SandboxState, body: dict[str, Any]) -> JSONResponse:
     resolution, reasons = CLOSE_KINDS[kind]
     filters = body.get("filters")
@@ -283,15 +295,9 @@ def _close(kind: str, state: SandboxState, body: dict[str, Any]) -> JSONResponse
     if comment is not None and not isinstance(comment, str):
         raise invalid_value("comment", comment)
     closed = 0
-    now = datetime.now(UTC)
     for alert in state.cloud_apps.alerts.values():
         if matches(alert):
-            alert["resolutionStatusValue"] = resolution
-            alert["statusValue"] = max(1, int(alert.get("statusValue") or 0))
-            alert["resolveTime"] = f"{now:%Y-%m-%dT%H:%M:%S}.{now.microsecond // 1000:03d}Z"
-            alert["handledByUser"] = HANDLER
-            if comment:
-                alert["comment"] = comment
+            close_alert(alert, resolution, comment, HANDLER)
             closed += 1
     answer: dict[str, Any] = {"closed_" + kind.removeprefix("close_"): closed}
     asked = filters.get("id", {}).get("eq") if isinstance(filters.get("id"), dict) else None

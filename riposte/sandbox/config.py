@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from riposte.sandbox.samples import SUBSCRIPTION_ID
 
@@ -73,6 +74,10 @@ class SandboxConfig(BaseModel):
     # Jira Cloud's search reads an index that lags behind writes ("recent updates might not be
     # immediately visible"): a few seconds by default, as on a real site; 0 turns it off.
     jira_search_lag_seconds: float = Field(default=2.0, ge=0.0)
+    # The Jira account's time zone (an IANA name): Jira reads a JQL date literal such as
+    # `updated >= "2026-12-06 12:00"` in the time zone of the account that searches, and writes
+    # timestamps with that zone's offset. `/_sandbox/jira/settings` changes it.
+    jira_time_zone: str = "UTC"
     cloud_apps_legacy_token: str = "sandbox-mdca-legacy-token"
     # The Azure subscriptions the simulated tenant holds; the first one owns the sample alerts.
     subscription_ids: list[str] = Field(default_factory=lambda: [SUBSCRIPTION_ID], min_length=1)
@@ -87,6 +92,15 @@ class SandboxConfig(BaseModel):
     # Fields missing from the Jira projects' create screen: createmeta leaves them out and an
     # issue creation that sets one is refused, as Jira refuses it.
     jira_screen_missing_fields: list[str] = Field(default_factory=list)
+
+    @field_validator("jira_time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
 
     def urls(self, base: str) -> dict[str, str]:
         """Where each simulated service lives on a sandbox served at ``base``.

@@ -3,25 +3,40 @@
 from __future__ import annotations
 
 import copy
+import json
 import time
 from collections.abc import Callable
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from riposte.sandbox import cloud_apps, defender_cloud, defender_endpoint, graph, jira, servicenow
+from riposte.alerts.adf import to_adf
+from riposte.sandbox import (
+    analyst,
+    cloud_apps,
+    defender_cloud,
+    defender_endpoint,
+    graph,
+    jira,
+    servicenow,
+)
 from riposte.sandbox.clock import utcnow
 from riposte.sandbox.graph import load_alerts
 from riposte.sandbox.samples import sample_alerts_by_source, sample_graph_alerts
-from riposte.sandbox.state import SandboxState, get_state
+from riposte.sandbox.state import JiraIssue, Reject, SandboxState, get_state
 
 router = APIRouter(prefix="/_sandbox")
 
 
 class JiraSettings(BaseModel):
     search_lag_seconds: float = Field(default=0.0, ge=0.0)
+    time_zone: str | None = Field(
+        default=None,
+        description="The API account's time zone (IANA name); None keeps the current one",
+    )
 
 
 class CloudAppsThrottleSettings(BaseModel):
@@ -220,13 +235,216 @@ async def jira_issues(request: Request) -> list[dict[str, Any]]:
 
 @router.get("/jira/settings")
 async def jira_settings(request: Request) -> JiraSettings:
-    return JiraSettings(search_lag_seconds=get_state(request).jira.search_lag_seconds)
+    state = get_state(request).jira
+    return JiraSettings(search_lag_seconds=state.search_lag_seconds, time_zone=state.time_zone)
 
 
-@router.post("/jira/settings")
-async def set_jira_settings(settings: JiraSettings, request: Request) -> JiraSettings:
-    get_state(request).jira.search_lag_seconds = settings.search_lag_seconds
-    return settings
+@router.post("/jira/settings", response_model=None)
+async def set_jira_settings(
+    settings: JiraSettings, request: Request
+) -> JiraSettings | JSONResponse:
+    state = get_state(request).jira
+    if settings.time_zone is not None:
+        try:
+            ZoneInfo(settings.time_zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            return JSONResponse({"detail": "unknown time zone"}, status_code=400)
+        state.time_zone = settings.time_zone
+    state.search_lag_seconds = settings.search_lag_seconds
+    return JiraSettings(search_lag_seconds=state.search_lag_seconds, time_zone=state.time_zone)
+
+
+# --- what an analyst does in the ticketing tools ---------------------------------------------
+
+
+class AnalystResolve(BaseModel):
+    """Resolve (or close) an incident from its form: the Resolution code is one of the form's
+    choices; the data policy refuses empty notes (403), as it would the form."""
+
+    close_code: str = Field(description="one of the incident's Resolution code choices")
+    close_notes: str = ""
+    user: str = Field(default="soc.analyst", min_length=1, description="user name")
+    state: Literal["resolved", "closed"] = "resolved"
+
+
+class AnalystReopen(BaseModel):
+    user: str = Field(default="soc.analyst", min_length=1)
+    work_note: str = ""
+
+
+class AnalystNote(BaseModel):
+    text: str = Field(min_length=1)
+    user: str = Field(default="soc.analyst", min_length=1)
+    element: Literal["work_notes", "comments"] = "work_notes"
+
+
+def _incident(request: Request, number_or_sys_id: str) -> dict[str, str]:
+    records = get_state(request).servicenow.records
+    record = records.get(number_or_sys_id) or next(
+        (r for r in records.values() if r.get("number") == number_or_sys_id.upper()), None
+    )
+    if record is None:
+        raise HTTPException(status_code=404, detail="no such incident")
+    return record
+
+
+def _analyst_write(
+    request: Request, record: dict[str, str], body: dict[str, str], user: str
+) -> dict[str, Any] | JSONResponse:
+    state = get_state(request)
+    try:
+        servicenow.write(state, record, body, user)
+    except Reject as refused:  # the data policy: the answer the API gives
+        return JSONResponse(
+            json.loads(bytes(refused.response.body)), status_code=refused.response.status_code
+        )
+    (held,) = [i for i in servicenow.inspect(state) if i["record"]["sys_id"] == record["sys_id"]]
+    return held
+
+
+@router.post("/servicenow/incidents/{incident}/resolve", response_model=None)
+async def servicenow_resolve(
+    incident: str, action: AnalystResolve, request: Request
+) -> dict[str, Any] | JSONResponse:
+    """An analyst resolves (or closes) the incident (number or sys_id) as ``user``."""
+    record = _incident(request, incident)
+    if action.close_code not in servicenow.CLOSE_CODES:
+        return JSONResponse(
+            {"detail": "close_code is not a choice", "choices": list(servicenow.CLOSE_CODES)},
+            status_code=400,
+        )
+    state = servicenow.RESOLVED if action.state == "resolved" else servicenow.CLOSED
+    body = {"state": state, "close_code": action.close_code, "close_notes": action.close_notes}
+    return _analyst_write(request, record, body, action.user)
+
+
+@router.post("/servicenow/incidents/{incident}/reopen", response_model=None)
+async def servicenow_reopen(
+    incident: str, action: AnalystReopen, request: Request
+) -> dict[str, Any] | JSONResponse:
+    """An analyst reopens a resolved incident (state In Progress); closed ones cannot be."""
+    record = _incident(request, incident)
+    if record.get("state") != servicenow.RESOLVED:
+        shown = servicenow.STATES.get(record.get("state", ""), record.get("state"))
+        return JSONResponse(
+            {"detail": f"the incident is {shown}: only a resolved incident can be reopened"},
+            status_code=409,
+        )
+    body = {"state": "2", "work_notes": action.work_note}
+    return _analyst_write(request, record, body, action.user)
+
+
+@router.post("/servicenow/incidents/{incident}/notes", response_model=None)
+async def servicenow_note(
+    incident: str, action: AnalystNote, request: Request
+) -> dict[str, Any] | JSONResponse:
+    """An analyst adds a work note (or an additional comment) to the incident."""
+    record = _incident(request, incident)
+    return _analyst_write(request, record, {action.element: action.text}, action.user)
+
+
+class AnalystDone(BaseModel):
+    resolution: str = Field(default="Done", description="a resolution of the site")
+    author: str = Field(default="SOC Analyst", min_length=1, description="display name")
+    comment: str = ""
+    status: str | None = Field(
+        default=None, description="the Done-category status to move to; None: the workflow's"
+    )
+
+
+class AnalystReopenIssue(BaseModel):
+    author: str = Field(default="SOC Analyst", min_length=1)
+    comment: str = ""
+
+
+class AnalystComment(BaseModel):
+    text: str = Field(min_length=1)
+    author: str = Field(default="SOC Analyst", min_length=1)
+
+
+def _jira_issue(request: Request, key: str) -> JiraIssue:
+    issue = get_state(request).jira.find(key)
+    if issue is None:
+        raise HTTPException(status_code=404, detail="no such issue")
+    return issue
+
+
+def _jira_held(state: SandboxState, issue: JiraIssue, **extra: str) -> dict[str, Any]:
+    (held,) = [i for i in jira.inspect(state) if i["id"] == issue.id]
+    return {**held, **extra}
+
+
+def _analyst_transition(
+    request: Request,
+    issue: JiraIssue,
+    choose: Callable[[list[jira.Transition]], jira.Transition | None],
+    fields: dict[str, Any],
+    author: str,
+    comment: str,
+) -> dict[str, Any] | JSONResponse:
+    state = get_state(request)
+    transition = choose(jira.available_transitions(issue))
+    if transition is None:
+        status = issue.fields.get("status")
+        return JSONResponse({"detail": f"no such transition from {status}"}, status_code=409)
+    if "resolution" not in transition.screen:
+        fields = {}
+    account = jira.analyst_account(state, author)
+    comments = [to_adf(comment)] if comment.strip() else []
+    try:
+        jira.apply_transition(state, issue, transition.id, fields, comments, account)
+    except Reject as refused:  # an unknown resolution: the answer the API gives
+        return JSONResponse(
+            json.loads(bytes(refused.response.body)), status_code=refused.response.status_code
+        )
+    return _jira_held(state, issue, transition=transition.id, author=account)
+
+
+@router.post("/jira/issues/{key}/done", response_model=None)
+async def jira_done(
+    key: str, action: AnalystDone, request: Request
+) -> dict[str, Any] | JSONResponse:
+    """An analyst moves the issue to a Done-category status with a resolution, as ``author``
+    (by a transition of the issue's workflow, through its screen)."""
+    issue = _jira_issue(request, key)
+
+    def choose(transitions: list[jira.Transition]) -> jira.Transition | None:
+        done = [t for t in transitions if jira.STATUSES[t.to][2] == "done"]
+        if action.status is not None:
+            done = [t for t in done if t.to.lower() == action.status.lower()]
+        done.sort(key=lambda t: "resolution" not in t.screen)
+        return done[0] if done else None
+
+    fields = {"resolution": {"name": action.resolution}}
+    return _analyst_transition(request, issue, choose, fields, action.author, action.comment)
+
+
+@router.post("/jira/issues/{key}/reopen", response_model=None)
+async def jira_reopen(
+    key: str, action: AnalystReopenIssue, request: Request
+) -> dict[str, Any] | JSONResponse:
+    """An analyst takes a done issue back (to In Progress, else the workflow's reopened status),
+    which clears its resolution."""
+    issue = _jira_issue(request, key)
+    if jira.STATUSES[str(issue.fields.get("status"))][2] != "done":
+        return JSONResponse({"detail": "the issue is not done"}, status_code=409)
+
+    def choose(transitions: list[jira.Transition]) -> jira.Transition | None:
+        back = [t for t in transitions if jira.STATUSES[t.to][2] != "done"]
+        back.sort(key=lambda t: jira.STATUSES[t.to][2] != "indeterminate")
+        return back[0] if back else None
+
+    return _analyst_transition(request, issue, choose, {}, action.author, action.comment)
+
+
+@router.post("/jira/issues/{key}/comments")
+async def jira_comment(key: str, action: AnalystComment, request: Request) -> dict[str, Any]:
+    """An analyst comments on the issue, as ``author``."""
+    state = get_state(request)
+    issue = _jira_issue(request, key)
+    account = jira.analyst_account(state, action.author)
+    jira.append_comment(state, issue, to_adf(action.text), account)
+    return _jira_held(state, issue, author=account)
 
 
 @router.get("/slack/messages")
@@ -277,3 +495,5 @@ async def clear_requests(request: Request) -> dict[str, str]:
 # Containment: MDE machines, machine-action outcomes and indicators; Entra ID users.
 router.include_router(defender_endpoint.control_router)
 router.include_router(graph.control_router)
+# An analyst's changes to alerts in the Defender portals: resolve, reopen, assign.
+router.include_router(analyst.router)

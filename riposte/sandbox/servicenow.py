@@ -1,5 +1,15 @@
 """ServiceNow Table API for the incident table and its journal (read-only): string-typed records,
-lax queries."""
+lax queries, the incident state model and the resolution data policy.
+
+Incident states are the platform's (strings): 1 New, 2 In Progress, 3 On Hold, 6 Resolved,
+7 Closed, 8 Canceled. Resolving or closing needs a resolution code and resolution notes (the data
+policy answers 403 "Data Policy Exception" without them); resolved, closed and canceled incidents
+are inactive; setting a resolved incident back to an open state reopens it: the resolution fields
+are cleared and the reopen count, `reopened_by` and `reopened_time` are set. Closed and canceled
+incidents are read-only to the itil role: the Table API drops the fields it may not write and
+answers 200. Every write records `sys_updated_on` (UTC) and `sys_updated_by` (the user name of
+whoever wrote); a write that changes nothing is no update at all, as with GlideRecord.
+"""
 
 from __future__ import annotations
 
@@ -14,14 +24,13 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
-from riposte.sandbox.clock import servicenow_time, utcnow
+from riposte.sandbox.clock import parse_servicenow_time, servicenow_time, utcnow
 from riposte.sandbox.state import Reject, SandboxState, get_state
 from riposte.sandbox.web import InvalidBody, base_url, basic_credentials, json_body, same
 
 TABLE = "incident"
 JOURNAL_TABLE = "sys_journal_field"
 DEFAULT_LIMIT = 10000
-INTEGRATION_USER = "integration"  # sys_created_by: never the configured user name
 JOURNAL_FIELDS = ("work_notes", "comments")
 READ_ONLY = frozenset({"sys_id", "sys_created_on", "sys_created_by", "sys_mod_count"})
 REFERENCE_TABLES = {
@@ -30,7 +39,66 @@ REFERENCE_TABLES = {
     "opened_by": "sys_user",
     "resolved_by": "sys_user",
     "closed_by": "sys_user",
+    "reopened_by": "sys_user",
     "assignment_group": "sys_user_group",
+}
+STATES = {
+    "1": "New",
+    "2": "In Progress",
+    "3": "On Hold",
+    "6": "Resolved",
+    "7": "Closed",
+    "8": "Canceled",
+}
+RESOLVED, CLOSED, CANCELED = "6", "7", "8"
+INACTIVE_STATES = frozenset({RESOLVED, CLOSED, CANCELED})
+READ_ONLY_STATES = frozenset({CLOSED, CANCELED})  # to the itil role
+# The incident's Resolution code choices: those of current releases, then the older ones that
+# instances upgraded from them still offer. The Table API stores any string in a choice field;
+# the form (and so the analyst controls of the sandbox) offers only these.
+CLOSE_CODES = (
+    "Duplicate",
+    "Known error",
+    "No resolution provided",
+    "Resolved by caller",
+    "Resolved by change",
+    "Resolved by problem",
+    "Resolved by request",
+    "Solution provided",
+    "Workaround provided",
+    "User error",
+    "Solved (Work Around)",
+    "Solved (Permanently)",
+    "Solved Remotely (Work Around)",
+    "Solved Remotely (Permanently)",
+    "Not Solved (Not Reproducible)",
+    "Not Solved (Too Costly)",
+    "Closed/Resolved by Caller",
+)
+# The data policy on resolved and closed incidents, with the labels its message names.
+MANDATORY_WHEN_RESOLVED = {"close_code": "Resolution code", "close_notes": "Resolution notes"}
+DATE_FIELDS = frozenset(
+    {
+        "sys_created_on",
+        "sys_updated_on",
+        "opened_at",
+        "resolved_at",
+        "closed_at",
+        "reopened_time",
+    }
+)
+CHOICE_LABELS = {
+    "state": STATES,
+    "incident_state": STATES,
+    "impact": {"1": "1 - High", "2": "2 - Medium", "3": "3 - Low"},
+    "urgency": {"1": "1 - High", "2": "2 - Medium", "3": "3 - Low"},
+    "priority": {
+        "1": "1 - Critical",
+        "2": "2 - High",
+        "3": "3 - Moderate",
+        "4": "4 - Low",
+        "5": "5 - Planning",
+    },
 }
 # Priority is derived from impact and urgency by ServiceNow's data lookup, whatever is sent.
 PRIORITY = {
@@ -61,6 +129,8 @@ BLANK_FIELDS = (
     "resolved_by",
     "closed_at",
     "closed_by",
+    "reopened_by",
+    "reopened_time",
     "work_notes",
     "comments",
 )
@@ -111,21 +181,70 @@ def as_string(value: Any) -> str:
     return str(value)
 
 
+def user_sys_id(state: SandboxState, user_name: str, name: str | None = None) -> str:
+    """The sys_id of the sys_user whose user name is ``user_name``, made on first use."""
+    users = state.servicenow.users
+    for sys_id, user in users.items():
+        if user["user_name"] == user_name:
+            if name:
+                user["name"] = name
+            return sys_id
+    sys_id = hashlib.sha256(f"sys_user|{user_name}".encode()).hexdigest()[:32]
+    users[sys_id] = {"sys_id": sys_id, "user_name": user_name, "name": name or user_name}
+    return sys_id
+
+
+def _display(state: SandboxState, name: str, value: str) -> str:
+    """The display value of a field, as `sysparm_display_value` shows it."""
+    labels = CHOICE_LABELS.get(name)
+    if labels is not None:
+        return labels.get(value, value)
+    if REFERENCE_TABLES.get(name) == "sys_user":
+        user = state.servicenow.users.get(value)
+        return user["name"] if user else ""
+    return value
+
+
 def _present(
-    record: dict[str, str], base: str, fields: list[str] | None, exclude_links: bool
+    state: SandboxState,
+    record: dict[str, str],
+    base: str,
+    fields: list[str] | None,
+    exclude_links: bool,
+    display: str = "false",
 ) -> dict[str, Any]:
-    names = [f for f in fields if f in record] if fields else list(record)
+    """A record as the Table API answers it: every value a string, reference fields as
+    ``{"link", "value"}``, display values as ``sysparm_display_value`` asks (``true``, ``all``),
+    and dot-walked user fields (``resolved_by.user_name``) when named in ``sysparm_fields``."""
     shown: dict[str, Any] = {}
-    for name in names:
+    for name in fields or list(record):
+        head, dot, tail = name.partition(".")
+        if dot:
+            if REFERENCE_TABLES.get(head) != "sys_user" or head not in record:
+                continue
+            user = state.servicenow.users.get(record[head]) or {}
+            walked = user.get(tail, "")
+            shown[name] = {"display_value": walked, "value": walked} if display == "all" else walked
+            continue
+        if name not in record:
+            continue
         value = record[name]
         table = REFERENCE_TABLES.get(name)
-        if table and value and not exclude_links:
-            shown[name] = {
-                "link": f"{base}/servicenow/api/now/table/{table}/{value}",
-                "value": value,
-            }
+        link = (
+            f"{base}/servicenow/api/now/table/{table}/{value}"
+            if table and value and not exclude_links
+            else None
+        )
+        if display == "false":
+            shown[name] = {"link": link, "value": value} if link else value
+            continue
+        text = _display(state, name, value)
+        if display == "true":
+            shown[name] = {"display_value": text, "link": link} if link else text
         else:
-            shown[name] = value
+            shown[name] = {"display_value": text, "value": value}
+            if link:
+                shown[name]["link"] = link
     return shown
 
 
@@ -138,6 +257,22 @@ def _fields_param(request: Request) -> list[str] | None:
 
 def _exclude_links(request: Request) -> bool:
     return request.query_params.get("sysparm_exclude_reference_link", "").lower() == "true"
+
+
+def _display_param(request: Request) -> str:
+    value = request.query_params.get("sysparm_display_value", "false").lower()
+    return value if value in ("true", "all") else "false"
+
+
+def _shown(request: Request, record: dict[str, str]) -> dict[str, Any]:
+    return _present(
+        get_state(request),
+        record,
+        base_url(request),
+        _fields_param(request),
+        _exclude_links(request),
+        _display_param(request),
+    )
 
 
 async def _object_body(request: Request) -> dict[str, Any]:
@@ -154,9 +289,25 @@ async def _object_body(request: Request) -> dict[str, Any]:
     return body
 
 
-def _apply(state: SandboxState, record: dict[str, str], body: dict[str, Any]) -> None:
+def write(
+    state: SandboxState,
+    record: dict[str, str],
+    body: dict[str, Any],
+    user_name: str,
+    *,
+    creating: bool = False,
+) -> bool:
+    """Apply ``body`` to ``record`` as ``user_name`` would, with the incident's business rules and
+    data policy; False when it changed nothing (then nothing is recorded, not even the update).
+
+    Raises `Reject` (403, the data policy) before anything is changed.
+    """
     now = servicenow_time(utcnow())
-    journal = state.servicenow.journals.setdefault(record["sys_id"], [])
+    before = dict(record)
+    old_state = "" if creating else before.get("state", "")
+    read_only = old_state in READ_ONLY_STATES
+    updated = dict(record)
+    notes: list[tuple[str, str]] = []
     for name, value in body.items():
         if name in READ_ONLY or name.startswith("sys_"):
             continue
@@ -165,47 +316,75 @@ def _apply(state: SandboxState, record: dict[str, str], body: dict[str, Any]) ->
             # Journal fields are write-only: the text goes to the activity stream, the field
             # itself always reads back empty.
             if text:
-                journal.append(
-                    {
-                        "element": name,
-                        "value": text,
-                        "sys_created_on": now,
-                        "sys_created_by": INTEGRATION_USER,
-                    }
-                )
-            record[name] = ""
+                notes.append((name, text))
             continue
-        record[name] = text
-    record["priority"] = PRIORITY.get((record.get("impact", ""), record.get("urgency", "")), "5")
-    record["incident_state"] = record.get("state", "1")
-    state_value = record.get("state", "")
-    if state_value == "6" and not record.get("resolved_at"):
-        record["resolved_at"] = now
-    if state_value in ("7", "8"):
-        record["active"] = "false"
-        if not record.get("closed_at"):
-            record["closed_at"] = now
+        if read_only:
+            continue  # a field the itil role may not write on a closed incident: dropped
+        updated[name] = text
+    updated["priority"] = PRIORITY.get((updated.get("impact", ""), updated.get("urgency", "")), "5")
+    new_state = updated.get("state", "1")
+    user = user_sys_id(state, user_name)
+    if new_state != old_state:
+        if new_state in (RESOLVED, CLOSED):
+            if not updated.get("resolved_at"):
+                updated["resolved_at"] = now
+            if not updated.get("resolved_by"):
+                updated["resolved_by"] = user
+        if new_state == CLOSED:
+            updated["closed_at"] = updated.get("closed_at") or now
+            updated["closed_by"] = updated.get("closed_by") or user
+        if old_state == RESOLVED and new_state not in INACTIVE_STATES:
+            # Reopened: the resolution is gone, the reopen is counted and attributed.
+            for name in ("close_code", "close_notes", "resolved_at", "resolved_by"):
+                updated[name] = ""
+            updated["reopen_count"] = str(int(updated.get("reopen_count") or 0) + 1)
+            updated["reopened_by"] = user
+            updated["reopened_time"] = now
+    updated["incident_state"] = new_state
+    updated["active"] = "false" if new_state in INACTIVE_STATES else "true"
+    if new_state in (RESOLVED, CLOSED):
+        missing = [
+            label
+            for name, label in MANDATORY_WHEN_RESOLVED.items()
+            if not updated.get(name, "").strip()
+        ]
+        if missing:
+            raise Reject(
+                snow_error(
+                    403,
+                    "Operation Failed",
+                    "Data Policy Exception: \n\tThe following fields are mandatory: "
+                    + ", ".join(missing),
+                )
+            )
+    if not creating and not notes and updated == before:
+        return False
+    record.clear()
+    record.update(updated)
+    journal = state.servicenow.journals.setdefault(record["sys_id"], [])
+    for element, text in notes:
+        journal.append(
+            {"element": element, "value": text, "sys_created_on": now, "sys_created_by": user_name}
+        )
     record["sys_updated_on"] = now
-    record["sys_updated_by"] = INTEGRATION_USER
+    record["sys_updated_by"] = user_name
+    if not creating:
+        record["sys_mod_count"] = str(int(record.get("sys_mod_count", "0") or 0) + 1)
+    return True
 
 
 def _location(request: Request, sys_id: str) -> str:
     return f"{base_url(request)}/servicenow/api/now/table/{TABLE}/{sys_id}"
 
 
-@router.post(f"/{TABLE}")
-async def create_incident(request: Request) -> Response:
-    state = get_state(request)
-    body = await _object_body(request)
-    sys_id = uuid.uuid4().hex
+def create_record(state: SandboxState, body: dict[str, Any], user_name: str) -> dict[str, str]:
+    """A new incident from ``body``, as ``user_name`` creates it (`Reject` on the data policy)."""
     now = servicenow_time(utcnow())
-    number = f"INC{state.servicenow.next_number:07d}"
-    state.servicenow.next_number += 1
     record: dict[str, str] = dict.fromkeys(BLANK_FIELDS, "")
     record.update(
         {
-            "sys_id": sys_id,
-            "number": number,
+            "sys_id": uuid.uuid4().hex,
+            "number": f"INC{state.servicenow.next_number:07d}",
             "state": "1",
             "incident_state": "1",
             "active": "true",
@@ -215,20 +394,30 @@ async def create_incident(request: Request) -> Response:
             "severity": "3",
             "category": "inquiry",
             "escalation": "0",
+            "reopen_count": "0",
             "opened_at": now,
+            "opened_by": user_sys_id(state, user_name),
             "sys_class_name": TABLE,
             "sys_created_on": now,
-            "sys_created_by": INTEGRATION_USER,
+            "sys_created_by": user_name,
             "sys_mod_count": "0",
         }
     )
-    state.servicenow.records[sys_id] = record
-    _apply(state, record, body)
-    headers = {"Location": _location(request, sys_id)}
+    write(state, record, body, user_name, creating=True)
+    state.servicenow.next_number += 1
+    state.servicenow.records[record["sys_id"]] = record
+    return record
+
+
+@router.post(f"/{TABLE}")
+async def create_incident(request: Request) -> Response:
+    state = get_state(request)
+    body = await _object_body(request)
+    record = create_record(state, body, state.config.servicenow_user)
+    headers = {"Location": _location(request, record["sys_id"])}
     if request.headers.get("x-no-response-body", "").lower() == "true":
         return Response(status_code=201, headers=headers)
-    shown = _present(record, base_url(request), _fields_param(request), _exclude_links(request))
-    return JSONResponse({"result": shown}, status_code=201, headers=headers)
+    return JSONResponse({"result": _shown(request, record)}, status_code=201, headers=headers)
 
 
 @dataclass(frozen=True)
@@ -238,11 +427,77 @@ class _Condition:
 
 
 _TERM_RE = re.compile(
-    r"^([a-z_][a-z0-9_.]*?)(!=|=|LIKE|STARTSWITH|ENDSWITH|ISNOTEMPTY|ISEMPTY|IN)(.*)$"
+    r"^([a-z_][a-z0-9_.]*?)"
+    r"(!=|>=|<=|=|>|<|LIKE|STARTSWITH|ENDSWITH|ISNOTEMPTY|ISEMPTY|IN)(.*)$"
+)
+_DATE_GENERATE_RE = re.compile(
+    r"^javascript:\s*gs\.dateGenerate\(\s*'(\d{4}-\d{2}-\d{2})'\s*,\s*'([^']*)'\s*\)\s*$"
 )
 
 
-def _condition(field: str, operator: str, value: str) -> _Condition:
+# `new GlideDateTime('YYYY-MM-DD HH:MM:SS')`: the string constructor reads UTC.
+_GLIDE_DATE_TIME_RE = re.compile(
+    r"^javascript:\s*new\s+GlideDateTime\(\s*'(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2})'\s*\)\s*$"
+)
+
+
+def _date_value(value: str) -> str | None:
+    """A date/time query value as the stored ``YYYY-MM-DD HH:MM:SS`` (UTC), or None when it is
+    not one the sandbox evaluates (`gs.dateGenerate('date','time'|'start'|'end')`, a plain
+    ``YYYY-MM-DD HH:MM:SS``, or a date)."""
+    glide = _GLIDE_DATE_TIME_RE.match(value.strip())
+    if glide:
+        value = glide.group(1)
+    match = _DATE_GENERATE_RE.match(value.strip())
+    if match:
+        day, time_part = match.groups()
+        time_part = {"start": "00:00:00", "end": "23:59:59"}.get(time_part, time_part)
+        value = f"{day} {time_part}"
+    value = value.strip()
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        value += " 00:00:00"
+    parsed = parse_servicenow_time(value)
+    return servicenow_time(parsed) if parsed else None
+
+
+def _ordered(operator: str, value: str, date: bool) -> Callable[[str], bool] | None:
+    compare: dict[str, Callable[[Any, Any], bool]] = {
+        ">": lambda a, b: a > b,
+        ">=": lambda a, b: a >= b,
+        "<": lambda a, b: a < b,
+        "<=": lambda a, b: a <= b,
+    }
+    test = compare[operator]
+    if date:
+        bound = _date_value(value)
+        if bound is None:
+            return None
+        return lambda v: bool(v) and test(v, bound)
+    try:
+        number = float(value)
+    except ValueError:
+        return lambda v: test(v, value)
+
+    def numeric(v: str) -> bool:
+        try:
+            return test(float(v), number)
+        except ValueError:
+            return False
+
+    return numeric
+
+
+def _condition(field: str, operator: str, value: str) -> _Condition | None:
+    """One query term; None when its value cannot be evaluated (the term is then dropped)."""
+    date = field in DATE_FIELDS
+    if operator in (">", ">=", "<", "<="):
+        ordered = _ordered(operator, value, date)
+        return _Condition(field, ordered) if ordered else None
+    if date and operator in ("=", "!=") and value.startswith("javascript:"):
+        normal = _date_value(value)
+        if normal is None:
+            return None
+        value = normal
     tests: dict[str, Callable[[str], bool]] = {
         "=": lambda v: v == value,
         "!=": lambda v: v != value,
@@ -262,7 +517,8 @@ def parse_query(
     """AND-ed groups of OR-ed conditions, and the ordering.
 
     Like ServiceNow (without ``glide.invalid_query.returns_no_rows``), a term that does not
-    parse or names a field the table does not have is dropped, so it can match everything.
+    parse, names a field the table does not have, or holds a value that cannot be evaluated is
+    dropped, so it can match everything.
     """
     groups: list[list[_Condition]] = []
     order: list[tuple[str, bool]] = []
@@ -281,6 +537,8 @@ def parse_query(
         if match is None or match.group(1) not in known_fields:
             continue
         condition = _condition(*match.groups())
+        if condition is None:
+            continue
         if alternative:
             groups[-1].append(condition)
         else:
@@ -328,10 +586,8 @@ async def query_incidents(request: Request) -> JSONResponse:
         matching.sort(key=_by(field), reverse=descending)
     limit = _int_param(request, "sysparm_limit", DEFAULT_LIMIT)
     offset = _int_param(request, "sysparm_offset", 0)
-    base = base_url(request)
-    fields, exclude = _fields_param(request), _exclude_links(request)
     page = [
-        {k: v for k, v in _present(r, base, fields, exclude).items() if k not in hidden}
+        {k: v for k, v in _shown(request, r).items() if k.partition(".")[0] not in hidden}
         for r in matching[offset : offset + limit]
     ]
     headers = {"X-Total-Count": str(len(matching))}
@@ -350,8 +606,7 @@ def _record(state: SandboxState, sys_id: str) -> dict[str, str]:
 @router.get(f"/{TABLE}/{{sys_id}}")
 async def get_incident(sys_id: str, request: Request) -> JSONResponse:
     record = _record(get_state(request), sys_id)
-    shown = _present(record, base_url(request), _fields_param(request), _exclude_links(request))
-    return JSONResponse({"result": shown})
+    return JSONResponse({"result": _shown(request, record)})
 
 
 @router.api_route(f"/{TABLE}/{{sys_id}}", methods=["PATCH", "PUT"])
@@ -359,12 +614,10 @@ async def update_incident(sys_id: str, request: Request) -> Response:
     state = get_state(request)
     record = _record(state, sys_id)
     body = await _object_body(request)
-    _apply(state, record, body)
-    record["sys_mod_count"] = str(int(record.get("sys_mod_count", "0") or 0) + 1)
+    write(state, record, body, state.config.servicenow_user)
     if request.headers.get("x-no-response-body", "").lower() == "true":
         return Response(status_code=200)
-    shown = _present(record, base_url(request), _fields_param(request), _exclude_links(request))
-    return JSONResponse({"result": shown})
+    return JSONResponse({"result": _shown(request, record)})
 
 
 @router.delete(f"/{TABLE}/{{sys_id}}")

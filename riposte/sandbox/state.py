@@ -148,6 +148,8 @@ class ServiceNowState:
     records: dict[str, dict[str, str]] = field(default_factory=dict)
     journals: dict[str, list[dict[str, str]]] = field(default_factory=dict)
     next_number: int = 10001
+    # sys_user records by sys_id: the API user and the analysts that control calls act as.
+    users: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -157,6 +159,9 @@ class JiraIssue:
     fields: dict[str, Any]
     comments: list[dict[str, Any]] = field(default_factory=list)
     indexed_at: float = 0.0  # monotonic time from which search can see the issue
+    changelog: list[dict[str, Any]] = field(default_factory=list)  # histories, oldest first
+    # What search sees: (monotonic time from which it is visible, the fields then), oldest first.
+    index: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
 
 
 @dataclass
@@ -166,6 +171,11 @@ class JiraState:
     next_comment_id: int = 10000
     next_number: dict[str, int] = field(default_factory=lambda: defaultdict(lambda: 1))
     search_lag_seconds: float = 0.0
+    next_history_id: int = 10000
+    # The API account's time zone: JQL date literals are read in it, timestamps written in it.
+    time_zone: str = "UTC"
+    # Accounts by accountId: the API account and the analysts that control calls act as.
+    users: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def find(self, key_or_id: str) -> JiraIssue | None:
         if key_or_id in self.issues:
@@ -267,7 +277,10 @@ class SandboxState:
         self.cloud_apps = CloudAppsState()
         self.defender_cloud = DefenderCloudState()
         self.servicenow = ServiceNowState()
-        self.jira = JiraState(search_lag_seconds=self.config.jira_search_lag_seconds)
+        self.jira = JiraState(
+            search_lag_seconds=self.config.jira_search_lag_seconds,
+            time_zone=self.config.jira_time_zone,
+        )
         self.chat = ChatState()
         self.faults = FaultState()
         self.requests = RequestLog()
