@@ -16,7 +16,9 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/riposte up
 
+# The browser tests drive Debian's headless Chromium: installed first when absent (see the script).
 test: $(STAMP)
+	@sh tests/install-chromium.sh
 	$(BIN)/python -m pytest
 
 # The local stack's latency and burst against a raw baseline, then a storm under the vendors'

@@ -21,6 +21,13 @@ CONTAIN_DEPLOYMENT = "contain_alert/contain"
 APPROVAL_SWEEP_DEPLOYMENT = "expire_approvals/approval-sweep"
 PLAYBOOK_FLOW = "run_playbook"
 """Every registered playbook has a deployment of this flow named after it, to run it by hand."""
+RESPONSE_TAG = "response"
+"""The tag of every response run (`respond`, `respond-batch`): the UI's runs list filtered on it
+shows responses only (`RESPONSES_VIEW`)."""
+HOUSEKEEPING_TAG = "housekeeping"
+"""The tag of the scheduled runs that only keep things going (poll, reconcile, digest, sweep)."""
+RESPONSES_VIEW = f"/runs?tag={RESPONSE_TAG}"
+"""The Prefect UI's runs page showing responses only, from the UI's address."""
 
 
 class Settings(BaseSettings):
@@ -68,11 +75,18 @@ class Settings(BaseSettings):
         "None: the intake's local address",
     )
     approval_sweep_seconds: int = Field(
-        30, ge=5, description="How often pending approvals are checked for their timeout"
+        600,
+        ge=5,
+        description="How often the approval sweep runs besides its run at each approval's "
+        "deadline (booked when the links are sent): a safety net for a booking that was lost",
     )
 
-    poll_interval_seconds: int = Field(15, ge=1)
-    reconcile_interval_seconds: int = Field(600, ge=10)
+    poll_interval_seconds: int = Field(
+        60, ge=1, description="How often the poll reads the alerts updated since its watermark"
+    )
+    reconcile_interval_seconds: int = Field(
+        600, ge=10, description="How often reconcile looks for alerts no response answered"
+    )
     reconcile_retries: int = Field(
         3,
         ge=0,
@@ -175,6 +189,11 @@ class Settings(BaseSettings):
     @property
     def prefect_ui_url(self) -> str:
         return f"http://{self.host}:{self.prefect_port}"
+
+    @property
+    def responses_url(self) -> str:
+        """The local Prefect UI's runs page filtered to responses."""
+        return f"{self.prefect_ui_url}{RESPONSES_VIEW}"
 
     @property
     def intake_url(self) -> str:

@@ -46,7 +46,8 @@ os.environ.update(
         "RIPOSTE_APPROVAL_KEY_FILE": str(_STATE / "approval.key"),
         # Workers load the same playbooks as the local stack: the built-ins and the example.
         "RIPOSTE_PLAYBOOKS": str(Path(__file__).resolve().parent.parent / "examples" / "playbooks"),
-        # The approval tests run the timeout sweep themselves, when they mean to.
+        # The approval sweep runs at each approval's deadline; its safety-net schedule stays
+        # out of the tests' way.
         "RIPOSTE_APPROVAL_SWEEP_SECONDS": "3600",
         # Approval links point at the session's intake (`intake_url`).
         "RIPOSTE_PUBLIC_URL": f"http://127.0.0.1:{_INTAKE_PORT}",
@@ -208,6 +209,9 @@ def served_flows(stack_blocks: list[str]) -> Iterator[None]:
         proc = subprocess.Popen(
             [sys.executable, "-m", "riposte.deployments.serve"],
             cwd=REPO,
+            # Its runs log at Prefect's default level, as in production: tests read what the
+            # runs tell an analyst (INFO lines), not only the warnings.
+            env={**os.environ, "PREFECT_LOGGING_LEVEL": "INFO"},
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -20,19 +20,22 @@ from uuid import UUID
 
 import httpx
 import pytest
+from markdown_it import MarkdownIt
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
     ArtifactFilterFlowRunId,
     FlowRunFilter,
     FlowRunFilterName,
+    LogFilter,
+    LogFilterFlowRunId,
 )
-from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.objects import Artifact, FlowRun
 
-from riposte.alerts.approval import ApprovalKeys, LinkClaims
+from riposte.alerts.approval import ApprovalKeys, ContainmentRequest, LinkClaims
 from riposte.blocks.approval import load_approval_keys
 from riposte.sandbox.samples import sample_graph_alerts
-from tests.conftest import wait_until
+from tests.conftest import PREFECT_API_URL, wait_until
 from tests.test_policy_e2e import (
     graph_alerts,
     incidents,
@@ -98,9 +101,11 @@ def machine_of(alert: dict[str, Any]) -> str:
     raise AssertionError("the sample names no MDE device")
 
 
-def respond(sandbox: httpx.Client, intake_url: str, alert: dict[str, Any]) -> None:
+def respond(sandbox: httpx.Client, intake_url: str, alert: dict[str, Any]) -> FlowRun:
+    """The response run of ``alert``, once it is over."""
     load(sandbox, [alert])
-    wait_completed(push(intake_url, [alert]))
+    (run,) = wait_completed(push(intake_url, [alert]))
+    return run
 
 
 def contain_run(alert: dict[str, Any], *, state: str | None = None, timeout: float = 90) -> FlowRun:
@@ -152,6 +157,72 @@ def artifact_rows(run_id: UUID) -> list[dict[str, str]]:
     return rows
 
 
+def artifacts_of(run_id: UUID) -> list[Artifact]:
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+        )
+
+
+def audit_table(run: FlowRun) -> Artifact:
+    (table,) = [a for a in artifacts_of(run.id) if a.type == "table"]
+    return table
+
+
+def outcome_on(response: FlowRun, timeout: float = 30) -> Artifact:
+    """The containment's outcome, shown on the response run that asked for it."""
+
+    def shown() -> Artifact | None:
+        found = [
+            a for a in artifacts_of(response.id) if (a.key or "").startswith("containment-outcome-")
+        ]
+        assert len(found) <= 1, [a.key for a in found]
+        return found[0] if found else None
+
+    artifact: Artifact = wait_until(shown, timeout=timeout, what="the containment's outcome")
+    return artifact
+
+
+def page_of(run: FlowRun) -> str:
+    """The run's page in the Prefect UI (the API's address without `/api`)."""
+    return f"{PREFECT_API_URL.removesuffix('/api')}/runs/flow-run/{run.id}"
+
+
+def form(run: FlowRun, part: str) -> Any:
+    """A part (description, schema) of a suspended run's Resume form, read as the Prefect UI
+    reads it: the keys the paused state names, from the flow run's inputs."""
+    assert run.state is not None and run.state.state_details.run_input_keyset is not None
+    key = run.state.state_details.run_input_keyset[part]
+    answer = httpx.get(f"{PREFECT_API_URL}/flow_runs/{run.id}/input/{key}", timeout=30)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def log_lines(run_id: UUID) -> list[str]:
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+    return [log.message for log in logs]
+
+
+def wait_for_log(run_id: UUID, text: str) -> list[str]:
+    lines: list[str] = wait_until(
+        lambda: (found := log_lines(run_id)) and any(text in m for m in found) and found,
+        timeout=30,
+        what=f"the log line {text!r}",
+    )
+    return lines
+
+
+def rendered(markdown: str) -> str:
+    """``markdown`` as HTML, as a CommonMark renderer with tables shows it."""
+    return MarkdownIt("commonmark").enable("table").render(markdown)
+
+
+def key_of(alert: dict[str, Any], prefix: str = "containment") -> re.Pattern[str]:
+    slug = re.sub(r"[^a-z0-9-]+", "-", f"{prefix}-graph-{alert['id']}".lower())
+    return re.compile(re.escape(slug) + r"-[0-9a-f]{8}")
+
+
 def alert_comments(sandbox: httpx.Client, alert_id: str) -> list[str]:
     return [c["comment"] for c in graph_alerts(sandbox)[alert_id]["comments"]]
 
@@ -190,10 +261,13 @@ def device_alert(sandbox: httpx.Client) -> dict[str, Any]:
 def test_approve_by_link_contains_once_and_audits_everywhere(
     sandbox: httpx.Client, intake_url: str, device_alert: dict[str, Any]
 ) -> None:
-    respond(sandbox, intake_url, device_alert)
+    response = respond(sandbox, intake_url, device_alert)
     run = contain_run(device_alert, state="paused")
     found = links(sandbox)
     assert set(found) == {(ALICE, "approve"), (ALICE, "reject"), (BOB, "approve"), (BOB, "reject")}
+    # The response's report links the containment run's page, where it waits.
+    (report,) = [a for a in artifacts_of(response.id) if (a.key or "").startswith("response-")]
+    assert f"[open the containment run]({page_of(run)})" in str(report.data), report.data
     # Suspended, and nothing contained before a yes.
     assert isolations(sandbox) == []
 
@@ -225,6 +299,24 @@ def test_approve_by_link_contains_once_and_audits_everywhere(
         r["what"].startswith("Isolate device") and r["result"].startswith("succeeded") for r in rows
     )
     assert sum("asked" in r["what"] for r in rows) == 2
+    # Named after the alert, its title in the description (as text).
+    table = audit_table(run)
+    assert key_of(device_alert).fullmatch(table.key or ""), table.key
+    assert f"`{device_alert['title']}`" in (table.description or ""), table.description
+    assert "approved, done" in (table.description or "")
+    # After the resume, the log says what resumed the run; it was suspended once.
+    lines = wait_for_log(
+        run.id, "Resumed: approved by alice@contoso.com by signed link: confirmed with the owner"
+    )
+    assert sum("Suspending flow run" in m for m in lines) == 1, lines
+    # The response run shows the outcome, linking the containment run.
+    outcome = outcome_on(response)
+    assert key_of(device_alert, "containment-outcome").fullmatch(outcome.key or ""), outcome.key
+    assert "approved, done" in (outcome.description or "")
+    text = str(outcome.data)
+    assert ": approved, done" in text.splitlines()[0], text
+    assert f"[Open the containment run]({page_of(run)})" in text
+    assert "`Isolate device" in text and "`approve`" in text and f"`{ALICE}`" in text
     assert any(
         "approved by alice@contoso.com by signed link" in c
         for c in alert_comments(sandbox, device_alert["id"])
@@ -310,7 +402,7 @@ def test_timeout_applies_the_default_outcome_and_expired_links_say_so(
 
     containment_policy("3s")
     alert = fresh(1)
-    respond(sandbox, intake_url, alert)
+    response = respond(sandbox, intake_url, alert)
     run = contain_run(alert, state="paused")
     found = links(sandbox)
     teams_before = len(messages(sandbox, "teams"))
@@ -322,9 +414,18 @@ def test_timeout_applies_the_default_outcome_and_expired_links_say_so(
     expired = httpx.post(found[(ALICE, "approve")], timeout=30)
     assert expired.status_code == 410 and "expired" in expired.text
 
-    swept = asyncio.run(expire_approvals())  # what the scheduled sweep does
-    assert str(run.id) in swept
+    # The sweep booked for the deadline applies the default outcome (the session's sweep
+    # schedule is an hour): a sweep run afterwards finds nothing left to do.
     done = contain_run(alert, state="final")
+    assert str(run.id) not in asyncio.run(expire_approvals())
+    with get_client(sync_client=True) as client:
+        sweeps = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=["approval-sweep"]))
+        )
+    assert any(
+        str(run.id) in (s.idempotency_key or "") and s.state is not None and s.state.is_completed()
+        for s in sweeps
+    ), [(s.idempotency_key, s.state) for s in sweeps]
     assert done.state is not None and done.state.is_completed()
     message = done.state.message or ""
     assert "rejected by nobody by the policy's default outcome (nobody answered in time)" in message
@@ -338,6 +439,10 @@ def test_timeout_applies_the_default_outcome_and_expired_links_say_so(
         r["what"] == f"escalated the missed approval to {TEAMS}" and r["result"] == "told"
         for r in rows
     )
+    wait_for_log(run.id, "Resumed: rejected by nobody by the policy's default outcome")
+    outcome = outcome_on(response)
+    said = "no answer in time: rejected by the policy's default, nothing executed"
+    assert said in (outcome.description or "") and said in str(outcome.data)
 
 
 @pytest.mark.usefixtures("containment_policy")
@@ -362,6 +467,151 @@ def test_approved_in_the_prefect_ui_form_is_recorded_as_such(
     assert any("carol (identity not proven)" in c for c in alert_comments(sandbox, alert["id"]))
     # The links now find the run decided.
     assert httpx.post(links(sandbox)[(ALICE, "approve")], timeout=30).status_code == 409
+    lines = wait_for_log(
+        run.id, "Resumed: approved by carol (identity not proven) in the Prefect UI form"
+    )
+    assert sum("Suspending flow run" in m for m in lines) == 1, lines
+
+
+HOSTILE = (
+    "API access from suspicious IP [verify](http://evil.example/v) ![p](http://evil.example/p)"
+    " <img src=x onerror=alert(1)> <@U024BE7LH> @channel **now** `rm -rf` | next"
+)
+
+
+@pytest.mark.usefixtures("containment_policy")
+def test_the_resume_form_describes_the_request_and_the_response_run_gets_the_outcome(
+    sandbox: httpx.Client, intake_url: str
+) -> None:
+    """What a person sees in the Prefect UI: the Resume form of the Suspended run says what is
+    asked, the alert's (hostile) title shown as text; the response run links the containment
+    run and, once decided, shows how it ended."""
+    alert = fresh(1, title=HOSTILE)
+    response = respond(sandbox, intake_url, alert)
+    run = contain_run(alert, state="paused")
+    request = ContainmentRequest.model_validate(run.parameters["request"])
+    assert request.ticket is not None
+    token = next(iter(links(sandbox).values())).rsplit("/", 1)[1]
+    expires = LinkClaims.model_validate(load_approval_keys().open(token)).expires
+
+    description = form(run, "description")
+    assert isinstance(description, str)
+    title = HOSTILE.replace("`", "'")
+    for action in request.actions:
+        assert f"- `{action.describe()}`" in description
+    assert f"- Alert: `graph` `{alert['id']}`, severity `{request.severity}`" in description
+    assert f"- Title: `{title}`" in description
+    assert f"`{request.ticket.key}` [open]({request.ticket.url})" in description
+    assert f"`{ALICE}` (`{SLACK}`), `{BOB}` (`{TEAMS}`)" in description
+    assert f"Deadline: {expires:%Y-%m-%d %H:%M:%S} UTC" in description
+    assert "policy's default outcome applies: **reject**" in description
+    assert "Leave `proof` empty" in description
+    # Rendered, the title is text in a code span: no link, image, tag or emphasis of its own.
+    html = rendered(description)
+    assert re.findall(r'href="([^"]+)"', html) == [request.ticket.url.replace("&", "&amp;")]
+    assert "<img" not in html and "<strong>now</strong>" not in html
+    as_text = title.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    assert f"<code>{as_text}</code>" in html
+    # The form's proof field says who fills it in.
+    schema = form(run, "schema")
+    proof = schema["properties"]["proof"]["description"]
+    assert "approval links only" in proof and "leave it empty" in proof
+
+    # Before the decision: the response's report links the containment run.
+    (report,) = [a for a in artifacts_of(response.id) if (a.key or "").startswith("response-")]
+    assert f"[open the containment run]({page_of(run)})" in str(report.data)
+    assert not [a for a in artifacts_of(response.id) if "outcome" in (a.key or "")]
+
+    # Rejected from the form, as the UI posts it.
+    answer = httpx.post(
+        f"{PREFECT_API_URL}/flow_runs/{run.id}/resume",
+        json={"run_input": {"decision": "reject", "reason": "pentest", "approver": "dave"}},
+        timeout=30,
+    )
+    assert answer.status_code in (200, 201) and answer.json()["status"] == "ACCEPT", answer.text
+    done = contain_run(alert, state="final")
+    assert done.state is not None and done.state.is_completed(), done.state
+    wait_for_log(run.id, "Resumed: rejected by dave (identity not proven) in the Prefect UI form")
+    assert indicators(sandbox) == []
+
+    table = audit_table(run)
+    assert key_of(alert).fullmatch(table.key or ""), table.key
+    outcome = outcome_on(response)
+    assert key_of(alert, "containment-outcome").fullmatch(outcome.key or ""), outcome.key
+    for shown in (table.description or "", outcome.description or ""):
+        # The title, as text, cut to keep the description short.
+        assert f"alert `{alert['id']}`" in shown and f"Alert: `{title[:147]}...`" in shown, shown
+        assert "<img" not in rendered(shown) and "href" not in rendered(shown)
+    assert "rejected, nothing executed" in (outcome.description or "")
+    text = str(outcome.data)
+    assert text.startswith(f"# Containment of `graph` alert `{alert['id']}`: rejected, nothing")
+    assert "`rejected by dave (identity not proven) in the Prefect UI form: pentest`" in text
+    page = rendered(text)
+    assert re.findall(r'href="([^"]+)"', page) == [page_of(run)]
+    assert "<img" not in page
+
+
+EVIL_URL = "https://evil.example/login?next=http://evil.example/p.png"
+
+
+def test_the_run_logs_show_an_alert_s_url_defanged_and_our_links_as_links(
+    sandbox: httpx.Client, intake_url: str, use_policy: Callable[[str], None]
+) -> None:
+    """The Prefect UI makes every URL of a log row a link (and colours ANSI escapes): a URL
+    to block, from the alert, is logged defanged; the containment run's page stays a link."""
+    use_policy(
+        approval_policy().replace(
+            "rules:\n",
+            "rules:\n"
+            "  - name: block-link\n"
+            "    match: {title_pattern: Phishing link clicked}\n"
+            "    playbook: escalate\n"
+            "    containment: {actions: [block_url]}\n",
+        )
+    )
+    alert = fresh(1, title="Phishing link clicked \x1b[31mred")
+    alert["evidence"].append(
+        {
+            "@odata.type": "#microsoft.graph.security.urlEvidence",
+            "createdDateTime": alert["createdDateTime"],
+            "verdict": "malicious",
+            "remediationStatus": "none",
+            "roles": [],
+            "tags": [],
+            "url": EVIL_URL,
+        }
+    )
+    response = respond(sandbox, intake_url, alert)
+    run = contain_run(alert, state="paused")
+    request = ContainmentRequest.model_validate(run.parameters["request"])
+    assert [a.target for a in request.actions] == [EVIL_URL]
+    answer = httpx.post(
+        f"{PREFECT_API_URL}/flow_runs/{run.id}/resume",
+        json={
+            "run_input": {
+                "decision": "reject",
+                "reason": "see ftp://evil.example/why \x1b[5m",
+                "approver": "dave",
+            }
+        },
+        timeout=30,
+    )
+    assert answer.status_code in (200, 201) and answer.json()["status"] == "ACCEPT", answer.text
+    done = contain_run(alert, state="final")
+    assert done.state is not None and done.state.is_completed(), done.state
+
+    defanged = EVIL_URL.replace("://", "[:]//")
+    lines = wait_for_log(run.id, "Resumed: rejected by dave")
+    (waiting,) = [m for m in lines if m.startswith("Waiting up to")]
+    assert f"Block URL {defanged}" in waiting, waiting
+    (resumed,) = [m for m in lines if m.startswith("Resumed:")]
+    assert "see ftp[:]//evil.example/why [5m" in resumed, resumed
+    responded = wait_for_log(response.id, "containment: ")
+    # The containment run's page, ours, is still a link in the response run's log.
+    assert any(m.endswith(f": run {page_of(run)}") for m in responded), responded
+    for line in lines + responded:
+        assert not re.search(r"(?:https?|ftp)://\S*evil", line), line
+        assert "\x1b" not in line, line
 
 
 @pytest.mark.usefixtures("containment_policy")
@@ -372,7 +622,7 @@ def test_a_failing_action_fails_the_run_and_the_ticket_and_alert_say_so(
         "/_sandbox/mde/machineactions/failures",
         json={"status": "Failed", "machine_id": machine_of(device_alert), "times": None},
     ).raise_for_status()
-    respond(sandbox, intake_url, device_alert)
+    response = respond(sandbox, intake_url, device_alert)
     contain_run(device_alert, state="paused")
     taken = httpx.post(links(sandbox)[(ALICE, "approve")], timeout=30)
     assert taken.status_code == 200, taken.text
@@ -382,17 +632,25 @@ def test_a_failing_action_fails_the_run_and_the_ticket_and_alert_say_so(
     assert "FAILED" in message and "Isolate device" in message and "Failed" in message
     assert any("FAILED" in c for c in alert_comments(sandbox, device_alert["id"]))
     assert any("FAILED" in n for n in ticket_notes(sandbox))
+    # The response run that asked shows it failed, and why.
+    outcome = outcome_on(response)
+    assert "approved, FAILED (1 of 1 actions)" in (outcome.description or "")
+    assert "FAILED: containment action failed: Isolate device" in str(outcome.data)
 
 
 @pytest.mark.usefixtures("containment_policy")
 def test_automatic_containment_runs_without_asking(sandbox: httpx.Client, intake_url: str) -> None:
     alert = fresh(1, title="AUTOMATIC block: API Endpoint access from suspicious IP")
-    respond(sandbox, intake_url, alert)
+    response = respond(sandbox, intake_url, alert)
     done = contain_run(alert, state="final")
     assert done.state is not None and done.state.is_completed(), done.state
     assert "automatically (the policy says so)" in (done.state.message or "")
     assert len(indicators(sandbox)) == 1
     assert links(sandbox) == {}
+    outcome = outcome_on(response)
+    assert "contained without approval (policy says automatic), done" in (outcome.description or "")
+    # Never suspended: nothing to resume.
+    assert not any("Resumed" in m or "Suspending" in m for m in log_lines(done.id))
 
 
 def _b64(text: str) -> str:

@@ -101,6 +101,7 @@ def test_status_json_lists_every_url_and_reports_a_stopped_stack(tmp_path: Path)
     assert result.returncode == 3
     assert info["running"] is False
     assert info["prefect_api"].endswith(f":{env['RIPOSTE_PREFECT_PORT']}/api")
+    assert info["responses"] == f"{info['prefect_ui']}/runs?tag=response"
     assert set(info["simulators"]) == {"identity", "graph", "servicenow", "jira", "slack", "teams"}
 
 

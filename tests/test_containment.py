@@ -4,6 +4,7 @@ carries one out against the sandbox, once, even when a run is repeated or killed
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -194,6 +195,106 @@ def test_plans_are_deterministic_one_action_per_target_and_hashed_on_what_they_d
     assert len(set(first)) == 3  # hashable, despite the parameters dict
     with pytest.raises(ContainmentPlanError, match="does not block"):
         plan_actions(alert, kinds, comment=COMMENT, indicator_action="Allowed")
+
+
+def test_artifact_keys_name_the_alert_and_keep_each_request_apart() -> None:
+    from riposte.alerts.approval import ContainmentRequest
+    from riposte.alerts.response import AlertRef
+    from riposte.flows.contain import artifact_key
+
+    alert = fixture_alert("graph/live_style_alert.json", "graph")
+    block_ip, block_url = (
+        plan_actions(alert, [kind], comment=COMMENT)
+        for kind in (ActionKind.BLOCK_IP, ActionKind.BLOCK_URL)
+    )
+    ref = AlertRef(source="graph", alert_id="Da637/Ab_C==..x")
+
+    def request(rule: str, actions: list[ContainmentAction]) -> ContainmentRequest:
+        return ContainmentRequest(
+            alert=ref,
+            alert_title=alert.title,
+            severity="high",
+            rule=rule,
+            actions=tuple(actions),
+            defender_block="riposte-defender",
+        )
+
+    first = artifact_key(request("block-source", block_ip))
+    # Lowercase letters, digits and dashes (what Prefect takes), the alert first.
+    assert re.fullmatch(r"containment-graph-da637-ab-c-x-[0-9a-f]{8}", first), first
+    assert artifact_key(request("block-source", block_ip)) == first  # stable
+    # Requests sharing the alert (another rule, other actions) keep artifacts of their own.
+    others = {
+        artifact_key(request("another-rule", block_ip)),
+        artifact_key(request("block-source", block_url)),
+        artifact_key(request("block-source", block_ip + block_url)),
+    }
+    assert len(others | {first}) == 4
+    assert all(k.startswith("containment-graph-da637-ab-c-x-") for k in others)
+    outcome = artifact_key(request("block-source", block_ip), "containment-outcome")
+    assert outcome == "containment-outcome-" + first.removeprefix("containment-")
+    long = ref.model_copy(update={"alert_id": "x" * 300})
+    keyed = artifact_key(request("r", block_ip).model_copy(update={"alert": long}))
+    assert len(keyed) <= 120 and re.fullmatch(r"containment-graph-x+-[0-9a-f]{8}", keyed)
+
+
+def test_a_comment_failing_after_the_actions_leaves_the_response_run_their_outcome(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The actions ran, then the audit's comment on the alert failed: the response run that
+    asked is shown what the actions did, not "failed before it finished"."""
+    import logging
+    from types import SimpleNamespace
+
+    import riposte.flows.contain as contain
+    from riposte.alerts.approval import ContainmentRequest
+    from riposte.alerts.response import AlertRef
+
+    alert = fixture_alert("graph/live_style_alert.json", "graph")
+    request = ContainmentRequest(
+        alert=AlertRef(source="graph", alert_id=alert.id),
+        alert_title=alert.title,
+        severity="high",
+        rule="block-at-once",
+        actions=tuple(plan_actions(alert, [ActionKind.BLOCK_IP], comment=COMMENT)),
+        automatic=True,
+        defender_block="riposte-defender",
+    )
+    told: list[tuple[str, str, int]] = []
+    calls: list[str] = []
+
+    def tell(
+        request: Any, run_id: Any, response_run: Any, outcome: str, summary: str, rows: Any
+    ) -> None:
+        told.append((outcome, summary, len(rows)))
+        calls.append("told")
+
+    def comment(*args: Any) -> bool:
+        calls.append("comment")
+        raise RuntimeError("Microsoft Graph: 503")
+
+    monkeypatch.setattr(contain, "flow_run", SimpleNamespace(get_id=lambda: str(uuid.uuid4())))
+    monkeypatch.setattr(contain, "get_run_logger", lambda: logging.getLogger("contain-test"))
+    monkeypatch.setattr(contain, "_subject", lambda request: (None, None, alert))
+    monkeypatch.setattr(contain, "execute_action", lambda *a: SimpleNamespace(detail=""))
+    monkeypatch.setattr(contain, "create_table_artifact", lambda **kw: None)
+    monkeypatch.setattr(contain, "comment_alert", comment)
+    monkeypatch.setattr(contain, "_tell_response_run", tell)
+
+    with pytest.raises(RuntimeError, match="503"):
+        contain.contain_alert.fn(request, uuid.uuid4())
+    assert calls == ["told", "comment"]  # told first, and not overwritten after
+    ((outcome, summary, rows),) = told
+    assert outcome == "contained without approval (policy says automatic), done"
+    assert "Done: Block IP" in summary and rows == 2
+
+    # A failure before the actions still tells the response run that the run failed.
+    told.clear()
+    monkeypatch.setattr(contain, "_subject", lambda request: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        contain.contain_alert.fn(request, uuid.uuid4())
+    ((outcome, summary, rows),) = told
+    assert outcome == "FAILED" and "failed before it finished: ZeroDivisionError" in summary
 
 
 # --- the task, against the sandbox -------------------------------------------------------------

@@ -4,16 +4,19 @@ messages and unauthenticated clients, against the real intake, clients and simul
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
+from uuid import uuid4
 
 import httpx
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse
+from markdown_it import MarkdownIt
 from pydantic import SecretStr
 
 from riposte.alerts.messages import MessageRenderer
@@ -181,6 +184,114 @@ def test_the_response_report_shows_the_title_and_reasons_as_text() -> None:
     assert title_line.count("`") == 2 and "\\|" in title_line
     assert "| why | `ip=<img src=x>` |" in report
     assert "(https://security.microsoft.com/alerts/a-1%28x%29)" in report
+
+
+# A backslash before a pipe: `\|` escaped naively is `\\|`, whose pipe ends the cell for GFM
+# (marked counts the backslashes), which lets the rest out of the code span as markdown.
+CELL_BREAKOUT = "\\|![p](https://evil.example/p.png)"
+UNESCAPED_PIPE = re.compile(r"(?<!\\)(?:\\\\)*\|")
+
+
+def _assert_cells_hold(markdown: str, columns: int) -> None:
+    """Every table row of ``markdown`` has ``columns`` cells, and nothing outside its code
+    spans is a link or an image."""
+    rows = [line for line in markdown.splitlines() if line.startswith("|")]
+    assert len(rows) > 2, markdown
+    for row in rows:
+        assert len(UNESCAPED_PIPE.findall(row)) == columns + 1, row
+        outside = re.sub(r"`[^`]*`", "", row)
+        assert "](" not in outside and "evil.example" not in outside, row
+    html = MarkdownIt("commonmark").enable("table").render(markdown)
+    assert "<img" not in html and 'evil.example/p.png"' not in html, html
+
+
+def test_a_backslash_before_a_pipe_never_ends_a_cell_of_the_run_reports() -> None:
+    from riposte.alerts.approval import ContainmentRequest
+    from riposte.alerts.containment import ActionKind, ContainmentAction
+    from riposte.alerts.response import AlertRef
+    from riposte.flows.contain import AuditRow, outcome_markdown
+    from riposte.flows.respond import ResponseSummary, _markdown_text, _report
+    from riposte.playbooks import ActionResult
+
+    shown = _markdown_text("a" + CELL_BREAKOUT + "\x1b[31m\u202e")
+    assert shown == "`a\u29f5\\|![p](https://evil.example/p.png)\\x1b[31m\\u202e`"
+    assert "\x1b" not in shown and "\u202e" not in shown  # escaped, shown as text
+
+    hostile = "Invoice " + CELL_BREAKOUT
+    summary = ResponseSummary(
+        alert_id="a-1",
+        source="graph",
+        severity="high",
+        title=hostile,
+        portal_url=None,
+        policy="p",
+        policy_sha256="0" * 64,
+        policy_fallback=False,
+        matched_rules=["r"],
+        actions=[
+            ActionResult(
+                rule="r",
+                playbook="p",
+                disposition="close",
+                reason="ip " + CELL_BREAKOUT,
+                closed="benign " + CELL_BREAKOUT,
+                notes=["note " + CELL_BREAKOUT, "\\\\" + CELL_BREAKOUT],
+            )
+        ],
+    )
+    report = _report(summary)
+    _assert_cells_hold(report, 2)
+    assert "| why | `ip \u29f5\\|![p](https://evil.example/p.png)` |" in report
+
+    block = ContainmentAction(kind=ActionKind.BLOCK_URL, target=hostile, label=hostile)
+    request = ContainmentRequest(
+        alert=AlertRef(source="graph", alert_id="cell-1"),
+        alert_title=hostile,
+        severity="high",
+        rule="r",
+        actions=(block,),
+        defender_block="riposte-defender",
+    )
+    rows = [
+        AuditRow(at="t", who="x " + CELL_BREAKOUT, what=CELL_BREAKOUT, parameters="", result=r)
+        for r in (hostile, "FAILED: " + CELL_BREAKOUT + "|" + CELL_BREAKOUT)
+    ]
+    outcome = outcome_markdown(request, uuid4(), "approved, done", hostile, rows)
+    _assert_cells_hold(outcome, 3)
+
+
+def test_log_lines_of_a_response_defang_alert_text_but_keep_our_links() -> None:
+    from riposte.alerts.plain import log_text
+    from riposte.alerts.response import Delivery
+    from riposte.flows.respond import outcome_lines
+    from riposte.playbooks import ActionResult
+
+    assert log_text("a\x1b[31mhttps://evil.example/x\nftp://y \u202e") == (
+        "a[31mhttps[:]//evil.example/x ftp[:]//y"
+    )
+    page = "http://127.0.0.1:4200/runs/flow-run/0b0e8f1e-3c5b-4d4e-9a55-0f0f0f0f0f0f"
+    action = ActionResult(
+        rule="r",
+        playbook="escalate",
+        disposition="ticket",
+        reason="r",
+        ticket=TICKET,
+        deliveries=[
+            Delivery(channel="slack:#soc", delivered=False, detail="refused: https://evil.example")
+        ],
+        closed="benign: see https://evil.example/c",
+        containment=f"not possible: Block URL https://evil.example/u\x1b[31m: run {page}",
+        containment_url=page,
+        notes=["note on INC1: https://evil.example/n"],
+    )
+    lines = outcome_lines(action)
+    assert "ticket link: https://x/inc" in lines  # ours: a link
+    assert f"containment: not possible: Block URL https[:]//evil.example/u[31m: run {page}" in lines
+    assert "message to slack:#soc NOT sent: refused: https[:]//evil.example" in lines
+    assert "closed at the source: benign: see https[:]//evil.example/c" in lines
+    assert "playbook: note on INC1: https[:]//evil.example/n" in lines
+    assert not [line for line in lines if re.search(r"(?:https?|ftp)://\S*evil", line)], lines
+    assert not [line for line in lines if "\x1b" in line], lines
 
 
 # --- 5. ServiceNow [code] ---------------------------------------------------------------------

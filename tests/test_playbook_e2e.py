@@ -11,7 +11,7 @@ from uuid import UUID
 import httpx
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter
+from prefect.client.schemas.filters import FlowRunFilter, LogFilter, LogFilterFlowRunId
 from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.sorting import FlowRunSort
 
@@ -354,3 +354,131 @@ def test_reconciliation_answers_an_alert_whose_webhook_was_dropped(sandbox: http
     _assert_answered_once(sandbox, [answered["id"], dropped["id"]])
     (again,) = reconcile()
     assert again["unanswered"] == []
+
+
+def test_a_failed_response_still_writes_its_report_and_tags(
+    sandbox: httpx.Client, intake_url: str
+) -> None:
+    (alert,) = _alerts(sandbox, 1, "failed-report")
+    # The ticket is opened and the messages sent; marking the alert in progress is refused.
+    sandbox.post(
+        "/_sandbox/faults",
+        json={"service": "graph", "method": "PATCH", "status": 403, "times": None},
+    ).raise_for_status()
+    try:
+        response = _push(intake_url, alert)
+        run_id = response.json()["accepted"][0]["flow_run_id"]
+        failed = _wait_final(run_id)
+    finally:
+        sandbox.delete("/_sandbox/faults").raise_for_status()
+    assert failed.state is not None and failed.state.is_failed(), failed.state
+    # Found like any answered alert: by its rule and disposition.
+    assert {"source:graph", "disposition:ticket"} <= set(failed.tags), failed.tags
+    assert any(t.startswith("rule:") for t in failed.tags), failed.tags
+
+    incidents = _items(_state(sandbox)["incidents"], "incidents")
+    (ticket,) = [i for i in incidents if alert["id"] in i["record"]["correlation_id"]]
+    number = ticket["record"]["number"]
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts()
+    (report,) = [a for a in artifacts if a.flow_run_id == failed.id and a.type == "markdown"]
+    assert report.key == f"response-graph-{alert['id']}".lower()
+    assert "FAILED" in (report.description or "")
+    text = str(report.data)
+    assert f"`{alert['id']}`: FAILED" in text
+    # What was done: the ticket, with its link, and the messages sent.
+    assert f"[{number}](" in text and "nav_to.do" in text
+    assert "| message slack:#soc-alerts | sent |" in text, text
+    # What was not done, and why.
+    assert "**Stopped by**:" in text and "403" in text
+    assert "| NOT done | the ticket_and_notify playbook stopped here" in text
+
+    # The logs name the ticket and its link before the failure.
+    def logged() -> list[str]:
+        with get_client(sync_client=True) as client:
+            logs = client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[UUID(str(run_id))]))
+            )
+        found = [log.message for log in logs]
+        return found if any("ticket link: " in m for m in found) else []
+
+    lines = wait_until(logged, timeout=60, what="the run's log lines")
+    assert any(f"ticket created: servicenow {number}" in m for m in lines), lines
+    assert any("ticket link: " in m and "nav_to.do" in m for m in lines), lines
+    assert any("message sent to slack:#soc-alerts" in m for m in lines), lines
+
+
+def test_a_failed_response_whose_playbooks_finished_marks_none_stopped_nor_logs_twice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The report of a response that failed after its playbooks returned (recording the
+    suppression window, or later) says no playbook stopped, and logs nothing again; one whose
+    playbook raised flags that one alone."""
+    from datetime import UTC, datetime
+
+    import riposte.flows.respond as respond
+    from riposte.alerts.response import AlertRef
+    from riposte.alerts.throttle import Disposition, Outcome
+    from riposte.playbooks import ActionResult
+    from riposte.tasks.policy import Verdict
+    from tests.alert_factory import make_alert
+
+    logged: list[str] = []
+    reports: list[str] = []
+
+    class Logger:
+        def info(self, message: str, *args: Any) -> None:
+            logged.append(message % args)
+
+        warning = info
+
+    monkeypatch.setattr(respond, "get_run_logger", Logger)
+    monkeypatch.setattr(respond, "tag_current_run", lambda tags: None)
+    monkeypatch.setattr(
+        respond, "create_markdown_artifact", lambda **kw: reports.append(kw["markdown"])
+    )
+    now = datetime.now(UTC)
+    outcomes = tuple(
+        Outcome(
+            rule=rule,
+            playbook="ticket_and_notify",
+            disposition=Disposition.TICKET,
+            reason="matched",
+            at=now,
+        )
+        for rule in ("first", "second")
+    )
+    verdict = Verdict(
+        policy_origin="policy.yaml",
+        policy_sha256="0" * 64,
+        policy_fallback=False,
+        matched_rules=("first", "second"),
+        actions=(),
+        outcomes=outcomes,
+    )
+    results = [
+        ActionResult(
+            rule=o.rule, playbook=o.playbook, disposition="ticket", reason="r", closed=o.rule
+        )
+        for o in outcomes
+    ]
+    ref = AlertRef(source="graph", alert_id="a`1|b", revision="high")
+    progress = respond.Progress(
+        alert=make_alert("a`1|b"), verdict=verdict, results=results, finished=2
+    )
+
+    respond._record_failure(ref, progress, RuntimeError("the suppression was not recorded"))
+    (report,) = reports
+    assert report.startswith("# Response to graph alert `a'1\\|b`: FAILED"), report
+    assert "NOT done" not in report, report
+    assert not [m for m in logged if "before the failure" in m], logged
+
+    reports.clear()
+    progress.finished = 1  # the second playbook raised
+    respond._record_failure(ref, progress, RuntimeError("ServiceNow: 503"))
+    (report,) = reports
+    assert report.count("NOT done") == 1, report
+    assert "| closed at the source | `second` |\n| NOT done | the ticket_and_notify" in report
+    assert [m for m in logged if "before the failure" in m] == [
+        "graph-a`1|b: closed at the source: second (before the failure)"
+    ]

@@ -34,9 +34,13 @@ def test_plan_runs_gives_a_new_attempt_keys_of_its_own() -> None:
     assert first[0].idempotency_key == f"respond:{refs[0].key}"
     assert again[0].idempotency_key == f"respond:{refs[0].key}:again-2"
     assert first[0].name == again[0].name  # still found in the UI by the alert's id
+    # ... and told apart from the first run by its tags.
+    assert {"rerun", "attempt:3"} <= set(again[0].tags)
+    assert not {t for t in first[0].tags if t == "rerun" or t.startswith("attempt:")}
     (batch,) = plan_runs(refs)
     (batch_again,) = plan_runs(refs, attempt=1)
     assert batch_again.idempotency_key == f"{batch.idempotency_key}:again-1"
+    assert {"rerun", "attempt:2"} <= set(batch_again.tags) and "rerun" not in batch.tags
 
 
 def _samples(n: int) -> list[dict[str, Any]]:
@@ -66,6 +70,7 @@ def _reconcile_deployment() -> dict[str, Any]:
     )
     done = _wait_final(run.id, timeout=180)  # type: ignore[union-attr]
     assert done.state is not None and done.state.is_completed(), done.state
+    assert done.name == "reconcile" and "housekeeping" in done.tags
     (summary,) = done.state.result()
     result: dict[str, Any] = summary.model_dump()
     return result
@@ -97,6 +102,9 @@ def test_a_failed_response_is_answered_again_once_and_then_left_alone(
     assert len(runs) == 1, runs
     done = _wait_final(runs[0].id)
     assert done.state is not None and done.state.is_completed(), done.state
+    # Same name as the failed first run (found by the alert's id), told apart by its tags.
+    assert {"rerun", "attempt:2", "response"} <= set(done.tags), done.tags
+    assert "rerun" not in failed.tags and "response" in failed.tags
     _assert_answered_once(sandbox, [alert["id"]])
 
     # Answered now: the next reconcile starts nothing for it.

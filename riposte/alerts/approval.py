@@ -262,5 +262,8 @@ class ApprovalInput(BaseModel):
         "this decision as made in the UI, with the name as typed",
     )
     proof: str = Field(
-        "", max_length=MAX_TOKEN_CHARS, description="Leave empty (set by approval links)"
+        "",
+        max_length=MAX_TOKEN_CHARS,
+        description="For approval links only: the intake fills it in when a link is used. "
+        "Deciding here in the Prefect UI, leave it empty",
     )

@@ -81,8 +81,10 @@ class AlertRef(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    source: str
-    alert_id: str
+    source: str = Field(
+        description="The Defender API: graph, defender_endpoint, cloud_apps or defender_cloud"
+    )
+    alert_id: str = Field(description="The alert's id in that API")
     revision: str = Field("", description="empty: read the alert to learn it")
 
     @property

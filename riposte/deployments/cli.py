@@ -101,7 +101,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     else:
         state = "running" if info["running"] else "not (fully) running"
         print(f"Riposte local stack: {state}")
-        for key in ("prefect_ui", "prefect_api", "intake", "sandbox"):
+        for key in ("responses", "prefect_ui", "prefect_api", "intake", "sandbox"):
             print(f"  {key:<12} {info[key]}")
         for name, url in info["simulators"].items():
             print(f"  {name:<12} {url}")

@@ -2,6 +2,8 @@
 replay), run in-process by the responder.
 
 Production may run the same deployments on a `process` work pool instead (`prefect.yaml`).
+Responses carry the tag `response`, so the UI's runs list filtered on it (`RESPONSES_VIEW`) shows
+nothing else; the scheduled runs that keep things going carry `housekeeping`.
 """
 
 from __future__ import annotations
@@ -20,26 +22,27 @@ from riposte.flows.poll import poll_alerts
 from riposte.flows.reconcile import reconcile_alerts
 from riposte.flows.replay import replay_alerts
 from riposte.flows.respond import respond_batch, respond_to_alert
-from riposte.settings import Settings, get_settings
+from riposte.settings import HOUSEKEEPING_TAG, RESPONSE_TAG, Settings, get_settings
 
 
 def deployments(settings: Settings) -> list[tuple[RunnerDeployment, Flow[Any, Any]]]:
     respond = respond_to_alert.to_deployment(
         name="respond",
-        tags=["riposte"],
-        description="Answer one alert. Started by the intake and by poll_alerts; run it with an "
-        "alert's id to answer that alert again (nothing already done is done twice).",
+        tags=["riposte", RESPONSE_TAG],
+        description="Answer one alert. Started by the intake and by poll_alerts; a Custom run "
+        "with an alert's id and source answers that alert again, a completed one too (nothing "
+        "already done is done twice).",
         entrypoint_type=EntrypointType.MODULE_PATH,
     )
     batch = respond_batch.to_deployment(
         name="respond-batch",
-        tags=["riposte"],
+        tags=["riposte", RESPONSE_TAG],
         description="Answer a burst of alerts, one task run per alert.",
         entrypoint_type=EntrypointType.MODULE_PATH,
     )
     poll = poll_alerts.to_deployment(
         name="poll",
-        tags=["riposte"],
+        tags=["riposte", HOUSEKEEPING_TAG],
         interval=timedelta(seconds=settings.poll_interval_seconds),
         # Two polls at once would only repeat each other's work.
         concurrency_limit=1,
@@ -49,7 +52,7 @@ def deployments(settings: Settings) -> list[tuple[RunnerDeployment, Flow[Any, An
     )
     reconcile = reconcile_alerts.to_deployment(
         name="reconcile",
-        tags=["riposte"],
+        tags=["riposte", HOUSEKEEPING_TAG],
         interval=timedelta(seconds=settings.reconcile_interval_seconds),
         concurrency_limit=1,
         paused=settings.poll_paused,
@@ -58,7 +61,7 @@ def deployments(settings: Settings) -> list[tuple[RunnerDeployment, Flow[Any, An
     )
     digest = post_digests.to_deployment(
         name="digest",
-        tags=["riposte"],
+        tags=["riposte", HOUSEKEEPING_TAG],
         interval=timedelta(seconds=settings.digest_interval_seconds),
         # A second run at the same time would find every post Cached: it only costs calls.
         concurrency_limit=1,
@@ -76,10 +79,12 @@ def deployments(settings: Settings) -> list[tuple[RunnerDeployment, Flow[Any, An
     )
     sweep = expire_approvals.to_deployment(
         name="approval-sweep",
-        tags=["riposte", "containment"],
+        tags=["riposte", "containment", HOUSEKEEPING_TAG],
+        # A safety net: each approval books a run of its own at its deadline.
         interval=timedelta(seconds=settings.approval_sweep_seconds),
         concurrency_limit=1,
-        description="Apply the policy's default outcome to approvals nobody answered in time.",
+        description="Apply the policy's default outcome to approvals nobody answered in time. "
+        "Runs at each approval's deadline, and on this schedule in case a booking was lost.",
         entrypoint_type=EntrypointType.MODULE_PATH,
     )
     replay = replay_alerts.to_deployment(

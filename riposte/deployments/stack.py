@@ -48,6 +48,9 @@ class StackError(RuntimeError):
     """The local stack could not start; the message says which part and where its log is."""
 
 
+SCHEDULED_AHEAD = "PT10M"  # an ISO 8601 duration: Prefect refuses a number of seconds
+
+
 def stack_env(settings: Settings) -> dict[str, str]:
     """Environment shared by every process of the local stack."""
     home = settings.home.resolve()
@@ -63,6 +66,10 @@ def stack_env(settings: Settings) -> dict[str, str]:
         "PREFECT_SERVER_API_AUTH_STRING": prefect_auth_string(settings),
         "PREFECT_API_AUTH_STRING": prefect_auth_string(settings),
         "PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS": settings.prefect_ui_url.rstrip("/"),
+        # The server creates each schedule's runs this far ahead, at least 3 (Prefect's default
+        # is an hour: sixty Scheduled polls in the poll's Upcoming tab). It tops them up every
+        # minute, so ten minutes leave a margin.
+        "PREFECT_SERVER_SERVICES_SCHEDULER_MIN_SCHEDULED_TIME": SCHEDULED_AHEAD,
         "RIPOSTE_HOME": str(home),
         # Workers sign approval links and the intake verifies them with this key, kept out of
         # Prefect (whose API anyone who reaches it can read).
@@ -91,6 +98,7 @@ def status(settings: Settings) -> dict[str, Any]:
     urls = {
         "prefect_api": settings.prefect_api_url,
         "prefect_ui": settings.prefect_ui_url,
+        "responses": settings.responses_url,
         "intake": settings.intake_url,
         "sandbox": sandbox,
         "simulators": {
@@ -327,7 +335,8 @@ def print_banner(
     info = status(settings)
     say("")
     say("Riposte is running.")
-    say(f"  Prefect UI      {info['prefect_ui']}/runs  (responses appear as respond_to_alert runs)")
+    say(f"  Responses       {info['responses']}  (the Prefect UI's runs, responses only)")
+    say(f"  Prefect UI      {info['prefect_ui']}/runs  (every run: polls and sweeps too)")
     say(f"  Prefect API     {info['prefect_api']}")
     say(f"  Intake          {info['intake']}/alerts/{{source}}  (docs: {info['intake']}/docs)")
     say(

@@ -6,11 +6,15 @@ signed links and suspends itself (no process waits meanwhile) for a typed `Appro
 link resumes it through the intake with a proof; the Prefect UI form resumes it without one,
 and the audit says so. When nobody answers in time, `expire_approvals` resumes it with the
 policy's default outcome. Then the actions run (each once, whatever the retries), and every
-step lands in a table artifact and as a comment on the alert and the ticket.
+step lands in a table artifact and as a comment on the alert and the ticket; the response run
+that asked is shown the outcome (an artifact of its own, linking this run).
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, cast
 from uuid import UUID
@@ -18,6 +22,7 @@ from uuid import UUID
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import ArtifactCreate
 from prefect.client.schemas.filters import (
     DeploymentFilter,
     DeploymentFilterId,
@@ -27,9 +32,11 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import StateType
 from prefect.flow_runs import suspend_flow_run
+from prefect.input.actions import read_flow_run_input
+from prefect.input.run_input import RunInput, keyset_from_paused_state
 from prefect.runtime import flow_run
 from prefect.settings import PREFECT_API_URL
-from prefect.states import Completed, State
+from prefect.states import Completed, State, Suspended
 from pydantic import BaseModel, ConfigDict
 
 from riposte.alerts.approval import (
@@ -42,6 +49,7 @@ from riposte.alerts.approval import (
     verify_proof,
 )
 from riposte.alerts.model import Alert
+from riposte.alerts.plain import code_span, log_text
 from riposte.blocks import BlockCache, DefenderCredentials, TicketingCredentials
 from riposte.blocks.approval import aload_approval_keys, load_approval_keys
 from riposte.settings import CONTAIN_DEPLOYMENT, get_settings
@@ -53,6 +61,7 @@ from riposte.tasks.approvals import (
     note_ticket,
     notify_timeout,
     request_approval,
+    run_page,
 )
 from riposte.tasks.containment import ContainmentFailed, execute_action
 from riposte.tasks.decisions import AlreadyDecided, NotWaiting, decide
@@ -85,6 +94,13 @@ class Decided(BaseModel):
         verb = "approved" if self.decision == "approve" else "rejected"
         why = f": {self.reason}" if self.reason else ""
         return f"{verb} by {self.approver} {how}{why}"
+
+
+@dataclass
+class Told:
+    """Whether the response run that asked was shown the outcome of the actions."""
+
+    done: bool = False
 
 
 class AuditRow(BaseModel):
@@ -151,10 +167,41 @@ def _stamp(value: datetime) -> str:
     # Resumed on whichever worker picks it up: its steps must come back from shared storage.
     result_storage=get_settings().result_storage_block,
 )
-def contain_alert(request: ContainmentRequest) -> State[Any]:
-    """Ask for approval (unless automatic), then contain, and audit every step."""
-    logger = get_run_logger()
+def contain_alert(request: ContainmentRequest, response_run: UUID | None = None) -> State[Any]:
+    """Ask for approval (unless automatic), then contain, and audit every step. The outcome
+    is shown on ``response_run`` too, the response run that asked, once decided and done.
+
+    Args:
+        request: The containment to ask for, as the escalate playbook made it from the policy:
+            the alert, the actions and their targets, the approvers, the timeout and its
+            default outcome. Started by a response, not typed by hand.
+        response_run: The id of the response run that asked, which is told the outcome; empty:
+            none is told.
+    """
     run_id = UUID(str(flow_run.get_id()))
+    told = Told()
+    try:
+        return _contain(request, run_id, response_run, told)
+    except Exception as exc:
+        if told.done:
+            # The actions' outcome, with the audit, is on the response run already (a failed
+            # action, or a comment or note that failed after them): not overwritten.
+            raise
+        _tell_response_run(
+            request,
+            run_id,
+            response_run,
+            "FAILED",
+            f"The containment run failed before it finished: {type(exc).__name__}: {exc}",
+            [],
+        )
+        raise
+
+
+def _contain(
+    request: ContainmentRequest, run_id: UUID, response_run: UUID | None, told: Told
+) -> State[Any]:
+    logger = get_run_logger()
     defender, ticketing, alert = _subject(request)
     rows: list[AuditRow] = []
     if request.automatic:
@@ -162,20 +209,109 @@ def contain_alert(request: ContainmentRequest) -> State[Any]:
     else:
         if not request.approvers:
             raise ValueError(f"rule {request.rule!r} names no approvers and is not automatic")
-        deadline = _ask_approvers(request, run_id, rows)
-        logger.info(
-            "Waiting up to %d s for a decision on: %s", request.timeout_seconds, request.describe()
-        )
-        answer = suspend_flow_run(
-            wait_for_input=ApprovalInput,
-            # Suspended until no later than the links' deadline (whole seconds, rounded down)
-            # plus the margin the sweep subtracts: the sweep acts once every link has expired.
-            timeout=max(0, int((deadline - datetime.now(UTC)).total_seconds()))
-            + SWEEP_MARGIN_SECONDS,
-            key=PAUSE_KEY,
-        )
+        # Prefect runs a resumed flow again from its start: the answer is there already.
+        answer = _answer_given(run_id)
+        deadline = _ask_approvers(request, run_id, rows, quiet=answer is not None)
+        if answer is None:
+            logger.info(
+                "Waiting up to %d s for a decision on: %s",
+                request.timeout_seconds,
+                log_text(request.describe()),
+            )
+            answer = suspend_flow_run(
+                wait_for_input=_approval_form(request, deadline),
+                # Suspended until no later than the links' deadline (whole seconds, rounded
+                # down) plus the margin the sweep subtracts: the sweep acts once every link has
+                # expired.
+                timeout=max(0, int((deadline - datetime.now(UTC)).total_seconds()))
+                + SWEEP_MARGIN_SECONDS,
+                key=PAUSE_KEY,
+            )
         decided = judge(answer, request, run_id, load_approval_keys())
-    return _carry_out(request, decided, rows, run_id, defender, ticketing, alert)
+        logger.info(
+            "Resumed: %s. (A resumed run starts again from the top: the approval requests "
+            "above came back from before the suspension, nothing was sent again.)",
+            log_text(decided.describe()),
+        )
+    return _carry_out(
+        request, decided, rows, run_id, defender, ticketing, alert, response_run, told
+    )
+
+
+def _answer_given(run_id: UUID) -> ApprovalInput | None:
+    """The answer this run was resumed with; None before it was suspended and answered.
+
+    Read where Prefect keeps it, so that a resumed run does not call `suspend_flow_run` again
+    (which would log "Suspending flow run" though it only reads the answer back)."""
+    keyset = keyset_from_paused_state(Suspended(pause_key=PAUSE_KEY))
+    given = read_flow_run_input(keyset["response"], flow_run_id=run_id)
+    return ApprovalInput.model_validate(given) if given is not None else None
+
+
+def _approval_form(request: ContainmentRequest, deadline: datetime) -> type[ApprovalInput]:
+    """The Resume form of the suspended run: `ApprovalInput`'s fields, under a description
+    of the request (the UI renders it as markdown)."""
+    form = RunInput.subclass_from_base_model_type(ApprovalInput)
+    return cast(
+        type[ApprovalInput],
+        form.with_initial_data(description=resume_description(request, deadline)),
+    )
+
+
+def _md(text: str, limit: int = 300, *, cell: bool = False) -> str:
+    """``text`` shown as itself in markdown (`code_span`): a code span, on one line, control
+    and bidirectional characters escaped, cut at ``limit``; in a table ``cell``, no pipe of it
+    ends the cell."""
+    return code_span(text, limit, cell=cell) or "``"
+
+
+def _link(text: str, url: str) -> str:
+    """A link of ours (a Prefect page, a ticket), or the address as text if not http(s)."""
+    if not url.startswith(("https://", "http://")):
+        return _md(url)
+    return f"[{text}]({url.replace('(', '%28').replace(')', '%29').replace(' ', '%20')})"
+
+
+def resume_description(request: ContainmentRequest, deadline: datetime) -> str:
+    """What the Resume form of a suspended containment run says (markdown): the actions and
+    their targets, the alert, the ticket, the approvers asked and the deadline. Alert text is
+    shown as text (code spans), never as markup, links or mentions."""
+    ref = request.alert
+    lines = [
+        "**Containment waiting for approval**",
+        "",
+        "Actions:",
+        *(f"- {_md(a.describe())}" for a in request.actions[:20]),
+    ]
+    if len(request.actions) > 20:
+        lines.append(f"- and {len(request.actions) - 20} more (see the run's parameters)")
+    lines += [
+        "",
+        f"- Alert: {_md(ref.source, 40)} {_md(ref.alert_id, 120)}, "
+        f"severity {_md(request.severity, 40)}",
+        f"- Title: {_md(request.alert_title, 200)}",
+        f"- Rule: {_md(request.rule, 120)}",
+    ]
+    if request.ticket is not None:
+        ticket = request.ticket
+        lines.append(
+            f"- Ticket: {_md(ticket.system, 40)} {_md(ticket.key, 60)} {_link('open', ticket.url)}"
+        )
+    asked = ", ".join(
+        f"{_md(a.name, 120)} ({', '.join(_md(c, 120) for c in a.channels) or 'no channel'})"
+        for a in request.approvers
+    )
+    lines += [
+        f"- Approvers asked, each by links of their own: {asked}",
+        f"- Deadline: {_stamp(deadline)}; if nobody answers by then, the policy's default "
+        f"outcome applies: **{request.on_timeout}**",
+        "",
+        "To decide here: `decision` approve runs the actions, reject does not; `reason` goes "
+        "in the audit; `approver` is your name, recorded as typed and marked *identity not "
+        "proven* (the Prefect UI does not say who you are). Leave `proof` empty: it is for "
+        "approval links.",
+    ]
+    return "\n".join(lines)
 
 
 def _subject(
@@ -202,9 +338,12 @@ def _automatic(request: ContainmentRequest) -> Decided:
     )
 
 
-def _ask_approvers(request: ContainmentRequest, run_id: UUID, rows: list[AuditRow]) -> datetime:
+def _ask_approvers(
+    request: ContainmentRequest, run_id: UUID, rows: list[AuditRow], quiet: bool = False
+) -> datetime:
     """Send each approver their links; the deadline of the links (a re-run gets the links
-    sent before, cached, and their deadline)."""
+    sent before, cached, and their deadline). ``quiet``: the warnings were logged before (a
+    resumed run)."""
     logger = get_run_logger()
     params = "; ".join(a.describe() for a in request.actions)
     deadline = approval_deadline(request)
@@ -224,8 +363,8 @@ def _ask_approvers(request: ContainmentRequest, run_id: UUID, rows: list[AuditRo
                 result=f"links sent ({sent or 'no channel'}); valid until {_stamp(asked.expires)}",
             )
         )
-        if not asked.reached:
-            logger.warning("No link reached %s: %s", asked.approver, sent)
+        if not asked.reached and not quiet:
+            logger.warning("No link reached %s: %s", log_text(asked.approver), log_text(sent))
     return deadline
 
 
@@ -237,9 +376,13 @@ def _carry_out(
     defender: DefenderCredentials,
     ticketing: TicketingCredentials | None,
     alert: Alert,
+    response_run: UUID | None = None,
+    response_told: Told | None = None,
 ) -> State[Any]:
-    """Act on the decision: contain on approve, and audit it on the run, the alert and the
-    ticket."""
+    """Act on the decision: contain on approve, and audit it on the run, the alert, the
+    ticket and the response run that asked. ``response_told`` records that the response run
+    was told the outcome (before the comment and the note, which may fail after the
+    actions)."""
     logger = get_run_logger()
     params = "; ".join(a.describe() for a in request.actions)
     rows.append(
@@ -251,7 +394,7 @@ def _carry_out(
             result=decided.describe(),
         )
     )
-    logger.info("Containment %s", decided.describe())
+    logger.info("Containment %s", log_text(decided.describe()))
     if decided.via == "timeout":
         for channel in request.timeout_channels:
             try:
@@ -295,17 +438,24 @@ def _carry_out(
             )
 
     summary = _summary(request, decided, executed, failed)
+    outcome = _outcome(decided, executed, failed)
     create_table_artifact(
-        key=f"containment-{request.params[:16]}",
+        key=artifact_key(request),
         table=[row.model_dump() for row in rows],
-        description=f"Containment audit: {summary}"[:500],
+        description=_artifact_description(request, f"audit ({outcome})"),
     )
+    # The response run that asked is told first: a comment or note that fails next leaves it
+    # the actions' outcome, not "failed before it finished".
+    _tell_response_run(request, run_id, response_run, outcome, summary, rows)
+    if response_told is not None:
+        response_told.done = True
     marker = audit_marker(request, f"{run_id}")
     comment_alert(defender, alert, summary, marker)
     if ticketing is not None and request.ticket is not None:
         note_ticket(ticketing, request.ticket, summary, marker)
+    # Prefect logs the run's final state, message included, as a log row: defanged.
     if failed:
-        raise ContainmentFailed(summary)
+        raise ContainmentFailed(log_text(summary))
     report = ContainmentReport(
         request=request.key,
         decision=decided.decision,
@@ -314,7 +464,97 @@ def _carry_out(
         executed=executed,
         failed=failed,
     )
-    return Completed(message=summary[:1000], data=report)
+    return Completed(message=log_text(summary)[:1000], data=report)
+
+
+def _outcome(decided: Decided, executed: list[str], failed: list[str]) -> str:
+    """The outcome in a few words: approved and done, rejected, no answer in time..."""
+    if decided.via == "automatic":
+        verdict = "contained without approval (policy says automatic)"
+    else:
+        verdict = "approved" if decided.decision == "approve" else "rejected"
+        if decided.via == "timeout":
+            verdict = f"no answer in time: {verdict} by the policy's default"
+    if decided.decision != "approve":
+        return f"{verdict}, nothing executed"
+    if failed:
+        return f"{verdict}, FAILED ({len(failed)} of {len(executed) + len(failed)} actions)"
+    return f"{verdict}, done"
+
+
+def artifact_key(request: ContainmentRequest, prefix: str = "containment") -> str:
+    """``<prefix>-<source>-<alert id>-<8 hex>``, as Prefect takes keys (lowercase letters,
+    digits, dashes). The hex, of the request's key, keeps apart the requests that share an
+    alert (or a ticket): several rules, or several sets of actions, each its own artifact."""
+    name = f"{prefix}-{request.alert.source}-{request.alert.alert_id}".lower()
+    slug = re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9-]+", "-", name)).strip("-")
+    return f"{slug[:110].rstrip('-')}-{hashlib.sha256(request.key.encode()).hexdigest()[:8]}"
+
+
+def _artifact_description(request: ContainmentRequest, what: str) -> str:
+    """An artifact's description (rendered as markdown): the alert, its title as text."""
+    ref = request.alert
+    return (
+        f"Containment of {_md(ref.source, 40)} alert {_md(ref.alert_id, 120)}: {what}. "
+        f"Alert: {_md(request.alert_title, 150)}"
+    )[:500]
+
+
+def _tell_response_run(
+    request: ContainmentRequest,
+    run_id: UUID,
+    response_run: UUID | None,
+    outcome: str,
+    summary: str,
+    rows: list[AuditRow],
+) -> None:
+    """Show the outcome on the response run that asked (an artifact of that run, linking this
+    one), so its page says how the containment ended. A failure to do so is logged, never
+    raised: the containment is done."""
+    if response_run is None:
+        return
+    try:
+        with get_client(sync_client=True) as client:
+            client.create_artifact(
+                ArtifactCreate(
+                    key=artifact_key(request, "containment-outcome"),
+                    type="markdown",
+                    description=_artifact_description(request, outcome),
+                    data=outcome_markdown(request, run_id, outcome, summary, rows),
+                    flow_run_id=response_run,
+                )
+            )
+    except Exception as exc:
+        get_run_logger().warning(
+            "The outcome was not shown on the response run %s: %s", response_run, log_text(exc)
+        )
+
+
+def outcome_markdown(
+    request: ContainmentRequest, run_id: UUID, outcome: str, summary: str, rows: list[AuditRow]
+) -> str:
+    """The containment's outcome as the response run that asked shows it (markdown): the
+    alert's text and the audit's as text, the containment run's page the one link."""
+    ref = request.alert
+    page = run_page(run_id)
+    lines = [
+        f"# Containment of {_md(ref.source, 40)} alert {_md(ref.alert_id, 120)}: {outcome}",
+        "",
+        f"Alert: {_md(request.alert_title, 200)}",
+        "",
+        f"Outcome: {_md(summary, 2000)}",
+    ]
+    if rows:
+        # The audit's rows, narrower than the containment run's table (its times are there).
+        lines += ["", "| what | who | result |", "|---|---|---|"]
+        lines += [
+            f"| {_md(r.what, 300, cell=True)} | {_md(r.who, 200, cell=True)} "
+            f"| {_md(r.result, 500, cell=True)} |"
+            for r in rows
+        ]
+    if page:
+        lines += ["", f"{_link('Open the containment run', page)}: its audit and its logs."]
+    return "\n".join(lines)
 
 
 def _summary(
@@ -365,9 +605,11 @@ def stage_containment(request: ContainmentRequest, approve: bool) -> State[Any]:
 # --- the timeout sweep -----------------------------------------------------------------------
 
 
-@flow(name="expire_approvals")
+@flow(name="expire_approvals", flow_run_name="approval-sweep")
 async def expire_approvals() -> list[str]:
-    """Apply the policy's default outcome to every approval nobody answered in time."""
+    """Apply the policy's default outcome to every approval nobody answered in time. Runs at
+    each approval's deadline (booked when its links are sent) and on a rare schedule, as a
+    safety net; it takes no parameters."""
     logger = get_run_logger()
     expired: list[str] = []
     async with get_client() as client:
@@ -407,8 +649,10 @@ async def expire_approvals() -> list[str]:
                     reason=f"no answer within {request.timeout_seconds} s",
                 )
             except (AlreadyDecided, NotWaiting) as exc:
-                logger.info("Run %s: %s", run.name, exc)
+                logger.info("Run %s: %s", log_text(run.name), log_text(exc))
                 continue
-            logger.info("Run %s: nobody answered; applied %s", run.name, request.on_timeout)
+            logger.info(
+                "Run %s: nobody answered; applied %s", log_text(run.name), request.on_timeout
+            )
             expired.append(str(run.id))
     return expired

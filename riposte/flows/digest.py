@@ -79,6 +79,11 @@ def post_digests(now: datetime | None = None, lookback_hours: int = 48) -> Diges
 
     ``now`` (default: the current time) is when to consider periods closed; a later time posts
     periods that are still open, for tests and for catching up by hand.
+
+    Args:
+        now: Leave empty (the current time). A later time posts the periods that would have
+            closed by then, still open ones included: to post a digest early, by hand.
+        lookback_hours: How far back to look for periods not posted yet, in hours.
     """
     logger = get_run_logger()
     now = now or datetime.now(UTC)

@@ -17,6 +17,7 @@ from prefect.runtime import flow_run as current_flow_run
 
 from riposte.alerts.matching import PlannedAction, evaluate
 from riposte.alerts.model import Alert
+from riposte.alerts.plain import log_text
 from riposte.alerts.policy import (
     Fallback,
     Playbook,
@@ -24,6 +25,7 @@ from riposte.alerts.policy import (
     format_loc,
     validate_playbook_params,
 )
+from riposte.alerts.sources import SourceName
 from riposte.alerts.throttle import gate
 from riposte.playbooks.context import (
     DEFAULT_DEFENDER,
@@ -39,6 +41,7 @@ from riposte.settings import PLAYBOOK_FLOW, get_settings
 from riposte.tasks.alerts import fetch_alert
 from riposte.tasks.ledgers import NoSuppressions, NoTickets
 from riposte.tasks.policy import current_policy
+from riposte.tasks.runs import alert_run_name
 
 __all__ = [
     "DEFAULT_DEFENDER",
@@ -118,7 +121,8 @@ def run_by_hand(
     result = run_action(Context(response, alert, action, outcome))
     logger.info("%s for %s-%s: %s", playbook, source, alert_id, result.disposition)
     if result.failures:
-        raise NotificationsFailed(result.failure_message)
+        # Defanged: Prefect logs the run's final state, message included, as a log row.
+        raise NotificationsFailed(log_text(result.failure_message))
     return result
 
 
@@ -143,9 +147,11 @@ def playbook_of_run(given: str | None) -> str:
 
 
 def _manual_run_name() -> str:
+    """`<playbook>-<source>-<alert id>`, or the name the run was given if it is that name
+    followed by a space and more (`alert_run_name`)."""
     parameters = current_flow_run.parameters or {}
-    name = parameters.get("playbook") or current_deployment.name or "playbook"
-    return f"{name}-{parameters.get('source', 'graph')}-{parameters.get('alert_id', '')}"
+    name = str(parameters.get("playbook") or current_deployment.name or "playbook")
+    return alert_run_name(name.replace("{", "{{").replace("}", "}}") + "-{source}-{alert_id}")()
 
 
 @flow(
@@ -156,7 +162,7 @@ def _manual_run_name() -> str:
 )
 def run_playbook(
     alert_id: str,
-    source: str = "graph",
+    source: SourceName = "graph",
     params: dict[str, Any] | None = None,
     playbook: str | None = None,
     defender_block: str = DEFAULT_DEFENDER,
@@ -165,7 +171,25 @@ def run_playbook(
 ) -> ActionResult:
     """Run one playbook for one alert, by hand. Each deployment ``run_playbook/<name>`` runs
     the playbook of its name; its Custom run form asks for the alert and the playbook's
-    parameters. A Retry, or a second run for the same alert, repeats no side effect."""
+    parameters. A Retry, or a second run for the same alert, repeats no side effect.
+
+    Args:
+        alert_id: The alert's id in its Defender API, as in its Defender link (or in the name
+            of its response run, `<source>-<alert id>`).
+        source: The Defender API the alert comes from: `graph` (Microsoft Graph security
+            alerts), `defender_endpoint`, `cloud_apps` or `defender_cloud`.
+        params: The playbook's own parameters, over the policy's for this alert; leave a field
+            out to keep the policy's value.
+        playbook: The playbook to run; empty: the one the deployment is named after.
+        defender_block: The Defender credentials block that reads and updates the alert
+            (`riposte-defender`); another one only for an alert of another tenant.
+        ticketing_block: Leave empty: the ticketing the policy names for the alert. Else a
+            block (`servicenow-credentials/<name>`, `jira-credentials/<name>`) used instead, for
+            this run only.
+        channel_blocks: Leave empty: the channels the policy names for the alert. Else chat
+            or email blocks (`slack-incoming-webhook/<name>`, `teams-workflow-webhook/<name>`,
+            `email-smtp/<name>`) posted to instead, for this run only.
+    """
     name = playbook_of_run(playbook)
     plan = _plan(defender_block, ticketing_block, channel_blocks)
     return run_by_hand(name, alert_id, source, plan, params or None)
@@ -176,57 +200,100 @@ def run_playbook(
 
 @flow(
     name="ticket_and_notify",
-    flow_run_name="ticket_and_notify-{source}-{alert_id}",
+    flow_run_name=alert_run_name("ticket_and_notify-{source}-{alert_id}"),
     persist_result=True,
     result_storage=get_settings().result_storage_block,
 )
 def ticket_and_notify(
     alert_id: str,
-    source: str = "graph",
+    source: SourceName = "graph",
     defender_block: str = DEFAULT_DEFENDER,
     ticketing_block: str | None = None,
     channel_blocks: list[str] | None = None,
 ) -> ActionResult:
     """Open (or find) the alert's own ticket, post it to the channels, mark the alert in
-    progress. Blocks default to what the policy names for the alert."""
+    progress. Blocks default to what the policy names for the alert.
+
+    Args:
+        alert_id: The alert's id in its Defender API, as in its Defender link (or in the name
+            of its response run, `<source>-<alert id>`).
+        source: The Defender API the alert comes from: `graph` (Microsoft Graph security
+            alerts), `defender_endpoint`, `cloud_apps` or `defender_cloud`.
+        defender_block: The Defender credentials block that reads and updates the alert
+            (`riposte-defender`); another one only for an alert of another tenant.
+        ticketing_block: Leave empty: the ticketing the policy names for the alert. Else a
+            block (`servicenow-credentials/<name>`, `jira-credentials/<name>`) used instead, for
+            this run only.
+        channel_blocks: Leave empty: the channels the policy names for the alert. Else chat
+            or email blocks (`slack-incoming-webhook/<name>`, `teams-workflow-webhook/<name>`,
+            `email-smtp/<name>`) posted to instead, for this run only.
+    """
     plan = _plan(defender_block, ticketing_block, channel_blocks)
     return run_by_hand(Playbook.TICKET_AND_NOTIFY, alert_id, source, plan)
 
 
 @flow(
     name="escalate",
-    flow_run_name="escalate-{source}-{alert_id}",
+    flow_run_name=alert_run_name("escalate-{source}-{alert_id}"),
     persist_result=True,
     result_storage=get_settings().result_storage_block,
 )
 def escalate(
     alert_id: str,
-    source: str = "graph",
+    source: SourceName = "graph",
     defender_block: str = DEFAULT_DEFENDER,
     ticketing_block: str | None = None,
     channel_blocks: list[str] | None = None,
 ) -> ActionResult:
     """A high-priority ticket for the alert, posted to the channels and paged to the policy's
-    on-call channels, then the rule's containment behind approval."""
+    on-call channels, then the rule's containment behind approval.
+
+    Args:
+        alert_id: The alert's id in its Defender API, as in its Defender link (or in the name
+            of its response run, `<source>-<alert id>`).
+        source: The Defender API the alert comes from: `graph` (Microsoft Graph security
+            alerts), `defender_endpoint`, `cloud_apps` or `defender_cloud`.
+        defender_block: The Defender credentials block that reads and updates the alert
+            (`riposte-defender`); another one only for an alert of another tenant.
+        ticketing_block: Leave empty: the ticketing the policy names for the alert. Else a
+            block (`servicenow-credentials/<name>`, `jira-credentials/<name>`) used instead, for
+            this run only.
+        channel_blocks: Leave empty: the channels the policy names for the alert. Else chat
+            or email blocks (`slack-incoming-webhook/<name>`, `teams-workflow-webhook/<name>`,
+            `email-smtp/<name>`) posted to instead, for this run only.
+    """
     plan = _plan(defender_block, ticketing_block, channel_blocks)
     return run_by_hand(Playbook.ESCALATE, alert_id, source, plan)
 
 
 @flow(
     name="close_benign",
-    flow_run_name="close_benign-{source}-{alert_id}",
+    flow_run_name=alert_run_name("close_benign-{source}-{alert_id}"),
     persist_result=True,
     result_storage=get_settings().result_storage_block,
 )
 def close_benign(
     alert_id: str,
-    source: str = "graph",
+    source: SourceName = "graph",
     reason: str | None = None,
     classification: Literal["benign", "false_positive"] = "benign",
     defender_block: str = DEFAULT_DEFENDER,
 ) -> ActionResult:
     """Close the alert at its source as benign (or a false positive) with ``reason``; without
-    one, the reason of the policy's close_benign rule for the alert."""
+    one, the reason of the policy's close_benign rule for the alert.
+
+    Args:
+        alert_id: The alert's id in its Defender API, as in its Defender link (or in the name
+            of its response run, `<source>-<alert id>`).
+        source: The Defender API the alert comes from: `graph` (Microsoft Graph security
+            alerts), `defender_endpoint`, `cloud_apps` or `defender_cloud`.
+        reason: Why the alert is closed, written on it at its source; empty: the reason of
+            the policy's close_benign rule for the alert (and its classification).
+        classification: How the alert is closed, when a reason is given: benign (true but
+            harmless) or false_positive.
+        defender_block: The Defender credentials block that reads and updates the alert
+            (`riposte-defender`); another one only for an alert of another tenant.
+    """
     params = {"close": {"classification": classification, "reason": reason}} if reason else None
     plan = _plan(defender_block, None, None)
     result = run_by_hand(Playbook.CLOSE_BENIGN, alert_id, source, plan, params)
@@ -235,16 +302,25 @@ def close_benign(
 
 @flow(
     name="digest",
-    flow_run_name="digest-{source}-{alert_id}",
+    flow_run_name=alert_run_name("digest-{source}-{alert_id}"),
     persist_result=True,
     result_storage=get_settings().result_storage_block,
 )
 def digest(
     alert_id: str,
-    source: str = "graph",
+    source: SourceName = "graph",
     defender_block: str = DEFAULT_DEFENDER,
 ) -> ActionResult:
     """Put the alert in the digest the policy names for it (its rule's, else the default
-    one); the scheduled `post_digests` flow posts it with its period's summary."""
+    one); the scheduled `post_digests` flow posts it with its period's summary.
+
+    Args:
+        alert_id: The alert's id in its Defender API, as in its Defender link (or in the name
+            of its response run, `<source>-<alert id>`).
+        source: The Defender API the alert comes from: `graph` (Microsoft Graph security
+            alerts), `defender_endpoint`, `cloud_apps` or `defender_cloud`.
+        defender_block: The Defender credentials block that reads and updates the alert
+            (`riposte-defender`); another one only for an alert of another tenant.
+    """
     plan = _plan(defender_block, None, None)
     return run_by_hand(Playbook.DIGEST, alert_id, source, plan)

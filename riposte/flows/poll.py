@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from riposte.alerts.model import Status
 from riposte.alerts.response import ref_for
+from riposte.alerts.sources import SourceName
 from riposte.blocks import DefenderCredentials, load_block
 from riposte.settings import get_settings
 from riposte.tasks.poll import list_alerts_since
@@ -25,7 +26,7 @@ class PollSummary(BaseModel):
 
 @flow(name="poll_alerts", flow_run_name="poll", log_prints=False)
 def poll_alerts(
-    sources: list[str] | None = None,
+    sources: list[SourceName] | None = None,
     defender_block: str = "riposte-defender",
     lookback_minutes: int = 24 * 60,
     max_alerts: int = 1000,
@@ -37,6 +38,14 @@ def poll_alerts(
     A watermark moves only after the responses were accepted by Prefect, so a crash in between
     repeats work (harmlessly) instead of losing alerts. A source that fails does not hold the
     others back; the run then ends Failed and names it.
+
+    Args:
+        sources: The Defender APIs to read; empty: those of the `RIPOSTE_POLL_SOURCES` setting.
+        defender_block: The Defender credentials block to read with (`riposte-defender`).
+        lookback_minutes: On a source's very first poll (no watermark yet), how far back to
+            read, in minutes; later polls start at the watermark.
+        max_alerts: At most this many alerts read per source and poll; the rest are read by
+            the next poll.
     """
     logger = get_run_logger()
     defender = load_block(DefenderCredentials, defender_block)

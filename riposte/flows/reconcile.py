@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from riposte.alerts.model import Status
 from riposte.alerts.response import AlertRef, ref_for
+from riposte.alerts.sources import SourceName
 from riposte.blocks import DefenderCredentials, load_block
 from riposte.settings import get_settings
 from riposte.tasks.poll import list_alerts_since
@@ -42,14 +43,22 @@ class ReconcileSummary(BaseModel):
     log_prints=False,
 )
 def reconcile_alerts(
-    sources: list[str] | None = None,
+    sources: list[SourceName] | None = None,
     defender_block: str = "riposte-defender",
     lookback_minutes: int = 60,
     max_alerts: int = 5000,
 ) -> list[ReconcileSummary]:
     """For each source, list the open alerts updated in the last `lookback_minutes`, find those
     that no response run has touched or whose responses all failed, and start responses for
-    them."""
+    them. The runs that answer again an alert whose responses failed carry the tags `rerun` and
+    `attempt:<n>`.
+
+    Args:
+        sources: The Defender APIs to check; empty: those of the `RIPOSTE_POLL_SOURCES` setting.
+        defender_block: The Defender credentials block to read with (`riposte-defender`).
+        lookback_minutes: How far back to look, in minutes: the alerts updated since then.
+        max_alerts: At most this many alerts read per source.
+    """
     logger = get_run_logger()
     retries = get_settings().reconcile_retries
     defender = load_block(DefenderCredentials, defender_block)

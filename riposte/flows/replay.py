@@ -17,6 +17,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from riposte.alerts.model import Alert
 from riposte.alerts.policy import Policy, default_policy, load_policy, parse_duration
+from riposte.alerts.sources import SourceName
 from riposte.blocks import BlockCache, DefenderCredentials
 from riposte.playbooks.context import DEFAULT_DEFENDER
 from riposte.playbooks.replay import (
@@ -43,7 +44,7 @@ def _policy(path: str | None) -> Policy:
 @flow(name="replay_alerts", log_prints=False)
 def replay_alerts(
     since: str = "7d",
-    sources: list[str] | None = None,
+    sources: list[SourceName] | None = None,
     candidate_policy: str | None = None,
     policy: str | None = None,
     alert_paths: list[str] | None = None,
@@ -54,7 +55,21 @@ def replay_alerts(
     the poll's sources) through the policy in force (or ``policy``, a file on the worker),
     and through ``candidate_policy`` when given; simulated, nothing written. ``alert_paths``
     (files or folders on the worker) replaces reading the sources. The report is the markdown
-    artifact ``replay-report``."""
+    artifact ``replay-report``.
+
+    Args:
+        since: How far back to read the alerts: a number and a unit, `30m`, `12h`, `7d`.
+        sources: The Defender APIs to read; empty: those of the `RIPOSTE_POLL_SOURCES` setting.
+        candidate_policy: A policy file on the worker to compare with the policy in force;
+            empty: the report shows the policy in force alone.
+        policy: A policy file on the worker to replay instead of the policy in force
+            (`RIPOSTE_POLICY_FILE`, else the shipped default); empty: the policy in force.
+        alert_paths: Alert files or folders on the worker to replay instead of reading the
+            sources (`since` and `sources` are then unused); empty: read the sources.
+        max_alerts: At most this many alerts replayed.
+        defender_block: The Defender credentials block to read the alerts with
+            (`riposte-defender`); it is only read from.
+    """
     logger = get_run_logger()
     base = _policy(policy)
     candidate = load_policy(Path(candidate_policy)) if candidate_policy else None

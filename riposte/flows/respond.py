@@ -15,14 +15,17 @@ import contextvars
 import re
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from pydantic import BaseModel
 
 from riposte.alerts.model import Alert
+from riposte.alerts.plain import code_span, log_text
 from riposte.alerts.policy_store import PolicySnapshot
 from riposte.alerts.response import AlertRef, Delivery, Ticket, ref_for
+from riposte.alerts.sources import SourceName
 from riposte.blocks import BlockCache, DefenderCredentials, coalescing
 from riposte.playbooks.context import (
     DEFAULT_DEFENDER,
@@ -36,7 +39,13 @@ from riposte.playbooks.runner import carry_out, report_problems
 from riposte.settings import get_settings
 from riposte.tasks.alerts import AlertUpdate, fetch_alert
 from riposte.tasks.policy import Verdict, current_policy, decide
-from riposte.tasks.runs import BATCH_TABLE_KEY, response_tags, tag_current_run
+from riposte.tasks.runs import (
+    BATCH_TABLE_KEY,
+    alert_run_name,
+    batch_run_name,
+    response_tags,
+    tag_current_run,
+)
 
 BATCH_CONCURRENCY = 16
 
@@ -74,11 +83,30 @@ class ResponseSummary(BaseModel):
         return [a.disposition for a in self.actions]
 
 
+@dataclass
+class Progress:
+    """How far one alert's response got: the alert once read, the policy's verdict once taken,
+    the result of every action started (the one that raised included, with the steps it did)
+    and how many of them finished (their playbook returned, their lines were logged). The
+    report of a Failed response is written from it."""
+
+    alert: Alert | None = None
+    verdict: Verdict | None = None
+    results: list[ActionResult] = field(default_factory=list)
+    finished: int = 0
+
+    @property
+    def unfinished(self) -> list[ActionResult]:
+        """The action whose playbook raised, if one did: started, not finished."""
+        return self.results[self.finished :]
+
+
 def answer(
     ref: AlertRef,
     plan: Plan,
     snapshot: PolicySnapshot | None = None,
     blocks: BlockCache | None = None,
+    progress: Progress | None = None,
 ) -> ResponseSummary:
     """The response to one alert revision, as task runs named after the alert.
 
@@ -90,24 +118,44 @@ def answer(
     """
     logger = get_run_logger()
     report_problems(logger)
+    progress = progress if progress is not None else Progress()
     response = Response(plan, blocks)
     alert: Alert = fetch_alert(response.defender, ref.source, ref.alert_id)
+    progress.alert = alert
     if snapshot is None:
         snapshot = current_policy(logger)
     verdict: Verdict = decide(alert, snapshot, plan.ticketing_block, response.blocks)
-    results: list[ActionResult] = []
+    progress.verdict = verdict
+    results = progress.results
+
+    def finished(result: ActionResult) -> None:
+        # The playbook returned: what it did is logged now, and it is not "stopped" by what
+        # fails after it (recording the suppression window, the next action).
+        for line in outcome_lines(result):
+            logger.info("%s-%s: %s", alert.source, log_text(alert.id), line)
+        progress.finished += 1
+
     for action, outcome in zip(verdict.actions, verdict.outcomes, strict=True):
         logger.info(
             "Alert %s (%s): rule %s, %s: %s",
-            alert.id,
+            log_text(alert.id),
             alert.severity,
             outcome.rule,
             outcome.disposition,
-            outcome.reason,
+            log_text(outcome.reason),
         )
-        results.append(carry_out(response, alert, action, outcome, verdict.tickets))
+        carry_out(
+            response,
+            alert,
+            action,
+            outcome,
+            verdict.tickets,
+            started=results,
+            finished=finished,
+        )
     if any(r.failures for r in results):
-        raise NotificationsFailed(failure_message(results))
+        # Defanged: Prefect logs the run's final state, message included, as a log row.
+        raise NotificationsFailed(log_text(failure_message(results)))
     return ResponseSummary(
         alert_id=alert.id,
         source=alert.source,
@@ -124,14 +172,16 @@ def answer(
 
 @flow(
     name="respond_to_alert",
-    flow_run_name="{source}-{alert_id}",
+    # `<source>-<alert id>`, or a name typed in the Custom run form that starts with it and a
+    # space (`graph-<id> after the policy change`).
+    flow_run_name=alert_run_name("{source}-{alert_id}"),
     persist_result=True,
     result_storage=get_settings().result_storage_block,
     log_prints=False,
 )
 def respond_to_alert(
     alert_id: str,
-    source: str = "graph",
+    source: SourceName = "graph",
     revision: str = "",
     defender_block: str = DEFAULT_DEFENDER,
     ticketing_block: str | None = None,
@@ -145,15 +195,40 @@ def respond_to_alert(
     for this run. Without `revision`, the alert is read first to learn it. Running this again
     for an alert that was answered does nothing new; for one whose response failed, it
     finishes what is missing.
+
+    Args:
+        alert_id: The alert's id in its Defender API, as in its Defender link (or in the name
+            of its response run, `<source>-<alert id>`).
+        source: The Defender API the alert comes from: `graph` (Microsoft Graph security
+            alerts), `defender_endpoint`, `cloud_apps` or `defender_cloud`.
+        revision: Leave empty: the alert is read to learn it. The intake and the poll fill it
+            with the revision they saw (the alert's severity, and `-reopened-<time>` once it
+            was reopened): a new revision gets a response of its own.
+        defender_block: The Defender credentials block that reads and updates the alert
+            (`riposte-defender`); another one only for an alert of another tenant.
+        ticketing_block: Leave empty: the ticketing the policy names for the alert. Else a
+            block (`servicenow-credentials/<name>`, `jira-credentials/<name>`) used instead, for
+            this run only.
+        channel_blocks: Leave empty: the channels the policy names for the alert. Else chat
+            or email blocks (`slack-incoming-webhook/<name>`, `teams-workflow-webhook/<name>`,
+            `email-smtp/<name>`) posted to instead, for this run only.
     """
     plan = _plan(defender_block, ticketing_block, channel_blocks)
     ref = AlertRef(source=source, alert_id=alert_id, revision=revision)
     blocks = BlockCache()
-    if not ref.revision:
-        alert = fetch_alert(blocks.load(DefenderCredentials, defender_block), source, alert_id)
-        ref = ref_for(alert)
-        tag_current_run(response_tags(alert))
-    summary = answer(ref, plan, blocks=blocks)
+    progress = Progress()
+    try:
+        if not ref.revision:
+            alert = fetch_alert(blocks.load(DefenderCredentials, defender_block), source, alert_id)
+            progress.alert = alert
+            ref = ref_for(alert)
+            tag_current_run(response_tags(alert))
+        summary = answer(ref, plan, blocks=blocks, progress=progress)
+    except Exception as exc:
+        # A Failed response still says what it did (a ticket it opened, messages it sent) and
+        # what it did not, and carries its tags: the run is found like any other.
+        _record_failure(ref, progress, exc)
+        raise
     # Tags make the UI's run list filterable by what the policy did.
     tag_current_run(
         [
@@ -166,10 +241,43 @@ def respond_to_alert(
     )
     create_markdown_artifact(
         markdown=_report(summary),
-        key=_artifact_key(summary),
-        description=f"Response to {summary.source} alert {summary.alert_id}",
+        key=_artifact_key(summary.source, summary.alert_id),
+        description=_artifact_description(summary.source, summary.alert_id, summary.title),
     )
     return summary
+
+
+def _record_failure(ref: AlertRef, progress: Progress, exc: Exception) -> None:
+    """Tags and report of a response that raised ``exc``, from how far it got. Never raises:
+    the run fails with ``exc``, not with a problem of its report."""
+    logger = get_run_logger()
+    alert, verdict = progress.alert, progress.verdict
+    try:
+        for action in progress.unfinished:
+            # The action that raised logged nothing yet: what its steps did before.
+            for line in outcome_lines(action):
+                logger.info(
+                    "%s-%s: %s (before the failure)", ref.source, log_text(ref.alert_id), line
+                )
+        tags = ["riposte", f"source:{ref.source}"]
+        if alert is not None:
+            tags.append(f"severity:{alert.severity}")
+        if verdict is not None:
+            tags += [f"rule:{o.rule}" for o in verdict.outcomes]
+            tags += [f"disposition:{r.disposition}" for r in progress.results]
+            tags += [
+                f"disposition:{o.disposition}" for o in verdict.outcomes[len(progress.results) :]
+            ]
+        tag_current_run(tags)
+        create_markdown_artifact(
+            markdown=_failure_report(ref, progress, exc),
+            key=_artifact_key(ref.source, ref.alert_id),
+            description=_artifact_description(
+                ref.source, ref.alert_id, alert.title if alert else "", failed=True
+            ),
+        )
+    except Exception as problem:  # the report is extra: the run's own error comes first
+        logger.warning("The report of this failed response was not written: %s", problem)
 
 
 class BatchSummary(BaseModel):
@@ -180,7 +288,7 @@ class BatchSummary(BaseModel):
 
 @flow(
     name="respond_batch",
-    flow_run_name="batch-{first_alert}-{size}",
+    flow_run_name=batch_run_name,
     persist_result=True,
     result_storage=get_settings().result_storage_block,
     log_prints=False,
@@ -196,7 +304,23 @@ def respond_batch(
     """Answer a burst of alerts in one run, several at a time, with the policy as it is when
     the batch starts. Each alert's steps are task runs named after it (`ticket graph-<id>`...),
     so it is found in the UI by the alert's id. A Retry answers only what failed; the rest comes
-    back Cached."""
+    back Cached.
+
+    Args:
+        alerts: The alerts to answer, each by its source, its id in that Defender API and its
+            revision (empty: the alert is read to learn it).
+        first_alert: Only names the run, `batch-<first_alert>-<size>`; empty: the first of
+            `alerts`, as `<source>-<alert id>`.
+        size: Only names the run; 0: the number of `alerts`.
+        defender_block: The Defender credentials block that reads and updates the alerts
+            (`riposte-defender`); another one only for alerts of another tenant.
+        ticketing_block: Leave empty: the ticketing the policy names for each alert. Else a
+            block (`servicenow-credentials/<name>`, `jira-credentials/<name>`) used instead, for
+            this run only.
+        channel_blocks: Leave empty: the channels the policy names for each alert. Else chat
+            or email blocks (`slack-incoming-webhook/<name>`, `teams-workflow-webhook/<name>`,
+            `email-smtp/<name>`) posted to instead, for this run only.
+    """
     plan = _plan(defender_block, ticketing_block, channel_blocks)
     logger = get_run_logger()
     snapshot = current_policy(logger)
@@ -219,7 +343,12 @@ def respond_batch(
             try:
                 summary = future.result()
             except Exception as exc:
-                logger.error("Response to %s-%s failed: %s", ref.source, ref.alert_id, exc)
+                logger.error(
+                    "Response to %s-%s failed: %s",
+                    ref.source,
+                    log_text(ref.alert_id),
+                    log_text(exc),
+                )
                 failed.append(ref.alert_id)
                 first_error = first_error or f"{ref.source}-{ref.alert_id}: {exc}"[:500]
                 rows.append(
@@ -265,16 +394,70 @@ def _row(summary: ResponseSummary) -> dict[str, str]:
 
 
 def _markdown_text(text: str) -> str:
-    """``text`` shown as itself in a markdown table cell: a code span (no link, autolink, image
-    or emphasis), on one line, its pipes escaped (GFM splits cells on them even in code)."""
-    flat = " ".join(text.split()).replace("`", "'").replace("|", "\\|")
-    return f"`{flat}`" if flat else ""
+    """``text`` shown as itself in a markdown table cell (`code_span`): a code span (no link,
+    autolink, image or emphasis), on one line, control and bidirectional characters escaped,
+    and no pipe of it ends the cell (GFM splits cells on them even in code)."""
+    return code_span(text, cell=True)
 
 
-def _artifact_key(summary: ResponseSummary) -> str:
-    name = f"response-{summary.source}-{summary.alert_id}".lower()
+def _artifact_key(source: str, alert_id: str) -> str:
+    """``response-<source>-<alert id>``, as Prefect takes keys (lowercase, digits, dashes)."""
+    name = f"response-{source}-{alert_id}".lower()
     slug = re.sub(r"[^a-z0-9-]+", "-", name).strip("-")
     return slug[:120]
+
+
+def _artifact_description(source: str, alert_id: str, title: str, failed: bool = False) -> str:
+    """The artifact's description (the UI renders it as markdown): the alert and its title, as
+    text."""
+    head = f"Response to {source} alert {_markdown_text(alert_id)}"
+    if failed:
+        head += " (FAILED)"
+    if title:
+        head += ": " + _markdown_text(title[:200])
+    return head[:500]
+
+
+def outcome_lines(action: ActionResult) -> list[str]:
+    """What one action did, as plain lines for the run's logs: the ticket with its link, each
+    message, the digest, the close, the containment, the incident and the alert's status.
+
+    The Prefect UI makes every URL of a log line a link: text that comes from the alert or a
+    vendor (a close's answer, a message's failure, a containment's targets) is defanged
+    (`log_text`); the ticket's link and the containment run's page, ours, stay links."""
+    lines: list[str] = []
+    ticket = action.ticket
+    if ticket is not None:
+        if action.alert_number is not None:
+            lines.append(f"added as alert {action.alert_number} to {ticket.system} {ticket.key}")
+        else:
+            verb = "created" if action.ticket_created else "found existing"
+            lines.append(f"ticket {verb}: {ticket.system} {ticket.key}")
+        lines.append(f"ticket link: {ticket.url}")
+    for d in action.deliveries:
+        if not d.delivered:
+            lines.append(f"message to {d.channel} NOT sent: {log_text(d.detail)}")
+        elif not d.confirmed:
+            lines.append(f"message to {d.channel} sent, unconfirmed: {log_text(d.detail)}")
+        else:
+            lines.append(f"message sent to {d.channel}")
+    if action.digest:
+        lines.append(f"recorded in digest {action.digest}")
+    if action.closed:
+        lines.append(f"closed at the source: {log_text(action.closed)}")
+    if action.containment:
+        page = action.containment_url  # the contain run's page in the Prefect UI: ours
+        text = action.containment.removesuffix(f": run {page}") if page else action.containment
+        lines.append(f"containment: {log_text(text)}" + (f": run {page}" if page else ""))
+    if action.incident is not None:
+        written = ", ".join(action.incident.fields) or "nothing new"
+        lines.append(f"incident {log_text(action.incident.incident_id)}: set {written}")
+    for note in action.notes:
+        lines.append(f"playbook: {log_text(note)}")
+    if action.alert_update is not None:
+        upd = action.alert_update
+        lines.append(f"alert status {'set to' if upd.status_changed else 'left as'} {upd.status}")
+    return lines
 
 
 def _action_lines(action: ActionResult) -> list[str]:
@@ -300,7 +483,13 @@ def _action_lines(action: ActionResult) -> list[str]:
     if action.closed:
         lines.append(f"| closed at the source | {_markdown_text(action.closed)} |")
     if action.containment:
-        lines.append(f"| containment | {_markdown_text(action.containment)} |")
+        page = action.containment_url  # the contain run's page in the Prefect UI: ours
+        text = action.containment.removesuffix(f": run {page}") if page else action.containment
+        link = (
+            f": [open the containment run]({page}); its outcome is added to the response run "
+            "that asked for it once decided"
+        )
+        lines.append(f"| containment | {_markdown_text(text)}{link if page else ''} |")
     if action.incident is not None:
         written = ", ".join(action.incident.fields) or "nothing new"
         comment = "; comment added" if action.incident.comment_added else ""
@@ -321,10 +510,54 @@ def _action_lines(action: ActionResult) -> list[str]:
     return lines
 
 
+def _failure_report(ref: AlertRef, progress: Progress, exc: Exception) -> str:
+    """The report of a Failed response: what was done, what was not and why."""
+    alert, verdict, results = progress.alert, progress.verdict, progress.results
+    error = _markdown_text(f"{type(exc).__name__}: {exc}"[:1000])
+    lines = [f"# Response to {ref.source} alert {_markdown_text(ref.alert_id)}: FAILED", ""]
+    if alert is not None:
+        lines += [f"{_markdown_text(alert.title)} ({alert.severity}).", ""]
+    if verdict is not None:
+        fallback = (
+            " (the last good copy: the policy file is broken)" if verdict.policy_fallback else ""
+        )
+        lines += [
+            f"Policy: {verdict.policy_origin}{fallback}, sha256 `{verdict.policy_sha256[:12]}`.",
+            "",
+        ]
+    lines += [f"**Stopped by**: {error}", ""]
+    if alert is None:
+        lines.append("**Nothing was done**: the alert could not be read.")
+    elif verdict is None:
+        lines.append("**Nothing was done**: the policy's decision failed.")
+    else:
+        lines += ["| step | result |", "|---|---|"]
+        for index, action in enumerate(results):
+            lines.extend(_action_lines(action))
+            if index >= progress.finished:  # its playbook raised: the rest of it was not done
+                lines.append(
+                    f"| NOT done | the {action.playbook} playbook stopped here: its later steps "
+                    "were not done |"
+                )
+        stopped_at = results[-1].rule if results else "its start"
+        for outcome in verdict.outcomes[len(results) :]:
+            lines.append(f"| rule | `{outcome.rule}`: {outcome.playbook}, {outcome.disposition} |")
+            lines.append(f"| NOT done | not started: the response stopped at `{stopped_at}` |")
+    lines += [
+        "",
+        "Retry this run to finish what is missing: the steps already done come back Cached, "
+        "nothing is done twice.",
+    ]
+    if alert is not None and alert.portal_url:
+        target = alert.portal_url.replace("(", "%28").replace(")", "%29")
+        lines += ["", f"[Open the alert in Defender]({target})"]
+    return "\n".join(lines)
+
+
 def _report(summary: ResponseSummary) -> str:
     fallback = " (the last good copy: the policy file is broken)" if summary.policy_fallback else ""
     lines = [
-        f"# Response to {summary.source} alert `{summary.alert_id}`",
+        f"# Response to {summary.source} alert {_markdown_text(summary.alert_id)}",
         "",
         f"{_markdown_text(summary.title)} ({summary.severity}).",
         "",

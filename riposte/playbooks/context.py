@@ -40,7 +40,7 @@ from riposte.tasks.alerts import (
     triage_alert,
     update_alert,
 )
-from riposte.tasks.approvals import start_containment
+from riposte.tasks.approvals import run_page, start_containment
 from riposte.tasks.digests import add_to_digest
 from riposte.tasks.incidents import update_incident
 from riposte.tasks.notify import Channel, load_channel, notify
@@ -86,6 +86,9 @@ class ActionResult(BaseModel):
     closed: str | None = None
     """How the alert was closed at the source (classification: reason)."""
     containment: str | None = None
+    containment_url: str | None = None
+    """The page of the `contain_alert` run in the Prefect UI, where it waits for its decision;
+    its outcome, once decided and done, is shown on this response run too."""
     alert_update: AlertUpdate | None = None
     incident: IncidentWrite | None = None
     """What was written on the alert's Defender incident."""
@@ -611,12 +614,15 @@ class Context:
             ticket=ticket if ticket is not None else self.result.ticket,
         )
         run_id = self._start_containment(request)
+        page = run_page(run_id)
         if plan.automatic:
-            outcome = f"started without approval (policy says automatic): run {run_id}"
+            outcome = "started without approval (policy says automatic)"
         else:
             names = ", ".join(a.name for a in plan.approvers)
-            outcome = f"awaiting approval from {names}: run {run_id}"
+            outcome = f"awaiting approval from {names}"
+        outcome += f": run {page or run_id}"
         self.result.containment = outcome
+        self.result.containment_url = page
         return outcome
 
     def _start_containment(self, request: ContainmentRequest) -> str:

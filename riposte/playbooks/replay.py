@@ -33,6 +33,7 @@ from riposte.alerts.errors import AlertParseError
 from riposte.alerts.incidents import IncidentUpdate, IncidentWrite
 from riposte.alerts.matching import PlannedAction, evaluate
 from riposte.alerts.model import Alert
+from riposte.alerts.plain import code_span, one_line
 from riposte.alerts.policy import Close, Policy
 from riposte.alerts.response import Delivery, Ticket, response_revision
 from riposte.alerts.sources import iter_alert_payloads, parse_alert
@@ -878,21 +879,17 @@ class Threshold:
 
 # --- rendering ----------------------------------------------------------------------------------
 
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-
 
 def plain(text: str, limit: int = 80) -> str:
     """Alert text shown on a terminal: control and bidirectional characters escaped, one line,
     cut at ``limit``."""
-    flat = _UNPRINTABLE.sub(lambda m: f"\\x{ord(m.group()):02x}", " ".join(text.split()))
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+    return one_line(text, limit)
 
 
 def md_text(text: str, limit: int = 120) -> str:
-    """Alert text in a markdown cell: a code span (no link, image or emphasis), one line, pipes
-    escaped."""
-    flat = plain(text, limit).replace("`", "'").replace("|", "\\|")
-    return f"`{flat}`" if flat else ""
+    """Alert text in a markdown cell (`code_span`): a code span (no link, image or emphasis),
+    one line, no pipe of it ending the cell."""
+    return code_span(text, limit, cell=True)
 
 
 def _rule_rows(report: Report) -> list[list[str]]:

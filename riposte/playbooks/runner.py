@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from riposte.alerts.matching import PlannedAction
@@ -54,17 +55,35 @@ def carry_out(
     action: PlannedAction,
     outcome: Outcome,
     open_tickets: dict[str, Ticket] | None = None,
+    started: list[ActionResult] | None = None,
+    finished: Callable[[ActionResult], object] | None = None,
 ) -> ActionResult:
     """Do what ``outcome`` says with the playbook's steps; a suppressed or ignored alert is
-    only recorded. A response made starts the rule's suppression window."""
+    only recorded. A response made starts the rule's suppression window.
+
+    ``started`` gets the action's result before the playbook runs, and each step adds to it as
+    it is done: when the playbook raises, it still says what was done (for the report of a
+    Failed response). ``finished`` is called with the result once the playbook has returned,
+    before the suppression window is recorded: what fails after it did not stop the
+    playbook."""
     if outcome.disposition not in RESPONDED:
-        return ActionResult(
+        recorded = ActionResult(
             rule=outcome.rule,
             playbook=str(outcome.playbook),
             disposition=str(outcome.disposition),
             reason=outcome.reason,
         )
-    result = run_action(Context(response, alert, action, outcome, open_tickets))
+        if started is not None:
+            started.append(recorded)
+        if finished is not None:
+            finished(recorded)
+        return recorded
+    ctx = Context(response, alert, action, outcome, open_tickets)
+    if started is not None:
+        started.append(ctx.result)
+    result = run_action(ctx)
+    if finished is not None:
+        finished(result)
     if outcome.suppress_key:
         record_response(alert, outcome.suppress_key, outcome.at)
     return result

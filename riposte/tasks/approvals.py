@@ -11,6 +11,8 @@ from uuid import UUID
 from prefect.client.schemas.objects import FlowRun
 from prefect.context import TaskRunContext
 from prefect.deployments import run_deployment
+from prefect.runtime import flow_run
+from prefect.utilities.urls import url_for
 from pydantic import BaseModel, ConfigDict
 
 from riposte.alerts.approval import (
@@ -31,6 +33,7 @@ from riposte.settings import CONTAIN_DEPLOYMENT, get_settings
 from riposte.tasks._cache import cache_key
 from riposte.tasks._common import external_call
 from riposte.tasks.notify import Channel, channel_label, load_channel, post_chat
+from riposte.tasks.runs import book_approval_sweep
 
 
 class ApprovalRequested(BaseModel):
@@ -208,8 +211,9 @@ def request_approval(
 
     A channel that fails is reported, not fatal: the other channels, the other approvers and
     the Prefect UI can still decide. Keyed by run and approver: a resumed or retried run never
-    sends the links again.
+    sends the links again. The approval sweep is booked for ``expires`` (once per run).
     """
+    book_approval_sweep(run_id, expires)
     keys = load_approval_keys()
     links = _links(keys, request, run_id, approver.name, expires)
     deliveries = []
@@ -303,12 +307,16 @@ def _start_key(context: TaskRunContext, params: dict[str, Any]) -> str:
 
 @external_call(_start_key, name="start containment {request.alert.source}-{request.alert.alert_id}")
 def start_containment(request: ContainmentRequest) -> str:
-    """Create (or find, by idempotency key) the `contain_alert` run of ``request``."""
+    """Create (or find, by idempotency key) the `contain_alert` run of ``request``; it names
+    the run that asked (this one), which it tells the outcome."""
     run = cast(
         FlowRun,
         run_deployment(
             CONTAIN_DEPLOYMENT,
-            parameters={"request": request.model_dump(mode="json")},
+            parameters={
+                "request": request.model_dump(mode="json"),
+                "response_run": flow_run.get_id(),
+            },
             flow_run_name=f"contain-{request.alert.source}-{request.alert.alert_id}",
             tags=["riposte", "containment", f"source:{request.alert.source}"],
             idempotency_key=f"contain:{request.key}",
@@ -317,3 +325,13 @@ def start_containment(request: ContainmentRequest) -> str:
         ),
     )
     return str(run.id)
+
+
+def run_page(run_id: str | UUID) -> str | None:
+    """The page of flow run ``run_id`` in the Prefect UI (`PREFECT_UI_URL`, by default
+    `PREFECT_API_URL` without its `/api`); None for anything but a flow run's id."""
+    try:
+        flow_run_id = UUID(str(run_id))
+    except ValueError:
+        return None
+    return url_for("flow-run", obj_id=flow_run_id)

@@ -3,22 +3,32 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
+import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 from uuid import UUID
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.context import FlowRunContext
 from prefect.deployments import run_deployment
+from prefect.exceptions import MissingContextError
 from prefect.runtime import flow_run
 from prefect.variables import Variable
 from pydantic import BaseModel
 
 from riposte.alerts.model import Alert
 from riposte.alerts.response import AlertRef
-from riposte.settings import BATCH_DEPLOYMENT, RESPOND_DEPLOYMENT
+from riposte.settings import (
+    APPROVAL_SWEEP_DEPLOYMENT,
+    BATCH_DEPLOYMENT,
+    RESPOND_DEPLOYMENT,
+    get_settings,
+)
 
 # Up to this many alerts at once get one run each; more are a burst and go in batches.
 SINGLE_RUN_LIMIT = 20
@@ -52,8 +62,10 @@ def plan_runs(
     of `respond_batch` when they are many (a burst). Duplicates of one alert revision are
     dropped; both kinds of run de-duplicate through their idempotency keys. ``attempt`` > 0
     answers again alerts whose earlier responses failed: a key of its own, or Prefect would
-    hand back the failed run."""
+    hand back the failed run, and the tags `rerun` and `attempt:<n>` (the first run being
+    attempt 1), which tell it apart in the UI from the alert's first run of the same name."""
     again = f":again-{attempt}" if attempt else ""
+    rerun = ["rerun", f"attempt:{attempt + 1}"] if attempt else []
     unique = list({ref.key: ref for ref in refs}.values())
     if len(unique) <= single_limit:
         return [
@@ -65,7 +77,12 @@ def plan_runs(
                     "alert_id": ref.alert_id,
                     "revision": ref.revision,
                 },
-                tags=["riposte", f"source:{ref.source}", f"severity:{ref.revision.split('-')[0]}"],
+                tags=[
+                    "riposte",
+                    f"source:{ref.source}",
+                    f"severity:{ref.revision.split('-')[0]}",
+                    *rerun,
+                ],
                 idempotency_key=f"respond:{ref.key}{again}",
             )
             for ref in unique
@@ -84,7 +101,7 @@ def plan_runs(
                     "first_alert": f"{chunk[0].source}-{chunk[0].alert_id}",
                     "size": len(chunk),
                 },
-                tags=["riposte", "batch", *(f"source:{s}" for s in sources)],
+                tags=["riposte", "batch", *(f"source:{s}" for s in sources), *rerun],
                 idempotency_key=f"batch:{digest}{again}",
             )
         )
@@ -113,6 +130,93 @@ def start_responses(
         )
         ids.append(str(run.id))
     return ids
+
+
+def _run_parameters() -> dict[str, Any]:
+    """The running flow run's parameters, with the flow's defaults for those not given."""
+    given = dict(flow_run.parameters or {})
+    context = FlowRunContext.get()
+    if context is None or context.flow is None:
+        return given
+    defaults = {
+        name: p.default
+        for name, p in inspect.signature(context.flow.fn).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+    return {**defaults, **given}
+
+
+def alert_run_name(template: str) -> Callable[[], str]:
+    """The `flow_run_name` of a flow run for one alert (an ``alert_id`` parameter): ``template``
+    filled with the run's parameters (`{source}-{alert_id}`), as the intake, the poll and
+    reconcile name runs; or the name the run was given if it is that name followed by a space
+    and more, as a person may type it in the Custom run form (`graph-<id> after the policy
+    change`). So the random name the UI's form suggests is replaced. A name that merely holds
+    the id is not kept: alert `123` typed as `graph-1234` would be taken for alert 1234's run,
+    which reconcile finds by its exact name."""
+
+    def name() -> str:
+        default = template.format(**_run_parameters())
+        given = flow_run.name or ""
+        if given == default or given.startswith(default + " "):
+            return given
+        return default
+
+    return name
+
+
+def batch_run_name() -> str:
+    """The `flow_run_name` of a `respond_batch` run: `batch-<first alert>-<size>`, from its
+    ``first_alert`` and ``size`` parameters, or from its alerts when they are left empty."""
+    parameters = _run_parameters()
+    alerts = list(parameters.get("alerts") or [])
+    first = str(parameters.get("first_alert") or "")
+    if not first and alerts:
+        ref = AlertRef.model_validate(alerts[0])
+        first = f"{ref.source}-{ref.alert_id}"
+    return f"batch-{first}-{parameters.get('size') or len(alerts)}"
+
+
+# After the deadline: every link has expired by then, on a machine whose clock is a little behind
+# too.
+APPROVAL_SWEEP_DELAY = timedelta(seconds=5)
+
+
+def book_approval_sweep(contain_run: UUID, deadline: datetime) -> str | None:
+    """Schedule a run of the approval sweep just after ``deadline``, once per containment run
+    and deadline (idempotency key): the policy's default outcome applies on time, and no sweep
+    runs while no approval is pending. Returns the sweep run's id.
+
+    Never raises: a booking that failed (Prefect unreachable, no sweep deployment) is logged,
+    and the sweep's own schedule (`RIPOSTE_APPROVAL_SWEEP_SECONDS`) applies the outcome later.
+    Not in a staging run, whose approvals are answered at once."""
+    if get_settings().staging:
+        return None
+    try:
+        run = cast(
+            FlowRun,
+            run_deployment(
+                APPROVAL_SWEEP_DEPLOYMENT,
+                scheduled_time=deadline + APPROVAL_SWEEP_DELAY,
+                flow_run_name=APPROVAL_SWEEP_DEPLOYMENT.partition("/")[2],
+                idempotency_key=f"approval-sweep:{contain_run}:{deadline.isoformat()}",
+                timeout=0,
+                as_subflow=False,
+            ),
+        )
+    except Exception as exc:
+        try:
+            logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = get_run_logger()
+        except MissingContextError:
+            logger = logging.getLogger(__name__)
+        logger.warning(
+            "The approval sweep was not booked for %s (%s): the sweep's schedule applies the "
+            "default outcome instead, later",
+            deadline.isoformat(),
+            str(exc)[:200] or type(exc).__name__,
+        )
+        return None
+    return str(run.id)
 
 
 def watermark_name(source: str) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, Literal
 
 from riposte.alerts.errors import AlertParseError
 from riposte.alerts.model import Alert
@@ -21,6 +21,10 @@ SOURCES: dict[str, tuple[Parser, Detector]] = {
     cloud_apps.SOURCE: (cloud_apps.parse, cloud_apps.looks_like),
     defender_cloud.SOURCE: (defender_cloud.parse, defender_cloud.looks_like),
 }
+
+SourceName = Literal["graph", "defender_endpoint", "cloud_apps", "defender_cloud"]
+"""The names of `SOURCES`, as a type: a flow parameter of this type is a list to pick from in the
+Prefect UI's run forms (a test keeps the two the same)."""
 
 
 def parser_for(source: str) -> Parser:
