@@ -1057,6 +1057,131 @@ def search_lag(
     return s.result
 
 
+SYNC_RUN = "from riposte.flows.sync import sync_tickets; sync_tickets()"
+
+
+def ticket_sync(
+    h: Harness,
+    alerts: int = 50,
+    senders: int = 10,
+    outage: float = 60.0,
+    timeout: float = 900.0,
+) -> ScenarioResult:
+    """The tickets of ``alerts`` alerts are resolved by an analyst while Defender answers 503
+    for ``outage`` seconds, and a `sync_tickets` run is SIGKILLed half-way; sync runs follow
+    until they apply everything. Afterwards every alert is resolved once, with one comment from
+    the sync, its ticket carries one note of the sync, and nothing was echoed back."""
+    s = Scenario(h, "ticket-sync", alerts)
+    with s:
+        s.delivered(s.sender.post_all(s.alerts, senders))
+        s.wait_runs(timeout)
+        t = s.tally()
+        numbers = {
+            str(i["record"]["correlation_id"]).removeprefix(TICKET_PREFIX): str(
+                i["record"]["number"]
+            )
+            for i in s.sandbox.incidents()
+            if str(i["record"]["correlation_id"]).removeprefix(TICKET_PREFIX) in set(s.ids)
+        }
+        comments_before = dict(t.comments)
+        # Only this scenario's alerts (their ids share a prefix): others may share the sandbox.
+        s.fault(service="graph", status=503, for_seconds=outage, path_contains=s.ids[0][:-5])
+        for alert_id in s.ids:
+            if alert_id in numbers:
+                s.sandbox.http.post(
+                    f"/_sandbox/servicenow/incidents/{numbers[alert_id]}/resolve",
+                    json={
+                        "close_code": "Solved (Permanently)",
+                        "close_notes": "Cleaned up (chaos)",
+                        "user": "chaos.analyst",
+                    },
+                ).raise_for_status()
+        s.say(f"{len(numbers)} tickets resolved; Defender answers 503 for {outage:.0f}s")
+        killed = subprocess.Popen(
+            [_python(), "-c", SYNC_RUN],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=os.environ.copy(),
+        )
+        time.sleep(min(outage / 2, 8.0))
+        killed.kill()
+        killed.wait(30)
+        s.say("a sync run SIGKILLed mid-run")
+        deadline = time.monotonic() + timeout
+        runs = 0
+        while True:
+            runs += 1
+            done = subprocess.run(
+                [_python(), "-c", SYNC_RUN],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                env=os.environ.copy(),
+            )
+            graph = s.sandbox.graph_alerts()
+            resolved = [a for a in s.ids if graph.get(a, {}).get("status") == "resolved"]
+            if done.returncode == 0 and len(resolved) == len(numbers):
+                break
+            if time.monotonic() > deadline:
+                s.problem(f"after {runs} sync runs, {len(resolved)} of {len(numbers)} resolved")
+                break
+            time.sleep(2.0)
+        s.note(f"{runs} sync runs after the kill to apply everything")
+        graph = s.sandbox.graph_alerts()
+        sync_comments = {
+            a: [
+                c
+                for c in (graph.get(a, {}).get("comments") or [])
+                if "Resolved because" in str(c.get("comment"))
+            ]
+            for a in s.ids
+        }
+        resolved_once = [a for a, c in sync_comments.items() if len(c) == 1]
+        if len(resolved_once) != len(numbers):
+            twice = [a for a, c in sync_comments.items() if len(c) > 1]
+            none = [a for a, c in sync_comments.items() if not c]
+            s.problem(f"sync comments: {len(twice)} alerts twice, {len(none)} none")
+        wrong = [
+            a
+            for a in s.ids
+            if (graph.get(a, {}).get("classification"), graph.get(a, {}).get("status"))
+            != ("truePositive", "resolved")
+        ]
+        if wrong:
+            s.problem(f"{len(wrong)} alerts not resolved as truePositive: {_sample(wrong)}")
+        notes = {
+            str(i["record"]["number"]): [str(e.get("value", "")) for e in i.get("journal", [])]
+            for i in s.sandbox.incidents()
+        }
+        applied = [
+            n for n in numbers.values() if sum("Riposte resolved" in x for x in notes[n]) == 1
+        ]
+        echoed = [n for n in numbers.values() if any("in Defender (now" in x for x in notes[n])]
+        if len(applied) != len(numbers):
+            s.problem(f"{len(numbers) - len(applied)} tickets without exactly one sync note")
+        if echoed:
+            s.problem(f"{len(echoed)} tickets got an alert change echoed back: {_sample(echoed)}")
+        other = [
+            a
+            for a in s.ids
+            if len(graph.get(a, {}).get("comments") or []) != comments_before.get(a, 0) + 1
+        ]
+        if other:
+            s.problem(f"{len(other)} alerts got another number of comments than one")
+        s.note(
+            f"{len(resolved_once)} alerts resolved with one comment each, {len(applied)} tickets "
+            f"with one sync note, {len(echoed)} echoes"
+        )
+        s.result.count(t)
+    return s.result
+
+
+def _python() -> str:
+    import sys
+
+    return sys.executable
+
+
 SCENARIOS: dict[str, Callable[..., ScenarioResult]] = {
     "itsm-down": itsm_down,
     "prefect-restart": prefect_restart,
@@ -1065,6 +1190,7 @@ SCENARIOS: dict[str, Callable[..., ScenarioResult]] = {
     "sigkill-mid-task": sigkill_mid_task,
     "retry-failed": retry_failed,
     "search-lag": search_lag,
+    "ticket-sync": ticket_sync,
 }
 
 COLUMNS = ("scenario", "alerts sent", "tickets", "duplicates", "lost", "messages", "result")

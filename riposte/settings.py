@@ -156,6 +156,17 @@ class Settings(BaseSettings):
         ge=10,
         description="A lock whose holder died lapses after this long; longer than any step",
     )
+    sync_interval_seconds: int = Field(
+        120,
+        ge=10,
+        description="How often sync_tickets brings alerts and their tickets to one state",
+    )
+    sync_lock_hold_seconds: float = Field(
+        120.0,
+        ge=5,
+        description="A ticket's sync lock lapses after this long when its holder was killed "
+        "(the next run applies the ticket then)",
+    )
     lost_run_seconds: int = Field(
         90,
         ge=30,

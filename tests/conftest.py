@@ -42,6 +42,8 @@ os.environ.update(
         # the session, and tests that need another policy rewrite the file (`use_policy`).
         "RIPOSTE_POLICY_FILE": str(_STATE / "policy.yaml"),
         "RIPOSTE_DIGEST_PAUSED": "true",
+        # A sync run killed by the chaos test delays its tickets this long, not two minutes.
+        "RIPOSTE_SYNC_LOCK_HOLD_SECONDS": "15",
         # The approval link keys, in a file as the local stack keeps them (never in Prefect).
         "RIPOSTE_APPROVAL_KEY_FILE": str(_STATE / "approval.key"),
         # Workers load the same playbooks as the local stack: the built-ins and the example.

@@ -25,6 +25,7 @@ from chaos.scenarios import (
     retry_failed,
     search_lag,
     table,
+    ticket_sync,
     writeback_rejected,
 )
 from tests.conftest import INTAKE_TOKEN, PREFECT_CLI
@@ -63,12 +64,15 @@ def chaos(sandbox_url: str, intake_url: str) -> dict[str, ScenarioResult]:
             "writeback-rejected": writeback.result(),
             "search-lag": lag.result(),
         }
+    # Last, alone: the ticket sync under a Defender outage and a killed sync run.
+    results["ticket-sync"] = ticket_sync(harness, **{**small, "alerts": 10, "outage": 10.0})
     logger.info("\n%s", table(list(results.values())))
     return results
 
 
 @pytest.mark.parametrize(
-    "name", ["chat-down", "retry-failed", "itsm-down", "writeback-rejected", "search-lag"]
+    "name",
+    ["chat-down", "retry-failed", "itsm-down", "writeback-rejected", "search-lag", "ticket-sync"],
 )
 def test_scenario_loses_and_doubles_nothing_and_passes_its_checks(
     chaos: dict[str, ScenarioResult], name: str

@@ -68,6 +68,7 @@ from riposte.alerts.adf import to_adf
 from riposte.alerts.model import Alert, Severity
 from riposte.alerts.policy import Templates
 from riposte.alerts.response import Route, Ticket, TicketDraft
+from riposte.alerts.sync import ALERT_MARKER
 from riposte.alerts.template_bounds import (
     before_binop,
     before_call,
@@ -375,6 +376,10 @@ def _one_line(text: str, limit: int) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
+# The longest ticket description Riposte writes before its marker line.
+DESCRIPTION_MAX = 3500
+
+
 class MessageRenderer:
     """Renders every message of a playbook with the templates its policy rule names.
 
@@ -439,10 +444,16 @@ class MessageRenderer:
         """The ticket to find or create; ``correlation_key`` overrides the alert's own (a
         throttled group or an incident shares one ticket)."""
         summary = f"[Defender] {alert.title}"
+        # The opening alert's marker ends the description, as each alert note ends with its
+        # own: the ticket sync reads which alerts a ticket carries from them.
+        description = self.ticket_description(alert, route, system).rstrip()
+        # Cut below ServiceNow's default field length (4,000), so the marker is never cut off.
+        if len(description) > DESCRIPTION_MAX:
+            description = description[: DESCRIPTION_MAX - 20].rstrip() + "\n[... cut]"
         return TicketDraft(
             correlation_key=correlation_key or alert.correlation_key,
             summary=summary if len(summary) <= 255 else summary[:252] + "...",
-            description=self.ticket_description(alert, route, system),
+            description=f"{description}\n\n{ALERT_MARKER} {alert.correlation_key}",
             priority=route.priority,
             source_label=f"Microsoft Defender ({alert.source})",
         )

@@ -42,6 +42,7 @@ from riposte.alerts.containment import ActionKind
 from riposte.alerts.incidents import AlertTriageUpdate, IncidentUpdate
 from riposte.alerts.model import EntityType, Severity
 from riposte.alerts.response import Priority
+from riposte.alerts.sync import SyncPolicy
 
 DEFAULT_POLICY_NAME = "built-in default policy"
 
@@ -633,6 +634,10 @@ class Policy(_Strict):
     allow: Allow | None = Field(None, description="Applies to every alert, before any rule")
     rules: tuple[Rule, ...] = ()
     fallback: Fallback = Field(default_factory=Fallback)
+    sync: SyncPolicy = Field(
+        default_factory=SyncPolicy,
+        description="How a ticket's resolution resolves its alerts, and the other way round",
+    )
 
     # Where the policy came from and the line of every field, for messages and `explain`.
     _origin: str = PrivateAttr(default="<policy>")

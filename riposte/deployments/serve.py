@@ -1,4 +1,4 @@
-"""The deployments (respond, respond-batch, poll, reconcile, digest, contain, approval-sweep,
+"""The deployments (respond, respond-batch, poll, reconcile, digest, sync, contain, approval-sweep,
 replay), run in-process by the responder.
 
 Production may run the same deployments on a `process` work pool instead (`prefect.yaml`).
@@ -22,6 +22,7 @@ from riposte.flows.poll import poll_alerts
 from riposte.flows.reconcile import reconcile_alerts
 from riposte.flows.replay import replay_alerts
 from riposte.flows.respond import respond_batch, respond_to_alert
+from riposte.flows.sync import sync_tickets
 from riposte.settings import HOUSEKEEPING_TAG, RESPONSE_TAG, Settings, get_settings
 
 
@@ -69,6 +70,18 @@ def deployments(settings: Settings) -> list[tuple[RunnerDeployment, Flow[Any, An
         description="Post one summary message per channel for every digest period that closed.",
         entrypoint_type=EntrypointType.MODULE_PATH,
     )
+    sync = sync_tickets.to_deployment(
+        name="sync",
+        tags=["riposte", HOUSEKEEPING_TAG],
+        interval=timedelta(seconds=settings.sync_interval_seconds),
+        # Two at once would be safe (each ticket under a lock) but only repeat each other.
+        concurrency_limit=1,
+        paused=settings.poll_paused,
+        description="Bring alerts and their tickets to one state: a ticket resolved or "
+        "reopened resolves or reopens its alerts; a person's change of an alert in Defender "
+        "becomes one note on its ticket.",
+        entrypoint_type=EntrypointType.MODULE_PATH,
+    )
     contain = contain_alert.to_deployment(
         name="contain",
         tags=["riposte", "containment"],
@@ -107,6 +120,7 @@ def deployments(settings: Settings) -> list[tuple[RunnerDeployment, Flow[Any, An
         (cast(RunnerDeployment, batch), respond_batch),
         (cast(RunnerDeployment, poll), poll_alerts),
         (cast(RunnerDeployment, replay), replay_alerts),
+        (cast(RunnerDeployment, sync), sync_tickets),
     ]
 
 

@@ -188,12 +188,17 @@ def lock_manager() -> LockManager:
 
 
 @contextmanager
-def exclusive(key: str, wait_seconds: float = LOCK_WAIT_SECONDS) -> Iterator[None]:
+def exclusive(
+    key: str, wait_seconds: float = LOCK_WAIT_SECONDS, hold_seconds: float | None = None
+) -> Iterator[None]:
     """Hold the lock named ``key`` (the same lock manager as the task transactions) for a
-    read-then-write that two workers must not interleave, such as numbering a ticket's notes."""
+    read-then-write that two workers must not interleave, such as numbering a ticket's notes.
+    The lock lapses after ``hold_seconds`` (default: the `lock_hold_seconds` setting) if its
+    holder is killed."""
     manager = lock_manager()
     holder = uuid.uuid4().hex
-    if not manager.acquire_lock(key, holder, wait_seconds, get_settings().lock_hold_seconds):
+    hold = get_settings().lock_hold_seconds if hold_seconds is None else hold_seconds
+    if not manager.acquire_lock(key, holder, wait_seconds, hold):
         raise TimeoutError(f"lock {key} still held after {wait_seconds:.0f}s")
     try:
         yield

@@ -14,6 +14,7 @@ from riposte.alerts.messages import MessageRenderer
 from riposte.alerts.model import Alert
 from riposte.alerts.policy import Templates
 from riposte.alerts.response import Ticket, TicketDraft
+from riposte.alerts.sync import ALERT_MARKER
 from riposte.blocks._http import run_logger
 from riposte.blocks.errors import OutcomeUnknownError, ServiceUnavailableError
 from riposte.blocks.ticketing import TicketingCredentials
@@ -25,7 +26,7 @@ from riposte.tasks.policy import ticket_place, ticket_system
 
 # Appended to every note Riposte adds to a ticket, on a line of its own, whatever the template
 # says: it is how a repeated step finds its note, and how notes are counted.
-NOTE_MARKER = "Riposte alert key:"
+NOTE_MARKER = ALERT_MARKER
 
 
 def note_marker(alert: Alert) -> str:
