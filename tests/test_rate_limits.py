@@ -193,4 +193,10 @@ def test_a_burst_inside_a_run_is_spread_over_time_by_a_tight_limit(
     assert elapsed >= 0.9 * expected, (elapsed, expected)
     assert elapsed < 10 * expected + 20, (elapsed, expected)
     assert free < expected, free
-    assert len(sandbox.get("/_sandbox/slack/messages").json()) == 2 * count
+    # Its own messages: a run of another test (an approval's booked sweep) may post meanwhile.
+    ours = [
+        m
+        for m in sandbox.get("/_sandbox/slack/messages").json()
+        if str(m.get("text", "")).startswith(("free ", "limited "))
+    ]
+    assert len(ours) == 2 * count

@@ -125,7 +125,8 @@ def test_jira_issue_goes_to_the_policy_project_with_the_group_label(
     (grouped,) = client.group(GROUP, project="SEC", recent=recent)
     assert grouped.correlation_key == key and grouped.ticket.key == ticket.key
     client.add_note(ticket, "Alert 2 on this ticket.\n\nRiposte alert key: riposte-graph-b")
-    assert client.notes(ticket) == ["Alert 2 on this ticket.\nRiposte alert key: riposte-graph-b"]
+    # Paragraphs read back a blank line apart, as written: the marker is the last paragraph.
+    assert client.notes(ticket) == ["Alert 2 on this ticket.\n\nRiposte alert key: riposte-graph-b"]
 
 
 def test_adf_text_keeps_paragraphs_and_list_items_on_their_own_lines() -> None:
@@ -152,7 +153,8 @@ def test_adf_text_keeps_paragraphs_and_list_items_on_their_own_lines() -> None:
             },
         ],
     }
-    assert adf_text(document).splitlines() == ["one", "a", "b"]
+    # The document's blocks a blank line apart, a list's items on lines of their own.
+    assert adf_text(document).splitlines() == ["one", "", "a", "b"]
 
 
 def test_response_times_of_a_suppression_key_never_move_back(prefect_server: str) -> None:

@@ -125,6 +125,9 @@ def test_a_resolved_ticket_resolves_its_alert_once_and_a_reopened_alert_is_noted
     assert any(r.alert.endswith(alert_id) and r.change == "alert resolved" for r in first.changes)
     sync_notes = [n for n in _notes(sandbox, number) if "Riposte resolved" in n]
     assert len(sync_notes) == 1, _notes(sandbox, number)
+    # The alert's response run shows the ticket's state now.
+    shown = _response_artifact(f"ticket-graph-{alert_id}")
+    assert number in shown and "resolved by ana.analyst" in shown, shown
 
     # Again: nothing to apply, nothing echoed (the alert's change was the sync's own).
     again = _sync()
@@ -307,3 +310,18 @@ def test_a_first_reassignment_in_defender_is_noted_once(
     noted = [n for n in _notes(sandbox, number) if "reassigned to carol@contoso.com" in n]
     assert len(noted) == 1, _notes(sandbox, number)
     assert _record(sandbox, number)["state"] != "6"  # not resolved: nothing was resolved
+
+
+def _response_artifact(key: str) -> str:
+    """The markdown of the artifact ``key`` on the response run named after its alert."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key.lower()]))
+        )
+        assert found, f"no artifact {key}"
+        run = client.read_flow_run(found[0].flow_run_id)  # type: ignore[arg-type]
+    assert run.name == key.removeprefix("ticket-") and "response" in run.tags, run
+    return str(found[0].data)

@@ -62,6 +62,7 @@ from riposte.tasks.sync import (
     resolve_alert,
     resolve_incident_of,
     resolve_ticket,
+    show_on_response,
     ticket_of_alert,
     ticket_texts,
 )
@@ -299,6 +300,12 @@ def apply_ticket_change(
         # Written last: until it is there, the next run applies this state again (each write
         # compares first), so a run killed half-way loses nothing and repeats nothing.
         note_ticket_once(ticketing, ticket, text, [wanted, *states])
+    status = f"{change.status} by {who}"
+    if change.phase == "done":
+        status += f" with {change.resolution or 'no resolution'}"
+    for row in rows:
+        if row.alert:
+            show_on_response(row.alert, ticket, status, f"{row.change}: {row.to}")
     return rows
 
 
@@ -488,7 +495,7 @@ def apply_alert_change(
         if policy.sync.close_ticket_when_alerts == "all_resolved" and texts.phase == "open":
             states = {**recorded, key: now}
             if all(k in states and states[k].resolved for k in keys):
-                rows += _close_ticket(ticketing, ticket, policy.sync, len(keys))
+                rows += _close_ticket(ticketing, ticket, policy.sync, keys)
     return rows
 
 
@@ -521,7 +528,7 @@ def _as_left_by_a_response(policy: Policy, alert: Alert) -> AlertState:
 
 
 def _close_ticket(
-    ticketing: TicketingCredentials, ticket: Ticket, policy: SyncPolicy, count: int
+    ticketing: TicketingCredentials, ticket: Ticket, policy: SyncPolicy, keys: list[str]
 ) -> list[SyncRow]:
     """Resolve the ticket whose alerts are all resolved, then record it as applied: the next
     run leaves the alerts as the people who resolved them left them (a ticket resolution
@@ -531,14 +538,18 @@ def _close_ticket(
         ticketing,
         ticket,
         resolution,
-        f"All {count} alerts of this ticket were resolved in Defender.",
+        f"All {len(keys)} alerts of this ticket were resolved in Defender.",
     )
     note_ticket_once(
         ticketing,
         ticket,
-        f"Riposte resolved this ticket: all {count} of its alerts are resolved in Defender.",
+        f"Riposte resolved this ticket: all {len(keys)} of its alerts are resolved in Defender.",
         [ticket_marker("done", resolution)],
     )
+    for key in keys:
+        show_on_response(
+            key, ticket, f"resolved by Riposte with {resolution}", "resolved in Defender"
+        )
     return [
         SyncRow(
             ticket=ticket.key,

@@ -6,15 +6,20 @@ nothing."""
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import ArtifactCreate
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName, FlowRunFilterTags
+from prefect.client.schemas.sorting import FlowRunSort
 from pydantic import BaseModel, ConfigDict
 
 from riposte.alerts.incidents import IncidentUpdate
 from riposte.alerts.model import Alert
+from riposte.alerts.plain import code_span, log_text
 from riposte.alerts.response import Ticket
 from riposte.alerts.sources.lifecycle import alert_state as source_state
 from riposte.alerts.sync import (
@@ -26,6 +31,7 @@ from riposte.alerts.sync import (
 )
 from riposte.blocks import DefenderCredentials, TicketingCredentials
 from riposte.blocks.ticketing import TicketChange
+from riposte.settings import RESPONSE_TAG
 from riposte.tasks._common import (
     TASK_RETRIES,
     TASK_RETRY_DELAYS,
@@ -292,3 +298,59 @@ def _find_ticket(ticketing: TicketingCredentials, correlation_key: str) -> Ticke
 @sync_step(name="ticket {key}")
 def _ticket_by_key(ticketing: TicketingCredentials, key: str) -> Ticket | None:
     return ticketing.get_client().by_key(key)
+
+
+def show_on_response(key: str, ticket: Ticket, state: str, alert: str) -> bool:
+    """The ticket's state now, as an artifact (`ticket-<source>-<id>`) of the alert's latest
+    response run (named `<source>-<id>`, tagged `response`), so the response's page shows it.
+    False when there is no such run (a batch answered the alert); never raises: the sync is
+    done whether or not its page says so."""
+    parsed = parse_key(key)
+    if parsed is None:
+        return False
+    source, alert_id = parsed
+    try:
+        with get_client(sync_client=True) as client:
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    name=FlowRunFilterName(any_=[f"{source}-{alert_id}"]),
+                    tags=FlowRunFilterTags(all_=[RESPONSE_TAG]),
+                ),
+                sort=FlowRunSort.START_TIME_DESC,
+                limit=1,
+            )
+            if not runs:
+                return False
+            name = re.sub(r"[^a-z0-9-]+", "-", f"ticket-{source}-{alert_id}".lower())
+            client.create_artifact(
+                ArtifactCreate(
+                    key=re.sub(r"-{2,}", "-", name).strip("-")[:120],
+                    type="markdown",
+                    description=f"Ticket {ticket.key}: {state}"[:500],
+                    data=_ticket_markdown(ticket, state, alert),
+                    flow_run_id=runs[0].id,
+                )
+            )
+        return True
+    except Exception as exc:
+        get_run_logger().warning(
+            "The ticket's state was not shown on %s's response: %s", key, log_text(exc)
+        )
+        return False
+
+
+def _ticket_markdown(ticket: Ticket, state: str, alert: str) -> str:
+    url = ticket.url.replace("(", "%28").replace(")", "%29").replace(" ", "%20")
+    link = f"[{ticket.key}]({url})" if url.startswith(("https://", "http://")) else ticket.key
+    return "\n".join(
+        [
+            f"# Ticket {code_span(ticket.key, 60)}: {code_span(state, 200)}",
+            "",
+            "| | |",
+            "|---|---|",
+            f"| ticket | {ticket.system} {link} |",
+            f"| state | {code_span(state, 300, cell=True)} |",
+            f"| alert | {code_span(alert, 300, cell=True)} |",
+            f"| as of | {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC (ticket sync) |",
+        ]
+    )
