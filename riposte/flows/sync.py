@@ -18,6 +18,7 @@ that is down leaves it, and the next run applies what is missing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -35,7 +36,6 @@ from riposte.alerts.sync import (
     AlertState,
     SyncPolicy,
     SyncVerdict,
-    alert_keys,
     digest,
     last_ticket_marker,
     parse_key,
@@ -214,11 +214,7 @@ def apply_ticket_change(
         wanted = ticket_marker(change.phase, change.resolution if change.phase == "done" else None)
         last = last_ticket_marker(texts.notes)
         recorded = recorded_alert_states(texts.notes)
-        # The ticket's own alert first (a ticket opened before descriptions carried the
-        # opener's marker has it only as its key), then the others the ticket records.
-        keys = list(
-            dict.fromkeys([*_own_key(change), *alert_keys([texts.description, *texts.notes])])
-        )
+        keys = texts.alert_keys
         if change.phase == "open":
             if last is None or last.startswith(ticket_marker("open", None)):
                 return []  # never resolved, or its reopening applied: nothing to undo
@@ -232,8 +228,7 @@ def apply_ticket_change(
         # (its note is not written yet), another for the next.
         event = str(sum(1 for note in texts.notes if ticket_state_marker(note)))
         who = change.resolved_by or change.updated_by or "someone"
-        rows: list[SyncRow] = []
-        states: list[str] = []
+        mark = _comment_marker(ticket, wanted, event)
         if change.phase == "done":
             verdict, mapped = policy.verdict(ticket.system, change.resolution)
             unmapped = (
@@ -244,28 +239,19 @@ def apply_ticket_change(
                 f"{change.status} by {who} with {change.resolution or 'no resolution'}: "
                 f"{verdict.classification} / {verdict.determination}{unmapped}."
             )
-            for key in keys:
-                row, state = _apply_one(
+
+            def write(source: str, alert_id: str) -> AlertWrite:
+                return resolve_alert(
                     defender,
-                    key,
-                    ticket,
-                    lambda source, alert_id, mark: resolve_alert(
-                        defender,
-                        source,
-                        alert_id,
-                        verdict.classification,
-                        verdict.determination,
-                        f"{comment} {mark}",
-                        mark,
-                    ),
-                    _comment_marker(ticket, wanted, event),
-                    ("alert resolved", "alert already resolved: left as it is"),
+                    source,
+                    alert_id,
+                    verdict.classification,
+                    verdict.determination,
+                    f"{comment} {mark}",
+                    mark,
                 )
-                rows.append(row)
-                if state is not None:
-                    states.append(state.marker(key))
-            if policy.resolve_incident:
-                rows += _resolve_incidents(defender, keys, ticket, verdict, comment)
+
+            words = ("alert resolved", "alert already resolved: left as it is")
             text = (
                 f"Riposte resolved the alerts of this ticket in Defender as "
                 f"{verdict.classification} / {verdict.determination}: it was {change.status} by "
@@ -276,24 +262,24 @@ def apply_ticket_change(
                 f"Back in progress because {ticket.system} ticket {ticket.key} was reopened "
                 f"by {change.updated_by or 'someone'}."
             )
-            for key in keys:
-                row, state = _apply_one(
-                    defender,
-                    key,
-                    ticket,
-                    lambda source, alert_id, mark: reopen_alert(
-                        defender, source, alert_id, f"{comment} {mark}", mark
-                    ),
-                    _comment_marker(ticket, wanted, event),
-                    ("alert reopened", "alert already in progress"),
-                )
-                rows.append(row)
-                if state is not None:
-                    states.append(state.marker(key))
+
+            def write(source: str, alert_id: str) -> AlertWrite:
+                return reopen_alert(defender, source, alert_id, f"{comment} {mark}", mark)
+
+            words = ("alert reopened", "alert already in progress")
             text = (
                 f"Riposte put the alerts of this ticket back in progress in Defender: it was "
                 f"reopened by {change.updated_by or 'someone'}."
             )
+        rows: list[SyncRow] = []
+        states: list[str] = []
+        for key in keys:
+            row, state = _apply_one(key, ticket, write, words)
+            rows.append(row)
+            if state is not None:
+                states.append(state.marker(key))
+        if change.phase == "done" and policy.resolve_incident:
+            rows += _resolve_incidents(defender, keys, ticket, verdict, comment)
         problems = [r for r in rows if r.change.startswith("NOT")]
         if problems:
             text += " Not done: " + "; ".join(f"{r.alert}: {r.to}" for r in problems) + "."
@@ -310,11 +296,9 @@ def apply_ticket_change(
 
 
 def _apply_one(
-    defender: DefenderCredentials,
     key: str,
     ticket: Ticket,
-    write: Any,
-    mark: str,
+    write: Callable[[str, str], AlertWrite],
     words: tuple[str, str],
 ) -> tuple[SyncRow, AlertState | None]:
     """One alert's write; a permanent refusal (the alert is gone, the API says no) is a row
@@ -325,7 +309,7 @@ def _apply_one(
             ticket=ticket.key, alert=key, change="NOT applied", from_="", to="not an alert key"
         ), None
     try:
-        done: AlertWrite = write(parsed[0], parsed[1], mark)
+        done = write(parsed[0], parsed[1])
     except PERMANENT as exc:
         return SyncRow(
             ticket=ticket.key, alert=key, change="NOT applied", from_="", to=str(exc)[:300]
@@ -376,10 +360,6 @@ def _ticket_lock(ticketing: TicketingCredentials, ticket: Ticket) -> Any:
         wait_seconds=min(60.0, hold / 2),
         hold_seconds=hold,
     )
-
-
-def _own_key(change: TicketChangeView) -> list[str]:
-    return [change.correlation_key] if parse_key(change.correlation_key) else []
 
 
 def _comment_marker(ticket: Ticket, wanted: str, event: str) -> str:
@@ -455,14 +435,7 @@ def apply_alert_change(
     key = alert.correlation_key
     with _ticket_lock(ticketing, ticket):
         texts = ticket_texts(ticketing, ticket)
-        keys = list(
-            dict.fromkeys(
-                [
-                    *([texts.correlation_key] if parse_key(texts.correlation_key) else []),
-                    *alert_keys([texts.description, *texts.notes]),
-                ]
-            )
-        )
+        keys = texts.alert_keys
         if key not in keys:
             return []
         now = read_alert_state(defender, alert.source, alert.id)

@@ -9,6 +9,7 @@ from typing import Any
 
 from prefect import task
 from prefect.cache_policies import DEFAULT as RUN_SCOPED
+from prefect.cache_policies import NO_CACHE
 
 from riposte.blocks._http import run_logger
 from riposte.blocks.errors import (
@@ -69,18 +70,26 @@ def deferring(fn: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
-def external_call(key_fn: KeyFn | None = None, name: str | None = None) -> Any:
+def external_call(
+    key_fn: KeyFn | None = None, name: str | None = None, *, cached: bool = True
+) -> Any:
     """The decorator of every task that calls an external system: retried unless the failure is
     permanent, deferred when the system asks to come back later (`deferring`), its result
     persisted so that a retried run gets it back as Cached. ``key_fn`` keys the result by the
     alert instead of by the flow run, under a lock, so that two runs never do the same step for
-    the same alert (see `riposte.tasks._cache`). ``name`` is the task run's name template."""
+    the same alert (see `riposte.tasks._cache`). ``name`` is the task run's name template.
+    ``cached=False``: no cache at all, for steps that read the state of things again each time
+    and whose writes compare first (the ticket sync's)."""
+    if cached:
+        policy: Any = keyed(key_fn, serializable=True) if key_fn else RUN_SCOPED
+    else:
+        policy = NO_CACHE
     decorate = task(
         retries=TASK_RETRIES,
         retry_delay_seconds=TASK_RETRY_DELAYS,
         retry_condition_fn=retry_unless_permanent,
-        persist_result=True,
-        cache_policy=keyed(key_fn, serializable=True) if key_fn else RUN_SCOPED,
+        persist_result=cached,
+        cache_policy=policy,
         task_run_name=name,
     )
     return lambda fn: decorate(deferring(fn))

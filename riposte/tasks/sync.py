@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Literal
 
-from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from prefect import get_run_logger
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import ArtifactCreate
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName, FlowRunFilterTags
@@ -26,18 +25,14 @@ from riposte.alerts.sync import (
     SYNC_MARKER,
     AlertState,
     SyncVerdict,
+    alert_keys,
     parse_key,
     trailing_markers,
 )
 from riposte.blocks import DefenderCredentials, TicketingCredentials
 from riposte.blocks.ticketing import TicketChange
 from riposte.settings import RESPONSE_TAG
-from riposte.tasks._common import (
-    TASK_RETRIES,
-    TASK_RETRY_DELAYS,
-    deferring,
-    retry_unless_permanent,
-)
+from riposte.tasks._common import external_call
 from riposte.tasks.incidents import update_incident
 from riposte.tasks.policy import ticket_system
 
@@ -50,21 +45,6 @@ class AlertWrite(BaseModel):
     before: AlertState
     after: AlertState
     unsupported: tuple[str, ...] = ()
-
-
-def sync_step(name: str) -> Any:
-    """A step of the sync: a task run with the retries of every external call, and no cache:
-    the sync reads the state of things again each time, and each of its writes compares first
-    (a cached read would hand a second alert of one ticket the notes before the first's)."""
-    decorate = task(
-        retries=TASK_RETRIES,
-        retry_delay_seconds=TASK_RETRY_DELAYS,
-        retry_condition_fn=retry_unless_permanent,
-        cache_policy=NO_CACHE,
-        persist_result=False,
-        task_run_name=name,
-    )
-    return lambda fn: decorate(deferring(fn))
 
 
 class TicketChangeView(BaseModel):
@@ -123,15 +103,22 @@ class TicketTexts(BaseModel):
     correlation_key: str
     phase: Literal["open", "done"]
 
+    @property
+    def alert_keys(self) -> list[str]:
+        """The alerts on the ticket: its own alert first (a ticket opened before descriptions
+        carried the opener's marker has it only as its key), then the others it records."""
+        own = [self.correlation_key] if parse_key(self.correlation_key) else []
+        return list(dict.fromkeys([*own, *alert_keys([self.description, *self.notes])]))
 
-@sync_step(name="changed tickets")
+
+@external_call(name="changed tickets", cached=False)
 def changed_tickets(ticketing: TicketingCredentials, since: datetime) -> list[TicketChangeView]:
     """The tickets Riposte opened that changed at or after ``since``, oldest change first."""
     changes = ticketing.get_client().changed_since(since)
     return [TicketChangeView(change=c) for c in changes]
 
 
-@sync_step(name="read ticket {ticket.key}")
+@external_call(name="read ticket {ticket.key}", cached=False)
 def ticket_texts(ticketing: TicketingCredentials, ticket: Ticket) -> TicketTexts:
     client = ticketing.get_client()
     return TicketTexts(
@@ -150,7 +137,7 @@ def note_ticket_once(
     return _note_once(ticketing, ticket, text, tuple(markers))
 
 
-@sync_step(name="sync note {ticket.key}")
+@external_call(name="sync note {ticket.key}", cached=False)
 def _note_once(
     ticketing: TicketingCredentials, ticket: Ticket, text: str, markers: tuple[str, ...]
 ) -> bool:
@@ -178,13 +165,13 @@ def _state(source: str, payload: dict[str, object]) -> AlertState:
     )
 
 
-@sync_step(name="read {source}-{alert_id}")
+@external_call(name="read {source}-{alert_id}", cached=False)
 def read_alert_state(defender: DefenderCredentials, source: str, alert_id: str) -> AlertState:
     """The alert's state now (read again under the ticket's lock, not from a listing)."""
     return _state(source, defender.source_client(source).get(alert_id))
 
 
-@sync_step(name="resolve {source}-{alert_id}")
+@external_call(name="resolve {source}-{alert_id}", cached=False)
 def resolve_alert(
     defender: DefenderCredentials,
     source: str,
@@ -207,7 +194,7 @@ def resolve_alert(
     return AlertWrite(before=before, after=after, unsupported=tuple(done.unsupported))
 
 
-@sync_step(name="reopen {source}-{alert_id}")
+@external_call(name="reopen {source}-{alert_id}", cached=False)
 def reopen_alert(
     defender: DefenderCredentials, source: str, alert_id: str, comment: str, marker: str
 ) -> AlertWrite:
@@ -247,13 +234,13 @@ def resolve_incident_of(
     return incident_id
 
 
-@sync_step(name="incident of {alert_id}")
+@external_call(name="incident of {alert_id}", cached=False)
 def _incident_id(defender: DefenderCredentials, alert_id: str) -> str | None:
     found = defender.get_client().get_alert(alert_id).get("incidentId")
     return str(found) if found else None
 
 
-@sync_step(name="resolve ticket {ticket.key}")
+@external_call(name="resolve ticket {ticket.key}", cached=False)
 def resolve_ticket(
     ticketing: TicketingCredentials, ticket: Ticket, resolution: str, notes: str
 ) -> bool:
@@ -290,12 +277,12 @@ def ticket_of_alert(
     return None
 
 
-@sync_step(name="find ticket {correlation_key}")
+@external_call(name="find ticket {correlation_key}", cached=False)
 def _find_ticket(ticketing: TicketingCredentials, correlation_key: str) -> Ticket | None:
     return ticketing.get_client().find(correlation_key)
 
 
-@sync_step(name="ticket {key}")
+@external_call(name="ticket {key}", cached=False)
 def _ticket_by_key(ticketing: TicketingCredentials, key: str) -> Ticket | None:
     return ticketing.get_client().by_key(key)
 
