@@ -17,6 +17,7 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse
 from markdown_it import MarkdownIt
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from pydantic import SecretStr
 
 from riposte.alerts.messages import MessageRenderer
@@ -606,7 +607,10 @@ def test_a_hostile_alert_pushed_through_the_intake_reaches_every_simulator_as_te
     assert "[code]" not in stored and "[/code]" not in stored
 
     with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts()
+        # Its own: an unfiltered read returns one page of the whole session's.
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
+        )
     (report,) = [a for a in artifacts if a.flow_run_id == run.id and a.type == "markdown"]
     lines = str(report.data).splitlines()
     title = lines[2]
@@ -768,7 +772,10 @@ def test_a_slack_post_whose_answer_is_lost_is_not_posted_again(
     slack = [m for m in sandbox.get("/_sandbox/slack/messages").json() if alert_id in json.dumps(m)]
     assert len(slack) == 1
     with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts()
+        # Its own: an unfiltered read returns one page of the whole session's.
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
+        )
     (report,) = [a for a in artifacts if a.flow_run_id == run.id and a.type == "markdown"]
     assert "sent, unconfirmed" in str(report.data)
 

@@ -11,7 +11,13 @@ from uuid import UUID
 import httpx
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, LogFilter, LogFilterFlowRunId
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    FlowRunFilter,
+    LogFilter,
+    LogFilterFlowRunId,
+)
 from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.sorting import FlowRunSort
 
@@ -116,7 +122,10 @@ def test_pushed_alert_is_answered_by_one_completed_run(
     _assert_answered_once(sandbox, [alert["id"]])
 
     with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts()
+        # Its own: an unfiltered read returns one page of the whole session's.
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
+        )
     report = [a for a in artifacts if a.flow_run_id == run.id and a.type == "markdown"]
     assert report, "the run left no markdown report"
     assert "INC" in str(report[0].data) and "in_progress" in str(report[0].data)
@@ -380,7 +389,10 @@ def test_a_failed_response_still_writes_its_report_and_tags(
     (ticket,) = [i for i in incidents if alert["id"] in i["record"]["correlation_id"]]
     number = ticket["record"]["number"]
     with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts()
+        # Its own: an unfiltered read returns one page of the whole session's.
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[failed.id]))
+        )
     (report,) = [a for a in artifacts if a.flow_run_id == failed.id and a.type == "markdown"]
     assert report.key == f"response-graph-{alert['id']}".lower()
     assert "FAILED" in (report.description or "")
