@@ -22,7 +22,7 @@ from riposte.alerts.policy import (
     parse_duration,
     parse_policy,
 )
-from riposte.alerts.policy_store import InMemoryLastGood, PolicyStore
+from riposte.alerts.policy.store import InMemoryLastGood, PolicyStore
 from riposte.alerts.response import Priority
 from riposte.settings import Settings
 from tests.alert_factory import api_alert, entity, make_alert

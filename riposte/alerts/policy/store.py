@@ -21,16 +21,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypedDict
 
-from riposte.alerts.policy import (
+from riposte.alerts.policy.document import Policy
+from riposte.alerts.policy.load import (
     DEFAULT_POLICY_NAME,
-    Policy,
-    PolicyError,
-    PolicyProblem,
     default_policy_text,
-    format_loc,
     parse_policy,
     read_policy_text,
 )
+from riposte.alerts.policy.problems import PolicyError, PolicyProblem, format_loc
 
 
 class LastGoodRecord(TypedDict):
@@ -82,7 +80,7 @@ def template_validator(templates_dir: Path | None) -> Validator:
 
     def validate(policy: Policy) -> list[PolicyProblem]:
         # Imported here: messages imports the policy model, and the store works without it.
-        from riposte.alerts.messages import check_template
+        from riposte.alerts.templating import check_template
 
         problems = []
         for loc, name in policy.template_references():
