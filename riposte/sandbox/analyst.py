@@ -34,7 +34,10 @@ from riposte.alerts.sources.lifecycle import (
     ENDPOINT_RETIRED_DETERMINATIONS,
     UNKNOWN,
 )
+from riposte.sandbox.alert_store import AlertSpelling, apply_change
 from riposte.sandbox.cloud_apps import close_alert
+from riposte.sandbox.defender_endpoint.alerts import SPELLING as ENDPOINT
+from riposte.sandbox.graph.alerts import SPELLING as GRAPH
 from riposte.sandbox.state import SandboxState, get_state
 
 router = APIRouter()
@@ -44,6 +47,9 @@ UPN = r"^[^@\s]+@[^@\s]+$"
 # Graph classification -> the resolutionStatusValue of the close the Cloud Apps portal offers.
 CLOUD_APPS_CLOSES = {"falsePositive": 3, "informationalExpectedActivity": 4, "truePositive": 5}
 ARM_REOPENED = {"new": "Active", "inProgress": "InProgress"}
+ENDPOINT_REOPENED = {"new": "New", "inProgress": "InProgress"}
+# The APIs whose alerts keep an analyst's comments, update time and owner, as each spells them.
+SPELLINGS: dict[str, AlertSpelling] = {"graph": GRAPH, "mde": ENDPOINT}
 
 
 class AnalystChange(BaseModel):
@@ -93,6 +99,17 @@ def _find(api: Api, state: SandboxState, alert_id: str) -> dict[str, Any]:
     return alert
 
 
+def _write(
+    api: str,
+    state: SandboxState,
+    alert: dict[str, Any],
+    change: AnalystChange,
+    fields: dict[str, Any],
+) -> None:
+    """The change as Graph or Defender for Endpoint stores it, signed by the analyst."""
+    apply_change(alert, fields, state.graph_clock.next(), SPELLINGS[api], change.comment, change.by)
+
+
 def _no_verdict_or_comment(api: str, change: AnalystChange) -> None:
     if isinstance(change, AnalystResolve) and (
         _given(change.classification) or _given(change.determination)
@@ -100,23 +117,6 @@ def _no_verdict_or_comment(api: str, change: AnalystChange) -> None:
         raise _refuse(f"{api}: Defender for Cloud alerts keep no classification or determination")
     if change.comment is not None:
         raise _refuse(f"{api}: Defender for Cloud alerts have no comments")
-
-
-# --- Graph alerts_v2 ---------------------------------------------------------------------------
-
-
-def _graph(
-    state: SandboxState, alert: dict[str, Any], change: AnalystChange, fields: dict[str, Any]
-) -> None:
-    now = state.graph_clock.next()
-    if change.comment is not None:
-        alert.setdefault("comments", []).append(
-            {"comment": change.comment, "createdByDisplayName": change.by, "createdDateTime": now}
-        )
-    if "status" in fields and fields["status"] != alert.get("status"):
-        alert["resolvedDateTime"] = now if fields["status"] == "resolved" else None
-    alert.update(fields)
-    alert["lastUpdateDateTime"] = now
 
 
 # --- Defender for Endpoint -----------------------------------------------------------------
@@ -138,20 +138,6 @@ def _endpoint_verdict(resolve: AnalystResolve) -> dict[str, str]:
     return fields
 
 
-def _endpoint(
-    state: SandboxState, alert: dict[str, Any], change: AnalystChange, fields: dict[str, Any]
-) -> None:
-    now = state.graph_clock.next()
-    if change.comment is not None:
-        alert.setdefault("comments", []).append(
-            {"comment": change.comment, "createdBy": change.by, "createdTime": now}
-        )
-    if "status" in fields and fields["status"] != alert.get("status"):
-        alert["resolvedTime"] = now if fields["status"] == "Resolved" else None
-    alert.update(fields)
-    alert["lastUpdateTime"] = now
-
-
 # --- routes -----------------------------------------------------------------------------------
 
 
@@ -167,9 +153,9 @@ async def analyst_resolve(api: Api, change: AnalystResolve, request: Request) ->
         for name in ("classification", "determination"):
             if getattr(change, name) is not None:
                 fields[name] = getattr(change, name)
-        _graph(state, alert, change, fields)
+        _write(api, state, alert, change, fields)
     elif api == "mde":
-        _endpoint(state, alert, change, {"status": "Resolved", **_endpoint_verdict(change)})
+        _write(api, state, alert, change, {"status": "Resolved", **_endpoint_verdict(change)})
     elif api == "mdca":
         classification = _given(change.classification)
         if classification is None:
@@ -186,16 +172,15 @@ async def analyst_resolve(api: Api, change: AnalystResolve, request: Request) ->
     return copy.deepcopy(alert)
 
 
+# Shaped as resolve and assign: what each API allows differs (the table of the module docstring).
 @router.post("/{api}/analyst/reopen")
 async def analyst_reopen(api: Api, change: AnalystReopen, request: Request) -> dict[str, Any]:
     """Reopen a resolved alert as an analyst would (status ``new`` or ``inProgress``)."""
     state = get_state(request)
     alert = _find(api, state, change.alertId)
-    if api == "graph":
-        _graph(state, alert, change, {"status": change.status})
-    elif api == "mde":
-        status = "New" if change.status == "new" else "InProgress"
-        _endpoint(state, alert, change, {"status": status})
+    if api in SPELLINGS:
+        status = change.status if api == "graph" else ENDPOINT_REOPENED[change.status]
+        _write(api, state, alert, change, {"status": status})
     elif api == "mdca":
         raise _refuse(
             "mdca: Defender for Cloud Apps documents no way to reopen a closed alert (its API"
@@ -212,10 +197,8 @@ async def analyst_assign(api: Api, change: AnalystAssign, request: Request) -> d
     """Give an alert to an owner (or none) as an analyst would."""
     state = get_state(request)
     alert = _find(api, state, change.alertId)
-    if api == "graph":
-        _graph(state, alert, change, {"assignedTo": change.assignedTo})
-    elif api == "mde":
-        _endpoint(state, alert, change, {"assignedTo": change.assignedTo})
+    if api in SPELLINGS:
+        _write(api, state, alert, change, {"assignedTo": change.assignedTo})
     else:
         name = "Defender for Cloud Apps" if api == "mdca" else "Defender for Cloud"
         raise _refuse(f"{api}: {name} alerts have no owner")

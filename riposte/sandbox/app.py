@@ -13,7 +13,6 @@ from riposte.sandbox import (
     defender_endpoint,
     faults,
     graph,
-    graph_incidents,
     identity,
     jira,
     pages,
@@ -27,7 +26,6 @@ from riposte.sandbox.state import Reject, SandboxState
 SIMULATORS = (
     identity.router,
     graph.router,
-    graph_incidents.router,
     defender_endpoint.router,
     cloud_apps.router,
     defender_cloud.router,

@@ -70,7 +70,7 @@ def slack_rendering(payload: dict[str, Any]) -> dict[str, list[str]]:
 
 
 def slack_error(status: int, text: str) -> PlainTextResponse:
-    """Slack answers webhooks with bare text, errors included (pitfall 10)."""
+    """Slack answers webhooks with bare text (`ok`, or the error's name), never JSON."""
     return PlainTextResponse(text, status_code=status)
 
 

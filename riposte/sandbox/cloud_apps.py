@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 
 from riposte.sandbox.identity import CLOUD_APPS_AUDIENCES, check_bearer, needs_role
 from riposte.sandbox.state import Reject, SandboxState, get_state
-from riposte.sandbox.web import InvalidBody, json_body, same
+from riposte.sandbox.web import json_object, same
 
 MAX_LIMIT = 100
 HANDLER = "Automation"
@@ -255,13 +255,12 @@ async def list_alerts_get(request: Request) -> JSONResponse:
 async def _body(request: Request, *, required: bool) -> dict[str, Any]:
     if not (await request.body()).strip() and not required:
         return {}
-    try:
-        body = await json_body(request)
-    except InvalidBody:
-        raise Reject(mdca_error(400, "JSON parse error - body is not valid JSON.")) from None
-    if not isinstance(body, dict):
-        raise Reject(mdca_error(400, "Invalid data. Expected a dictionary."))
-    return body
+    return await json_object(
+        request,
+        lambda message: Reject(mdca_error(400, message)),
+        "JSON parse error - body is not valid JSON.",
+        "Invalid data. Expected a dictionary.",
+    )
 
 
 @router.post("/", dependencies=[Depends(needs_role(_READ, _mdca_forbidden))])

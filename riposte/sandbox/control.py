@@ -302,6 +302,7 @@ def _analyst_write(
     return held
 
 
+# Resolve, reopen and note share a shape: each checks its own precondition, then writes as the user.
 @router.post("/servicenow/incidents/{incident}/resolve", response_model=None)
 async def servicenow_resolve(
     incident: str, action: AnalystResolve, request: Request

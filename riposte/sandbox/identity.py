@@ -24,7 +24,7 @@ router = APIRouter(prefix="/login")
 # Each API accepts only tokens issued for its own resource: a Graph token is refused by MDE.
 GRAPH_AUDIENCES = frozenset({"https://graph.microsoft.com", "00000003-0000-0000-c000-000000000000"})
 # Defender for Endpoint wants the legacy WindowsDefenderATP resource; a token for the new host
-# (`https://api.security.microsoft.com`) is issued but the API refuses it (pitfall 6).
+# (`https://api.security.microsoft.com`) is issued but the API refuses it.
 ENDPOINT_AUDIENCES = frozenset(
     {"https://api.securitycenter.microsoft.com", "fc780465-2017-40d4-a0c5-307022471b92"}
 )
@@ -121,6 +121,14 @@ async def _form(request: Request) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(raw, keep_blank_values=True).items()}
 
 
+_UNKNOWN_TENANT = "Tenant not found. Check to make sure you have the correct tenant ID."
+_UNKNOWN_CLIENT = "Application with the given identifier was not found in the directory."
+_WRONG_SECRET = (
+    "Invalid client secret provided. Ensure the secret being sent in the request is the client"
+    " secret value, not the client secret ID."
+)
+
+
 @router.post("/{tenant}/oauth2/v2.0/token")
 async def issue_token(tenant: str, request: Request) -> JSONResponse:
     state = get_state(request)
@@ -141,28 +149,14 @@ async def issue_token(tenant: str, request: Request) -> JSONResponse:
             900144,
             "The request body must contain the following parameter: 'scope'.",
         )
-    if not same(tenant, config.tenant_id):
-        return aad_error(
-            401,
-            "invalid_client",
-            90002,
-            "Tenant not found. Check to make sure you have the correct tenant ID.",
-        )
-    if not same(form.get("client_id", ""), config.client_id):
-        return aad_error(
-            401,
-            "invalid_client",
-            700016,
-            "Application with the given identifier was not found in the directory.",
-        )
-    if not same(form.get("client_secret", ""), config.client_secret):
-        return aad_error(
-            401,
-            "invalid_client",
-            7000215,
-            "Invalid client secret provided. Ensure the secret being sent in the request is the"
-            " client secret value, not the client secret ID.",
-        )
+    # The credentials, in the order Entra ID checks them, each with its own AADSTS error.
+    for given, expected, code, description in (
+        (tenant, config.tenant_id, 90002, _UNKNOWN_TENANT),
+        (form.get("client_id", ""), config.client_id, 700016, _UNKNOWN_CLIENT),
+        (form.get("client_secret", ""), config.client_secret, 7000215, _WRONG_SECRET),
+    ):
+        if not same(given, expected):
+            return aad_error(401, "invalid_client", code, description)
     if not scope.endswith("/.default") or " " in scope.strip():
         return aad_error(
             400,

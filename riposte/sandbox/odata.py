@@ -1,4 +1,5 @@
-"""The subset of OData ``$filter`` and ``$orderby`` that Graph accepts on security/alerts_v2."""
+"""The subset of OData ``$filter`` and ``$orderby`` that Graph accepts on security/alerts_v2, and
+the comparisons and literals that Defender for Endpoint's ``$filter`` shares with it."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ STRING_FIELDS = frozenset(
         "assignedTo",
     }
 )
-# Properties of the alert that exist but Graph refuses to filter on (pitfall 2).
+# Properties of the alert that exist but Graph refuses to filter on (400, as `investigationState`).
 NOT_FILTERABLE = frozenset(
     {
         "id",
@@ -61,7 +62,7 @@ _OPERATOR_KIND = {
     "lt": "LessThan",
     "le": "LessThanOrEqual",
 }
-_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
+COMPARE: dict[str, Callable[[Any, Any], bool]] = {
     "eq": lambda a, b: a == b,
     "ne": lambda a, b: a != b,
     "gt": lambda a, b: a > b,
@@ -69,11 +70,16 @@ _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
     "lt": lambda a, b: a < b,
     "le": lambda a, b: a <= b,
 }
+# The same comparisons as JQL and ServiceNow's encoded queries write them.
+OPERATOR_OF_SYMBOL = {"=": "eq", "!=": "ne", ">": "gt", ">=": "ge", "<": "lt", "<=": "le"}
+# Literals, as regular expressions: a quoted string ('' inside is a quote), a DateTimeOffset.
+STRING_LITERAL = r"'(?:[^']|'')*'"
+DATETIME_LITERAL = r"\d{4}-\d{2}-\d{2}T[0-9:.]+(?:Z|[+-]\d{2}:\d{2})?"
 
 _TOKEN_RE = re.compile(
-    r"""\s*(?:
-        (?P<string>'(?:[^']|'')*')
-      | (?P<datetime>\d{4}-\d{2}-\d{2}T[0-9:.]+(?:Z|[+-]\d{2}:\d{2})?)
+    rf"""\s*(?:
+        (?P<string>{STRING_LITERAL})
+      | (?P<datetime>{DATETIME_LITERAL})
       | (?P<word>[A-Za-z_][A-Za-z0-9_]*)
       | (?P<other>\S)
     )""",
@@ -93,15 +99,19 @@ class Clause:
 
     def matches(self, alert: Mapping[str, Any]) -> bool:
         actual = _comparable(self.field, alert.get(self.field))
-        if actual is None or self.value is None:
-            # OData null semantics: only eq/ne are meaningful, comparisons with null are false.
-            if self.operator == "eq":
-                return actual is None and self.value is None
-            if self.operator == "ne":
-                return not (actual is None and self.value is None)
-            return False
-        expected = _comparable(self.field, self.value)
-        return _COMPARE[self.operator](actual, expected)
+        return compare(self.operator, actual, _comparable(self.field, self.value))
+
+
+def compare(operator: str, actual: Any, expected: Any) -> bool:
+    """``actual operator expected``, with OData's null semantics: only eq/ne are meaningful,
+    comparisons with null are false."""
+    if actual is None or expected is None:
+        if operator == "eq":
+            return actual is None and expected is None
+        if operator == "ne":
+            return not (actual is None and expected is None)
+        return False
+    return COMPARE[operator](actual, expected)
 
 
 def _comparable(field: str, value: Any) -> Any:

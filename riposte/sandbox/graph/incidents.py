@@ -14,37 +14,29 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 
-from riposte.sandbox.graph import (
+from riposte.sandbox.alert_store import COMMENT_AUTHOR
+from riposte.sandbox.graph.alerts import append_comment, present, wants_unknown_members
+from riposte.sandbox.graph.api import (
     GRAPH_ROOT,
-    append_comment,
     bad_request,
     graph_body,
     graph_error,
     graph_forbidden,
-    present,
-    require_graph_token,
-    wants_unknown_members,
+    router,
 )
 from riposte.sandbox.identity import needs_role
-from riposte.sandbox.odata import CLASSIFICATIONS, DETERMINATIONS
+from riposte.sandbox.odata import CLASSIFICATIONS, DETERMINATIONS, SEVERITIES
 from riposte.sandbox.state import Reject, SandboxState, get_state
 
 _INCIDENT_READ = ("SecurityIncident.Read.All", "SecurityIncident.ReadWrite.All")
 _INCIDENT_WRITE = ("SecurityIncident.ReadWrite.All",)
 
 INCIDENT_STATUSES = ("active", "resolved", "redirected")
-COMMENT_TYPES = frozenset(
-    {"microsoft.graph.security.alertComment", "#microsoft.graph.security.alertComment"}
-)
-COMMENT_AUTHOR = "Automation"
 MAX_TAGS = 50
 MAX_TAG_LENGTH = 100
-_SEVERITY_ORDER = ("unknown", "informational", "low", "medium", "high")
-
-router = APIRouter(prefix="/graph/v1.0", dependencies=[Depends(require_graph_token)])
 
 
 def _alerts_of(state: SandboxState, incident_id: str) -> list[dict[str, Any]]:
@@ -63,11 +55,11 @@ def _incident(state: SandboxState, incident_id: str) -> dict[str, Any]:
 def _shown(state: SandboxState, incident: dict[str, Any], request: Request) -> dict[str, Any]:
     shown = copy.deepcopy(incident)
     alerts = _alerts_of(state, incident["id"])
-    # The incident's severity is its highest alert's.
+    # The incident's severity is its highest alert's (enums order by their declared order).
     severities = [str(a.get("severity") or "unknown") for a in alerts] or [shown["severity"]]
-    known = [s for s in severities if s in _SEVERITY_ORDER]
+    known = [s for s in severities if s in SEVERITIES]
     if known:
-        shown["severity"] = max(known, key=_SEVERITY_ORDER.index)
+        shown["severity"] = max(known, key=SEVERITIES.index)
     expand = request.query_params.get("$expand", "")
     if expand:
         if expand.strip() != "alerts":
@@ -77,15 +69,19 @@ def _shown(state: SandboxState, incident: dict[str, Any], request: Request) -> d
     return shown
 
 
+def _entity(state: SandboxState, incident: dict[str, Any], request: Request) -> JSONResponse:
+    body: dict[str, Any] = {"@odata.context": f"{GRAPH_ROOT}/$metadata#security/incidents/$entity"}
+    body.update(_shown(state, incident, request))
+    return JSONResponse(body)
+
+
 @router.get(
     "/security/incidents/{incident_id}",
     dependencies=[Depends(needs_role(_INCIDENT_READ, graph_forbidden))],
 )
 async def get_incident(incident_id: str, request: Request) -> JSONResponse:
     state = get_state(request)
-    body: dict[str, Any] = {"@odata.context": f"{GRAPH_ROOT}/$metadata#security/incidents/$entity"}
-    body.update(_shown(state, _incident(state, incident_id), request))
-    return JSONResponse(body)
+    return _entity(state, _incident(state, incident_id), request)
 
 
 @router.get(
@@ -158,6 +154,7 @@ def _validated(body: Any) -> dict[str, Any]:
     return update
 
 
+# Shaped as alerts.update_alert, but an incident has no resolution time and records each PATCH.
 @router.patch(
     "/security/incidents/{incident_id}",
     dependencies=[Depends(needs_role(_INCIDENT_WRITE, graph_forbidden))],
@@ -165,15 +162,12 @@ def _validated(body: Any) -> dict[str, Any]:
 async def update_incident(incident_id: str, request: Request) -> JSONResponse:
     state = get_state(request)
     incident = _incident(state, incident_id)
-    body = await graph_body(request)
-    update = _validated(body)
+    update = _validated(await graph_body(request))
     incident.update(update)
     incident["lastUpdateDateTime"] = state.graph_clock.next()
     incident["lastModifiedBy"] = COMMENT_AUTHOR
     state.graph.incident_updates.append({"incident": incident_id, "fields": sorted(update)})
-    shown: dict[str, Any] = {"@odata.context": f"{GRAPH_ROOT}/$metadata#security/incidents/$entity"}
-    shown.update(_shown(state, incident, request))
-    return JSONResponse(shown)
+    return _entity(state, incident, request)
 
 
 @router.post(

@@ -1,0 +1,1 @@
+"""Tests of the sandbox simulators (riposte.sandbox), over real HTTP on loopback."""
