@@ -35,14 +35,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
+from riposte.sandbox.driver import SandboxClient, adopt_stack_credential, stack_environment
 
 REPO = Path(__file__).resolve().parent.parent
-PORTS = {
-    "RIPOSTE_PREFECT_PORT": "4400",
-    "RIPOSTE_INTAKE_PORT": "4410",
-    "RIPOSTE_SANDBOX_PORT": "4420",
-}
+FIRST_PORT = 4400  # Prefect; the intake 4410, the sandbox 4420
 # The storm: alerts per source, and how many distinct things they are about (throttle keys and
 # incidents of the default policy), so that most alerts join an open ticket as a note.
 MIX = {"graph": (500, 25), "defender_endpoint": (300, 30), "cloud_apps": (200, 20)}
@@ -54,15 +50,7 @@ def configure_environment(home: Path) -> None:
     for name in list(os.environ):
         if name.startswith("RIPOSTE_RATE_") or name == "RIPOSTE_POLICY_FILE":
             del os.environ[name]
-    os.environ.update(PORTS)
-    os.environ.update(
-        {
-            "RIPOSTE_HOME": str(home),
-            "RIPOSTE_POLL_PAUSED": "true",
-            "PREFECT_API_URL": f"http://127.0.0.1:{PORTS['RIPOSTE_PREFECT_PORT']}/api",
-            "PREFECT_LOGGING_LEVEL": "WARNING",
-        }
-    )
+    os.environ.update(stack_environment(home, FIRST_PORT))
 
 
 def storm(total: int, tag: str) -> dict[str, list[dict[str, Any]]]:
@@ -158,6 +146,7 @@ def create_run(request: Any, due: datetime) -> str:
     return str(run.id)
 
 
+# The sandbox's simulator of each source, and the field that holds an alert's id.
 CONTROL = {"graph": "graph", "defender_endpoint": "mde", "cloud_apps": "mdca"}
 ID_KEY = {"graph": "id", "defender_endpoint": "id", "cloud_apps": "_id"}
 
@@ -170,29 +159,14 @@ def acknowledged(source: str, alert: dict[str, Any]) -> bool:
     return bool(alert.get("statusValue")) or bool(alert.get("resolutionStatusValue"))
 
 
-class Sandbox:
-    def __init__(self, url: str) -> None:
-        self.http = httpx.Client(base_url=url, timeout=60)
-
-    def load(self, alerts: dict[str, list[dict[str, Any]]]) -> None:
-        for source, items in alerts.items():
-            for start in range(0, len(items), 250):
-                self.http.post(
-                    f"/_sandbox/{CONTROL[source]}/alerts", json=items[start : start + 250]
-                ).raise_for_status()
-
-    def pending(self, wanted: dict[str, set[str]]) -> dict[str, int]:
-        left = {}
-        for source, ids in wanted.items():
-            stored = self.http.get(f"/_sandbox/{CONTROL[source]}/alerts").json()
-            done = {str(a[ID_KEY[source]]) for a in stored if acknowledged(source, a)}
-            left[source] = len(ids - done)
-        return left
-
-    def get(self, path: str) -> Any:
-        response = self.http.get(path)
-        response.raise_for_status()
-        return response.json()
+def pending(sandbox: SandboxClient, wanted: dict[str, set[str]]) -> dict[str, int]:
+    """Of the ``wanted`` alert ids of each source, how many are not acknowledged yet."""
+    left = {}
+    for source, ids in wanted.items():
+        stored = sandbox.alerts(CONTROL[source])
+        done = {str(a[ID_KEY[source]]) for a in stored if acknowledged(source, a)}
+        left[source] = len(ids - done)
+    return left
 
 
 def runs_by_state(run_ids: list[str]) -> tuple[Counter[str], list[str]]:
@@ -229,29 +203,25 @@ def main() -> int:
     home = REPO / ".riposte" / "bench-quota"
     shutil.rmtree(home, ignore_errors=True)
     configure_environment(home)
-    # The stack's Prefect API answers only with its credential: this process needs it too
-    # (prefect is not imported yet, and reads it once).
-    from riposte.deployments.stack import stack_env
-    from riposte.settings import Settings
-
-    os.environ.update(stack_env(Settings()))
+    adopt_stack_credential()
 
     from riposte.alerts.response import ref_for
+    from riposte.alerts.run_plan import plan_runs
     from riposte.alerts.sources import parse_alert
     from riposte.deployments.stack import LocalStack
     from riposte.limits import rate_budgets
     from riposte.settings import get_settings
-    from riposte.tasks.runs import plan_runs
 
     settings = get_settings()
     stack = LocalStack(settings, say=lambda text: print(text, file=sys.stderr))
     finished = False
     try:
         stack.start()
-        sandbox = Sandbox(settings.sandbox_url)
-        sandbox.http.post("/_sandbox/quotas", json={"enabled": True}).raise_for_status()
+        sandbox = SandboxClient(settings.sandbox_url)
+        sandbox.set_quotas(enabled=True)
         alerts = storm(args.alerts, os.urandom(3).hex())
-        sandbox.load(alerts)
+        for source, items in alerts.items():
+            sandbox.load(items, CONTROL[source])
         wanted = {s: {str(a[ID_KEY[s]]) for a in items} for s, items in alerts.items()}
         by_source = [[ref_for(parse_alert(a, s)) for a in items] for s, items in alerts.items()]
         # Interleaved, as a storm's alerts arrive: every batch has some of each source.
@@ -267,9 +237,9 @@ def main() -> int:
             print(f"run creation took {created:.0f} s, past the due time", file=sys.stderr)
         time.sleep(max(0.0, wait))
         started = time.monotonic()
-        left = sandbox.pending(wanted)
+        left = pending(sandbox, wanted)
         while time.monotonic() - started < args.timeout:
-            left = sandbox.pending(wanted)
+            left = pending(sandbox, wanted)
             if not any(left.values()):
                 finished = True
                 break
@@ -284,13 +254,11 @@ def main() -> int:
         ) and (time.monotonic() < deadline):
             time.sleep(5)
             states, errors = runs_by_state(run_ids)
-        requests = sandbox.get("/_sandbox/requests")
-        quotas = {q["name"]: q for q in sandbox.get("/_sandbox/quotas")}
-        tickets = Counter(
-            r["record"]["correlation_id"] for r in sandbox.get("/_sandbox/servicenow/incidents")
-        )
-        slack = len(sandbox.get("/_sandbox/slack/messages"))
-        teams = len(sandbox.get("/_sandbox/teams/messages"))
+        requests = sandbox.requests()
+        quotas = {q["name"]: q for q in sandbox.quotas()}
+        tickets = sandbox.tickets()
+        slack = len(sandbox.chat_messages("slack"))
+        teams = len(sandbox.chat_messages("teams"))
     finally:
         stack.stop()
 

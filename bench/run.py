@@ -21,30 +21,30 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from riposte.sandbox.driver import (
+    AlertSender,
+    SandboxClient,
+    adopt_stack_credential,
+    correlation,
+    graph_alerts,
+    stack_environment,
+)
+
 REPO = Path(__file__).resolve().parent.parent
-PORTS = {
-    "RIPOSTE_PREFECT_PORT": "4300",
-    "RIPOSTE_INTAKE_PORT": "4310",
-    "RIPOSTE_SANDBOX_PORT": "4320",
-}
+FIRST_PORT = 4300  # Prefect; the intake 4310, the sandbox 4320
 
 
 def configure_environment(home: Path) -> None:
     """Before anything imports prefect: the bench stack's ports, state folder and policy."""
-    os.environ.update(PORTS)
+    os.environ.update(stack_environment(home, FIRST_PORT))
     os.environ.update(
         {
-            "RIPOSTE_HOME": str(home),
             "RIPOSTE_POLICY_FILE": str(REPO / "bench" / "policy.yaml"),
-            "RIPOSTE_POLL_PAUSED": "true",
-            "PREFECT_API_URL": f"http://127.0.0.1:{PORTS['RIPOSTE_PREFECT_PORT']}/api",
-            "PREFECT_LOGGING_LEVEL": "WARNING",
             # The bench measures Riposte against the sandbox, not the vendors' budgets: the
             # per-API rate limits are wide open (still created and acquired, as in production).
             **{
@@ -59,90 +59,45 @@ def configure_environment(home: Path) -> None:
 
 
 def make_alerts(count: int, tag: str) -> list[dict[str, Any]]:
-    from riposte.sandbox.samples import sample_graph_alerts
-
-    template = sample_graph_alerts(datetime.now(UTC))[0]
-    alerts = []
-    for i in range(count):
-        alert = dict(template)
-        alert["id"] = f"bench-{tag}-{i:05d}-{os.urandom(3).hex()}"
-        alert["incidentId"] = str(900000 + i)
-        alerts.append(alert)
-    return alerts
+    return graph_alerts(
+        [f"bench-{tag}-{i:05d}-{os.urandom(3).hex()}" for i in range(count)], 900000
+    )
 
 
-def correlation(alert_id: str) -> str:
-    return f"riposte-graph-{alert_id}"
+def sender(intake: str, token: str, timeout: float) -> AlertSender:
+    """A sender that honours 503 + Retry-After and retries timeouts at once, 30 tries at most."""
+    return AlertSender(intake, token=token, tries=30, pause_after_error=0.0, timeout=timeout)
 
 
-class Sandbox:
-    def __init__(self, url: str) -> None:
-        self.http = httpx.Client(base_url=url, timeout=60)
-
-    def load(self, alerts: list[dict[str, Any]]) -> None:
-        for start in range(0, len(alerts), 250):
-            self.http.post(
-                "/_sandbox/graph/alerts", json=alerts[start : start + 250]
-            ).raise_for_status()
-
-    def tickets(self) -> Counter[str]:
-        records = self.http.get("/_sandbox/servicenow/incidents").json()
-        return Counter(r["record"]["correlation_id"] for r in records)
-
-
-def post_alert(client: httpx.Client, url: str, token: str, alert: dict[str, Any]) -> int:
-    """Post like a sender that honours 503 + Retry-After and retries timeouts (bounded).
-    Returns the last status, or -1 when the intake never answered."""
-    status = -1
-    for _ in range(30):
-        try:
-            r = client.post(url, json=alert, headers={"Authorization": f"Bearer {token}"})
-        except httpx.HTTPError:
-            status = -1
-            continue
-        status = r.status_code
-        if status != 503:
-            return status
-        time.sleep(float(r.headers.get("Retry-After", "1")))
-    return status
-
-
-def single_latency(sandbox: Sandbox, intake: str, token: str, count: int) -> list[float]:
+def single_latency(sandbox: SandboxClient, intake: str, token: str, count: int) -> list[float]:
     alerts = make_alerts(count, "single")
     sandbox.load(alerts)
     latencies = []
-    with httpx.Client(timeout=60) as client:
-        for alert in alerts:
-            started = time.monotonic()
-            post_alert(client, f"{intake}/alerts/graph", token, alert)
-            key = correlation(alert["id"])
-            deadline = started + 60
-            while time.monotonic() < deadline:
-                if sandbox.tickets()[key]:
-                    latencies.append(time.monotonic() - started)
-                    break
-                time.sleep(0.01)
-            else:
-                latencies.append(float("nan"))
+    post = sender(intake, token, timeout=60)
+    for alert in alerts:
+        started = time.monotonic()
+        post.post(alert)
+        key = correlation(alert["id"])
+        deadline = started + 60
+        while time.monotonic() < deadline:
+            if sandbox.tickets()[key]:
+                latencies.append(time.monotonic() - started)
+                break
+            time.sleep(0.01)
+        else:
+            latencies.append(float("nan"))
     return latencies
 
 
 def burst(
-    sandbox: Sandbox, intake: str, token: str, count: int, senders: int, timeout: float
+    sandbox: SandboxClient, intake: str, token: str, count: int, senders: int, timeout: float
 ) -> dict[str, Any]:
     alerts = make_alerts(count, "burst")
     sandbox.load(alerts)
     keys = {correlation(a["id"]) for a in alerts}
     started = time.monotonic()
-    local = threading.local()
-
-    def send(alert: dict[str, Any]) -> int:
-        if not hasattr(local, "client"):
-            local.client = httpx.Client(timeout=120)
-        return post_alert(local.client, f"{intake}/alerts/graph", token, alert)
-
-    with ThreadPoolExecutor(senders) as pool:
-        statuses = Counter(pool.map(send, alerts))
+    deliveries = sender(intake, token, timeout=120).post_all(alerts, senders)
+    statuses = Counter(d.status for d in deliveries.values())
     posted = time.monotonic() - started
     last_new = started
     seen: Counter[str] = Counter()
@@ -175,7 +130,7 @@ def baseline(sandbox_url: str, count: int, workers: int) -> float:
     snow = blocks["riposte-servicenow"]
     slack = blocks["riposte-slack"].url.get_secret_value()  # type: ignore[attr-defined]
     teams = blocks["riposte-teams"].url.get_secret_value()  # type: ignore[attr-defined]
-    sandbox = Sandbox(sandbox_url)
+    sandbox = SandboxClient(sandbox_url)
     alerts = make_alerts(count, "raw")
     sandbox.load(alerts)
     with httpx.Client(timeout=60) as c:
@@ -259,12 +214,7 @@ def main() -> int:
     home = REPO / ".riposte" / "bench"
     shutil.rmtree(home, ignore_errors=True)
     configure_environment(home)
-    # The stack's Prefect API answers only with its credential: this process needs it too
-    # (prefect is not imported yet, and reads it once).
-    from riposte.deployments.stack import stack_env
-    from riposte.settings import Settings
-
-    os.environ.update(stack_env(Settings()))
+    adopt_stack_credential()
 
     from riposte.deployments.stack import LocalStack
     from riposte.settings import get_settings
@@ -274,14 +224,14 @@ def main() -> int:
     try:
         stack.start()
         token = stack.intake_token()
-        sandbox = Sandbox(settings.sandbox_url)
+        sandbox = SandboxClient(settings.sandbox_url)
         print(f"single alerts: sending {args.single} one at a time ...", file=sys.stderr)
         latencies = single_latency(sandbox, settings.intake_url, token, args.single)
         print(f"burst: {args.burst} alerts from {args.senders} senders ...", file=sys.stderr)
         result = burst(sandbox, settings.intake_url, token, args.burst, args.senders, args.timeout)
         responder = next(p for p in stack.processes if p.name == "served-flows")
         rss = peak_rss_mb(responder.popen.pid)
-        sandbox.http.post("/_sandbox/reset").raise_for_status()
+        sandbox.reset()
         print("baseline: the same calls with httpx only ...", file=sys.stderr)
         raw = baseline(settings.sandbox_url, args.burst, 16)
     finally:

@@ -21,31 +21,24 @@ from pathlib import Path
 
 # No prefect import here: the environment must be set before prefect reads its settings.
 from riposte.deployments.stack import LocalStack, Process, StackError, stack_env
+from riposte.sandbox.driver import stack_environment
 
 REPO = Path(__file__).resolve().parent.parent
-PORTS = {
-    "RIPOSTE_PREFECT_PORT": "4400",
-    "RIPOSTE_INTAKE_PORT": "4410",
-    "RIPOSTE_SANDBOX_PORT": "4420",
-}
+FIRST_PORT = 4400  # Prefect; the intake 4410, the sandbox 4420
 
 
 def configure_environment(home: Path) -> None:
     """Before anything imports prefect: the chaos stack's ports, state folder and policy."""
-    os.environ.update(PORTS)
+    # The poll (paused there) and reconcile are run by the scenarios when the design would.
+    os.environ.update(stack_environment(home, FIRST_PORT))
     os.environ.update(
         {
-            "RIPOSTE_HOME": str(home),
             "RIPOSTE_POLICY_FILE": str(REPO / "chaos" / "policy.yaml"),
-            # Poll and reconcile are run by the scenarios when the design would run them.
-            "RIPOSTE_POLL_PAUSED": "true",
             "RIPOSTE_DIGEST_PAUSED": "true",
             # A killed responder's locks lapse after 3 minutes rather than 15 (the default), so
             # that sigkill-mid-task's re-runs do not wait a quarter of an hour.
             "RIPOSTE_LOCK_HOLD_SECONDS": "180",
             "RIPOSTE_SYNC_LOCK_HOLD_SECONDS": "30",
-            "PREFECT_API_URL": f"http://127.0.0.1:{PORTS['RIPOSTE_PREFECT_PORT']}/api",
-            "PREFECT_LOGGING_LEVEL": "WARNING",
         }
     )
 
@@ -133,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(home, ignore_errors=True)
     configure_environment(home)
 
-    from chaos.scenarios import Harness, ScenarioResult, table
+    from chaos.harness import Harness, ScenarioResult, table
     from riposte.settings import get_settings
 
     stack = ChaosStack(get_settings(), say=say)
