@@ -1,4 +1,7 @@
-"""Tests of the Defender for Cloud parser (ARM, exports, Activity Log) and Defender for APIs."""
+"""Tests of the Defender for Cloud parser (ARM, exports, Activity Log) and Defender for APIs.
+
+Long because one alert comes in four shapes, each tested, and Defender for APIs adds its own.
+"""
 
 from __future__ import annotations
 
@@ -12,14 +15,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from riposte.alerts.errors import AlertParseError
-from riposte.alerts.model import Alert, Entity, EntityType, Severity, Status
+from riposte.alerts.model import Alert, EntityType, Severity, Status
 from riposte.alerts.sources import (
     SOURCES,
     defender_cloud,
     defender_for_apis,
     detect_source,
     iter_alert_payloads,
-    parse_alert,
 )
 from riposte.alerts.sources.defender_cloud import AlertResourceId, parse_alert_resource_id
 from tests.parser_properties import (
@@ -29,23 +31,25 @@ from tests.parser_properties import (
     parses_or_raises_parse_error,
     pascal,
 )
+from tests.source_cases import (
+    SourceCase,
+    arbitrary_payloads,
+    field_values,
+    fixture_payloads,
+    only_entity,
+)
 
-FIXTURES = Path(__file__).parent / "fixtures" / "defender_cloud"
-OTHER_FIXTURES = [
-    path
-    for source in ("graph", "defender_endpoint", "cloud_apps")
-    for path in sorted((Path(__file__).parent / "fixtures" / source).glob("*.json"))
-]
+CASE = SourceCase("defender_cloud", defender_cloud.parse, defender_cloud.looks_like)
+FIXTURES = CASE.fixtures
+OTHER_FIXTURES = CASE.other_fixtures()
+load = CASE.load
+parse_error = CASE.parse_error
 DOC_SUBSCRIPTION = "20ff7fc3-e762-44dd-bd96-b71116dcdc23"
 DOC_ALERT_ID = (
     f"/subscriptions/{DOC_SUBSCRIPTION}/resourceGroups/myRg1/providers/Microsoft.Security"
     "/locations/westeurope/alerts/2518770965529163669_F144EE95-A3E5-42DA-A279-967D115809AA"
 )
 APIM_OPERATIONS = APIM_OPERATION.rsplit("/", 1)[0]
-
-
-def load(name: str) -> Any:
-    return json.loads((FIXTURES / name).read_text(encoding="utf-8"))
 
 
 def alerts_in(name: str) -> list[Alert]:
@@ -70,18 +74,6 @@ def arm(**properties: Any) -> dict[str, Any]:
         "type": "Microsoft.Security/Locations/alerts",
         "properties": props,
     }
-
-
-def only_entity(alert: Alert, kind: EntityType) -> Entity:
-    found = alert.entities_of(kind)
-    assert len(found) == 1, found
-    return found[0]
-
-
-def parse_error(payload: Any) -> AlertParseError:
-    with pytest.raises(AlertParseError) as caught:
-        defender_cloud.parse(payload)
-    return caught.value
 
 
 # --- ARM REST -------------------------------------------------------------------------------
@@ -594,22 +586,15 @@ def test_non_mapping_payload_is_a_parse_error() -> None:
 # --- detection ------------------------------------------------------------------------------
 
 
-def _payloads(path: Path) -> list[dict[str, Any]]:
-    return [dict(p) for p in iter_alert_payloads(json.loads(path.read_text(encoding="utf-8")))]
-
-
 @pytest.mark.parametrize("name", sorted(p.name for p in FIXTURES.glob("*.json")))
 def test_every_fixture_is_detected_as_defender_cloud_only(name: str) -> None:
-    for payload in _payloads(FIXTURES / name):
-        matches = [n for n, (_, looks_like) in SOURCES.items() if looks_like(payload)]
-        assert matches == ["defender_cloud"]
-        assert detect_source(payload) == "defender_cloud"
-        assert parse_alert(payload).source == "defender_cloud"
+    for payload in fixture_payloads(FIXTURES / name):
+        CASE.assert_detected_only(payload)
 
 
 @pytest.mark.parametrize("path", OTHER_FIXTURES, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_looks_like_rejects_every_other_sources_fixture(path: Path) -> None:
-    assert not any(defender_cloud.looks_like(p) for p in _payloads(path))
+    assert not any(defender_cloud.looks_like(p) for p in fixture_payloads(path))
 
 
 def test_looks_like_recognises_each_shape_and_rejects_look_alikes() -> None:
@@ -717,33 +702,28 @@ entity_items = st.builds(
         max_size=6,
     ),
 )
-field_values = st.one_of(values, st.lists(st.one_of(entity_items, values), max_size=5))
+any_field_value = field_values(entity_items, values, max_size=5)
 
 
 @FAST
-@given(field=st.sampled_from(ALERT_FIELDS), value=field_values)
+@given(field=st.sampled_from(ALERT_FIELDS), value=any_field_value)
 def test_any_value_in_any_arm_field_parses_or_raises_alert_parse_error(
     field: str, value: Any
 ) -> None:
     payload = load("defender_for_apis_arm_alert.json")
-    payload["properties"][field] = value
-
-    parses_or_raises_parse_error(defender_cloud.parse, payload)
+    CASE.parses_with(payload["properties"], field, value)
 
 
 @FAST
-@given(field=st.sampled_from(["id", "name", "type", "properties"]), value=field_values)
+@given(field=st.sampled_from(["id", "name", "type", "properties"]), value=any_field_value)
 def test_any_value_in_any_arm_envelope_field_parses_or_raises_alert_parse_error(
     field: str, value: Any
 ) -> None:
-    payload = load("arm_2022_01_01_get_alert.json")
-    payload[field] = value
-
-    parses_or_raises_parse_error(defender_cloud.parse, payload)
+    CASE.parses_with(load("arm_2022_01_01_get_alert.json"), field, value)
 
 
 @FAST
-@given(field=st.sampled_from([pascal(f) for f in ALERT_FIELDS]), value=field_values)
+@given(field=st.sampled_from([pascal(f) for f in ALERT_FIELDS]), value=any_field_value)
 def test_any_value_in_any_export_field_parses_or_raises_alert_parse_error(
     field: str, value: Any
 ) -> None:
@@ -758,15 +738,12 @@ def test_any_value_in_any_export_field_parses_or_raises_alert_parse_error(
     field=st.sampled_from(
         ["correlationId", "eventName", "eventTimestamp", "status", "resourceId", "properties"]
     ),
-    value=field_values,
+    value=any_field_value,
 )
 def test_any_value_in_any_activity_log_field_parses_or_raises_alert_parse_error(
     field: str, value: Any
 ) -> None:
-    payload = load("defender_for_apis_activity_log.json")
-    payload[field] = value
-
-    parses_or_raises_parse_error(defender_cloud.parse, payload)
+    CASE.parses_with(load("defender_for_apis_activity_log.json"), field, value)
 
 
 @FAST
@@ -781,24 +758,18 @@ def test_any_entity_graph_parses_or_raises_alert_parse_error(items: list[Any]) -
 
 @FAST
 @given(
-    payload=st.dictionaries(
-        st.one_of(
-            st.sampled_from([*ALERT_FIELDS, "properties", "operationName", "id", "name"]),
-            st.text(max_size=10),
-        ),
-        field_values,
-        max_size=8,
+    payload=arbitrary_payloads(
+        [*ALERT_FIELDS, "properties", "operationName", "id", "name"], any_field_value
     )
 )
 def test_arbitrary_dicts_raise_nothing_but_alert_parse_error(payload: dict[str, Any]) -> None:
-    parses_or_raises_parse_error(defender_cloud.parse, payload)
-    assert isinstance(defender_cloud.looks_like(payload), bool)
+    CASE.survives(payload)
 
 
 @FAST
 @given(
     payload=st.fixed_dictionaries(
-        {"properties": st.dictionaries(st.sampled_from(ALERT_FIELDS), field_values, max_size=8)}
+        {"properties": st.dictionaries(st.sampled_from(ALERT_FIELDS), any_field_value, max_size=8)}
     )
 )
 def test_arbitrary_arm_properties_raise_nothing_but_alert_parse_error(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -12,26 +11,23 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from riposte.alerts.errors import AlertParseError
-from riposte.alerts.model import Alert, Entity, EntityType, Severity, Status
-from riposte.alerts.sources import (
-    SOURCES,
-    defender_endpoint,
-    detect_source,
-    iter_alert_payloads,
-    parse_alert,
-)
+from riposte.alerts.model import EntityType, Severity, Status
+from riposte.alerts.sources import defender_endpoint, iter_alert_payloads
 from tests.parser_properties import FAST, json_values, parses_or_raises_parse_error, pascal
+from tests.source_cases import (
+    SourceCase,
+    arbitrary_payloads,
+    field_values,
+    fixture_payloads,
+    only_entity,
+    typed_items,
+)
 
-FIXTURES = Path(__file__).parent / "fixtures" / "defender_endpoint"
-OTHER_FIXTURES = [
-    path
-    for source in ("graph", "cloud_apps", "defender_cloud")
-    for path in sorted((Path(__file__).parent / "fixtures" / source).glob("*.json"))
-]
-
-
-def load(name: str) -> Any:
-    return json.loads((FIXTURES / name).read_text(encoding="utf-8"))
+CASE = SourceCase("defender_endpoint", defender_endpoint.parse, defender_endpoint.looks_like)
+FIXTURES = CASE.fixtures
+OTHER_FIXTURES = CASE.other_fixtures()
+load = CASE.load
+parse_error = CASE.parse_error
 
 
 def alerts_in(name: str) -> list[dict[str, Any]]:
@@ -48,18 +44,6 @@ def minimal(**fields: Any) -> dict[str, Any]:
     }
     payload.update(fields)
     return payload
-
-
-def only_entity(alert: Alert, kind: EntityType) -> Entity:
-    found = alert.entities_of(kind)
-    assert len(found) == 1, found
-    return found[0]
-
-
-def parse_error(payload: Any) -> AlertParseError:
-    with pytest.raises(AlertParseError) as caught:
-        defender_endpoint.parse(payload)
-    return caught.value
 
 
 # --- documented and captured payloads -------------------------------------------------------
@@ -381,22 +365,15 @@ def test_non_mapping_payload_is_a_parse_error() -> None:
 # --- detection ------------------------------------------------------------------------------
 
 
-def _payloads(path: Path) -> list[dict[str, Any]]:
-    return [dict(p) for p in iter_alert_payloads(json.loads(path.read_text(encoding="utf-8")))]
-
-
 @pytest.mark.parametrize("name", sorted(p.name for p in FIXTURES.glob("*.json")))
 def test_every_fixture_is_detected_as_defender_endpoint_only(name: str) -> None:
-    for payload in _payloads(FIXTURES / name):
-        matches = [n for n, (_, looks_like) in SOURCES.items() if looks_like(payload)]
-        assert matches == ["defender_endpoint"]
-        assert detect_source(payload) == "defender_endpoint"
-        assert parse_alert(payload).source == "defender_endpoint"
+    for payload in fixture_payloads(FIXTURES / name):
+        CASE.assert_detected_only(payload)
 
 
 @pytest.mark.parametrize("path", OTHER_FIXTURES, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_looks_like_rejects_every_other_sources_fixture(path: Path) -> None:
-    assert not any(defender_endpoint.looks_like(p) for p in _payloads(path))
+    assert not any(defender_endpoint.looks_like(p) for p in fixture_payloads(path))
 
 
 def test_looks_like_needs_an_id_and_a_field_only_this_api_sends() -> None:
@@ -453,21 +430,19 @@ EVIDENCE_FIELDS = [
     "host",
 ]
 values = json_values(EVIDENCE_FIELDS)
-evidence_items = st.builds(
-    lambda kind, fields: {"entityType": kind, **fields},
-    st.sampled_from(["User", "Process", "File", "Ip", "Url", "Registry", "Machine"]),
-    st.dictionaries(st.sampled_from(EVIDENCE_FIELDS), values, max_size=6),
+evidence_items = typed_items(
+    "entityType",
+    ["User", "Process", "File", "Ip", "Url", "Registry", "Machine"],
+    EVIDENCE_FIELDS,
+    values,
 )
-field_values = st.one_of(values, st.lists(st.one_of(evidence_items, values), max_size=4))
+any_field_value = field_values(evidence_items, values)
 
 
 @FAST
-@given(field=st.sampled_from(TOP_LEVEL_FIELDS), value=field_values)
+@given(field=st.sampled_from(TOP_LEVEL_FIELDS), value=any_field_value)
 def test_any_value_in_any_field_parses_or_raises_alert_parse_error(field: str, value: Any) -> None:
-    payload = load("documented_get_alert.json")
-    payload[field] = value
-
-    parses_or_raises_parse_error(defender_endpoint.parse, payload)
+    CASE.parses_with(load("documented_get_alert.json"), field, value)
 
 
 @FAST
@@ -481,13 +456,6 @@ def test_any_evidence_list_parses_or_raises_alert_parse_error(items: list[Any]) 
 
 
 @FAST
-@given(
-    payload=st.dictionaries(
-        st.one_of(st.sampled_from(TOP_LEVEL_FIELDS), st.text(max_size=10)),
-        field_values,
-        max_size=8,
-    )
-)
+@given(payload=arbitrary_payloads(TOP_LEVEL_FIELDS, any_field_value))
 def test_arbitrary_dicts_raise_nothing_but_alert_parse_error(payload: dict[str, Any]) -> None:
-    parses_or_raises_parse_error(defender_endpoint.parse, payload)
-    assert isinstance(defender_endpoint.looks_like(payload), bool)
+    CASE.survives(payload)

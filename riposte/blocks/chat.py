@@ -44,6 +44,7 @@ class SlackIncomingWebhook(ChatWebhook):
         ```
     """
 
+    # Prefect registers a block type by these attributes: each block declares its own.
     _block_type_name = "Slack Incoming Webhook"
     _block_type_slug = "slack-incoming-webhook"
     _logo_url = None

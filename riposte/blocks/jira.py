@@ -1,4 +1,9 @@
-"""Jira Cloud credentials and a REST v3 client that finds or creates issues by label."""
+"""Jira Cloud credentials and a REST v3 client that finds or creates issues by label.
+
+Long because the client is one whole `TicketingClient`: lookups that work around a lagging
+search, creation and comments, and the two-way sync, whose resolve and reopen go through the
+workflow's own transitions.
+"""
 
 from __future__ import annotations
 

@@ -78,6 +78,7 @@ class ServiceNowCredentials(TicketingCredentials):
         ```
     """
 
+    # Prefect registers a block type by these attributes: each block declares its own.
     _block_type_name = "ServiceNow Credentials"
     _block_type_slug = "servicenow-credentials"
     _logo_url = None
@@ -119,26 +120,27 @@ class ServiceNowClient(TicketingClient):
             created=created,
         )
 
+    def _result(self, action: str, path: str, **params: str) -> Any:
+        """The `result` of a GET on the Table API: the rows of a query, or one record. A query
+        term the instance does not know is dropped silently and can match every record, so
+        callers check each row against what they asked for."""
+        response = send(self._http, SYSTEM, action, "GET", path, params=params)
+        return response.json().get("result", [])
+
     def find(
         self, correlation_key: str, *, project: str | None = None, recent: Sequence[str] = ()
     ) -> Ticket | None:
         # The Table API queries the database itself: what was written is found (`recent` is
         # for searches that lag behind writes, such as Jira's).
-        response = send(
-            self._http,
-            SYSTEM,
+        rows = self._result(
             "incident lookup",
-            "GET",
             self.TABLE,
-            params={
-                "sysparm_query": f"correlation_id={correlation_key}^ORDERBYsys_created_on",
-                "sysparm_fields": "sys_id,number,state,correlation_id",
-                "sysparm_limit": "10",
-            },
+            sysparm_query=f"correlation_id={correlation_key}^ORDERBYsys_created_on",
+            sysparm_fields="sys_id,number,state,correlation_id",
+            sysparm_limit="10",
         )
-        # An invalid query term is silently dropped by ServiceNow and can match every incident:
-        # only an exact correlation_id counts.
-        for record in response.json().get("result", []):
+        # Only an exact correlation_id counts.
+        for record in rows:
             if record.get("correlation_id") == correlation_key:
                 return self._ticket(record, created=False)
         return None
@@ -147,20 +149,15 @@ class ServiceNowClient(TicketingClient):
         self, group_key: str, *, project: str | None = None, recent: Sequence[str] = ()
     ) -> list[GroupedTicket]:
         """Incidents whose correlation id is the group key or starts with it (throttle slots)."""
-        response = send(
-            self._http,
-            SYSTEM,
+        rows = self._result(
             "incident group lookup",
-            "GET",
             self.TABLE,
-            params={
-                "sysparm_query": f"correlation_idSTARTSWITH{group_key}^ORDERBYDESCsys_created_on",
-                "sysparm_fields": "sys_id,number,correlation_id",
-                "sysparm_limit": str(GROUP_LOOKUP_LIMIT),
-            },
+            sysparm_query=f"correlation_idSTARTSWITH{group_key}^ORDERBYDESCsys_created_on",
+            sysparm_fields="sys_id,number,correlation_id",
+            sysparm_limit=str(GROUP_LOOKUP_LIMIT),
         )
         found = []
-        for record in response.json().get("result", []):
+        for record in rows:
             key = str(record.get("correlation_id") or "")
             if in_group(key, group_key):
                 found.append(
@@ -209,37 +206,29 @@ class ServiceNowClient(TicketingClient):
 
     def _journal(self, ticket: Ticket) -> list[tuple[str, str]]:
         """(sys_created_by, value) of the incident's work notes, oldest first."""
-        response = send(
-            self._http,
-            SYSTEM,
+        rows = self._result(
             f"work notes of {ticket.key}",
-            "GET",
             self.JOURNAL,
-            params={
-                "sysparm_query": f"element_id={ticket.id}^element=work_notes^ORDERBYsys_created_on",
-                "sysparm_fields": "element_id,element,value,sys_created_by",
-                "sysparm_limit": "10000",
-            },
+            sysparm_query=f"element_id={ticket.id}^element=work_notes^ORDERBYsys_created_on",
+            sysparm_fields="element_id,element,value,sys_created_by",
+            sysparm_limit="10000",
         )
         # The same defence as for lookups: a dropped query term must not mix other tickets in.
         return [
             (str(record.get("sys_created_by") or ""), str(record.get("value") or ""))
-            for record in response.json().get("result", [])
+            for record in rows
             if record.get("element_id") == ticket.id and record.get("element") == "work_notes"
         ]
 
     # --- two-way sync -------------------------------------------------------------------------
 
     def _fields(self, ticket: Ticket, fields: str) -> dict[str, Any]:
-        response = send(
-            self._http,
-            SYSTEM,
+        record = self._result(
             f"read of {ticket.key}",
-            "GET",
             f"{self.TABLE}/{ticket.id}",
-            params={"sysparm_fields": fields, "sysparm_exclude_reference_link": "true"},
+            sysparm_fields=fields,
+            sysparm_exclude_reference_link="true",
         )
-        record = response.json().get("result")
         return record if isinstance(record, dict) else {}
 
     def description(self, ticket: Ticket) -> str:
@@ -255,19 +244,14 @@ class ServiceNowClient(TicketingClient):
     def by_key(self, key: str) -> Ticket | None:
         """The incident numbered ``key`` (checked on the answer: a dropped query term matches
         every incident)."""
-        response = send(
-            self._http,
-            SYSTEM,
+        rows = self._result(
             f"incident {key} lookup",
-            "GET",
             self.TABLE,
-            params={
-                "sysparm_query": f"number={key}",
-                "sysparm_fields": "sys_id,number",
-                "sysparm_limit": "10",
-            },
+            sysparm_query=f"number={key}",
+            sysparm_fields="sys_id,number",
+            sysparm_limit="10",
         )
-        for record in response.json().get("result", []):
+        for record in rows:
             if isinstance(record, dict) and record.get("number") == key and record.get("sys_id"):
                 return self._ticket(record, created=False)
         return None
@@ -296,21 +280,16 @@ class ServiceNowClient(TicketingClient):
                 f"^sys_updated_on>=javascript:new GlideDateTime('{cursor:%Y-%m-%d %H:%M:%S}')"
                 "^ORDERBYsys_updated_on^ORDERBYsys_id"
             )
-            response = send(
-                self._http,
-                SYSTEM,
+            result = self._result(
                 "changed incidents lookup",
-                "GET",
                 self.TABLE,
-                params={
-                    "sysparm_query": query,
-                    "sysparm_fields": _CHANGE_FIELDS,
-                    "sysparm_exclude_reference_link": "true",
-                    "sysparm_limit": str(page_size),
-                    "sysparm_offset": str(skip),
-                },
+                sysparm_query=query,
+                sysparm_fields=_CHANGE_FIELDS,
+                sysparm_exclude_reference_link="true",
+                sysparm_limit=str(page_size),
+                sysparm_offset=str(skip),
             )
-            rows = [r for r in response.json().get("result", []) if isinstance(r, dict)]
+            rows = [r for r in result if isinstance(r, dict)]
             for row in rows:
                 change = self._change(row, since)
                 if change is not None:

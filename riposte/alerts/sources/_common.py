@@ -1,8 +1,9 @@
-"""Field readers and entity helpers shared by the Endpoint, Cloud Apps and Cloud alert parsers.
+"""Field readers and entity helpers that the four alert parsers share.
 
-They follow the Graph parser's rules (keys matched case-insensitively, every failure an
-`AlertParseError` naming the field, entities merged per type and value), so that an alert reads the
-same whichever API it came from.
+One set of rules (keys matched case-insensitively, every failure an `AlertParseError` naming the
+field, entities merged per type and value), so that an alert reads the same whichever API it came
+from; where an API's own rules differ, a keyword says so (`identifier`'s ``strip``,
+`lookup_enum`'s ``exact``).
 """
 
 from __future__ import annotations
@@ -77,12 +78,15 @@ def text(value: Any, field: str, *, strict: bool = False) -> str | None:
     raise AlertParseError(f"expected a string, got {type(value).__name__}", field=field)
 
 
-def identifier(value: Any, field: str) -> str | None:
-    """An id sent as a string or as an integer (a float with no fraction counts as one)."""
+def identifier(value: Any, field: str, *, strip: bool = True) -> str | None:
+    """An id sent as a string or as an integer (a float with no fraction counts as one); a
+    string id loses its surrounding spaces unless ``strip`` is False."""
     if value is None:
         return None
     if isinstance(value, str):
-        return value.strip() or None
+        if not value.strip():
+            return None
+        return value.strip() if strip else value
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
@@ -90,6 +94,14 @@ def identifier(value: Any, field: str) -> str | None:
     raise AlertParseError(
         f"expected a string or an integer, got {type(value).__name__}", field=field
     )
+
+
+def required_id(payload: Mapping[str, Any], key: str, *, strip: bool = True) -> str:
+    """The alert's id from ``key``; an `AlertParseError` naming it when there is none."""
+    alert_id = identifier(get(payload, key), key, strip=strip)
+    if alert_id is None:
+        raise AlertParseError("the alert has no id", field=key)
+    return alert_id
 
 
 def timestamp(value: Any, field: str) -> datetime | None:
@@ -148,11 +160,13 @@ def plain(value: Any) -> Any:
     return value
 
 
-def lookup_enum(value: Any, table: Mapping[str, _T], default: _T) -> _T:
-    """An open enum read case-insensitively; anything unknown is ``default`` (raw keeps it)."""
+def lookup_enum(value: Any, table: Mapping[str, _T], default: _T, *, exact: bool = False) -> _T:
+    """An open enum read case-insensitively; anything unknown is ``default`` (raw keeps it).
+    Spaces, underscores and hyphens are ignored, or with ``exact`` only the spaces around it."""
     if not isinstance(value, str):
         return default
-    return table.get(re.sub(r"[\s_-]", "", value).lower(), default)
+    key = value.strip() if exact else re.sub(r"[\s_-]", "", value)
+    return table.get(key.lower(), default)
 
 
 def guarded(parse: Callable[[Mapping[str, Any]], Alert]) -> Callable[[Any], Alert]:
@@ -171,6 +185,9 @@ def guarded(parse: Callable[[Mapping[str, Any]], Alert]) -> Callable[[Any], Aler
 
 
 def build_alert(**fields: Any) -> Alert:
+    """The `Alert` of ``fields``; a missing title is one naming the alert (an alert without a
+    title still has to be shown and ticketed). Invalid fields are an `AlertParseError`."""
+    fields["title"] = fields.get("title") or f"Untitled alert {fields['id']}"
     try:
         return Alert(**fields)
     except ValidationError as exc:
@@ -239,12 +256,13 @@ def file_entity(
     sha256: Any = None,
     md5: Any = None,
     roles: tuple[str, ...] = (),
+    named_by_md5: bool = True,
     **extra: Any,
 ) -> Entity | None:
     path = join_path(directory, name)
     return entity(
         EntityType.FILE,
-        first_text(sha256, sha1, path, md5),
+        first_text(sha256, sha1, path, md5 if named_by_md5 else None),
         roles,
         sha1=sha1,
         sha256=sha256,
@@ -275,11 +293,18 @@ def api_endpoint(resource_id: Any, roles: tuple[str, ...] = ()) -> Entity | None
 
 
 def azure_resource(
-    resource_id: Any, roles: tuple[str, ...] = (), **attrs: Any
+    resource_id: Any, roles: tuple[str, ...] = (), *, fallback: Any = None, **attrs: Any
 ) -> list[Entity | None]:
-    """A cloud resource, and the API endpoint it is when it is an API Management operation."""
+    """A cloud resource (named by its id, else by ``fallback``), and the API endpoint it is when
+    it is an API Management operation."""
     return [
-        entity(EntityType.CLOUD_RESOURCE, resource_id, roles, resource_id=resource_id, **attrs),
+        entity(
+            EntityType.CLOUD_RESOURCE,
+            first_text(resource_id, fallback),
+            roles,
+            resource_id=resource_id,
+            **attrs,
+        ),
         api_endpoint(resource_id, roles),
     ]
 
@@ -297,6 +322,67 @@ def is_ip(candidate: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+# Names seen for the caller and the endpoint of an API in alert properties (Defender for Cloud's
+# `extendedProperties`, which Graph passes on as `additionalData`), compared with case and
+# punctuation removed. No Defender for APIs payload is published, so these are informed guesses;
+# values must still be IP addresses to count.
+PROPERTY_IP_KEYS = frozenset(
+    {
+        "clientip",
+        "clientipaddress",
+        "sourceip",
+        "sourceipaddress",
+        "callerip",
+        "calleripaddress",
+        "remoteip",
+        "remoteipaddress",
+        "attackerip",
+        "attackeripaddress",
+        "suspiciousip",
+        "suspiciousipaddress",
+        "clientaddress",
+    }
+)
+PROPERTY_ENDPOINT_KEYS = frozenset(
+    {
+        "apiendpoint",
+        "endpoint",
+        "apioperation",
+        "apioperationid",
+        "operationid",
+        "apiendpointid",
+        "endpointurl",
+        "apiendpointurl",
+    }
+)
+
+
+def property_entities(
+    properties: Mapping[Any, Any],
+    *,
+    named_endpoints: bool,
+    ip_keys: frozenset[str] = PROPERTY_IP_KEYS,
+    endpoint_keys: frozenset[str] = PROPERTY_ENDPOINT_KEYS,
+    addresses: Callable[[Any], list[str]] = ip_addresses,
+) -> list[Entity | None]:
+    """The entities a free-form property bag names: an API Management operation in any value,
+    client addresses (``addresses``) under ``ip_keys`` and, with ``named_endpoints``, an endpoint
+    written as text (``"GET /orders/{id}"``) under ``endpoint_keys``."""
+    found: list[Entity | None] = []
+    for key, value in properties.items():
+        if not isinstance(key, str) or not isinstance(value, str) or not value.strip():
+            continue
+        name = re.sub(r"[^a-z0-9]", "", key.lower())
+        endpoint = api_endpoint(value)
+        if endpoint is not None:
+            found.append(endpoint)
+        elif named_endpoints and name in endpoint_keys:
+            found.append(entity(EntityType.API_ENDPOINT, value))
+        elif name in ip_keys:
+            found.extend(entity(EntityType.IP, address) for address in addresses(value))
+    return found
 
 
 def merge(entities: Iterable[Entity | None]) -> tuple[Entity, ...]:

@@ -38,12 +38,12 @@ from riposte.alerts.sources._common import (
     get,
     guarded,
     has,
-    identifier,
     is_ip,
     lookup_enum,
     merge,
     object_list,
     plain,
+    required_id,
     scalar_text,
     text,
     timestamp,
@@ -116,9 +116,7 @@ def looks_like(payload: Mapping[str, Any]) -> bool:
 @guarded
 def parse(payload: Mapping[str, Any]) -> Alert:
     """Turn one Defender for Cloud Apps alert into an `Alert`; raise `AlertParseError` if not."""
-    alert_id = identifier(get(payload, "_id"), "_id")
-    if alert_id is None:
-        raise AlertParseError("the alert has no id", field="_id")
+    alert_id = required_id(payload, "_id")
 
     created_at = _epoch_ms(get(payload, "timestamp"), "timestamp")
     if created_at is None:
@@ -132,8 +130,7 @@ def parse(payload: Mapping[str, Any]) -> Alert:
         source=SOURCE,
         id=alert_id,
         provider_id=alert_id,
-        # An alert without a title still has to be shown and ticketed.
-        title=title or f"Untitled alert {alert_id}",
+        title=title,
         description=_description(payload),
         severity=_severity(payload),
         status=_status(payload, resolved_at),

@@ -30,6 +30,7 @@ from riposte.alerts.sources._common import (
     merge,
     object_list,
     plain,
+    required_id,
     scalar_text,
     text,
     text_items,
@@ -106,9 +107,7 @@ def looks_like(payload: Mapping[str, Any]) -> bool:
 @guarded
 def parse(payload: Mapping[str, Any]) -> Alert:
     """Turn one Defender for Endpoint alert into an `Alert`; raise `AlertParseError` if not."""
-    alert_id = identifier(get(payload, "id"), "id")
-    if alert_id is None:
-        raise AlertParseError("the alert has no id", field="id")
+    alert_id = required_id(payload, "id")
 
     created_at = timestamp(get(payload, "alertCreationTime"), "alertCreationTime")
     updated_at = timestamp(get(payload, "lastUpdateTime"), "lastUpdateTime")
@@ -124,8 +123,7 @@ def parse(payload: Mapping[str, Any]) -> Alert:
         source=SOURCE,
         id=alert_id,
         provider_id=alert_id,
-        # An alert without a title still has to be shown and ticketed.
-        title=title or f"Untitled alert {alert_id}",
+        title=title,
         description=text(get(payload, "description"), "description", strict=True) or "",
         severity=lookup_enum(get(payload, "severity"), _SEVERITIES, Severity.UNKNOWN),
         status=lookup_enum(get(payload, "status"), _STATUSES, Status.UNKNOWN),
