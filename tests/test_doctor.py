@@ -216,7 +216,7 @@ def test_disabling_a_user_needs_reading_users_too_and_a_legacy_cloud_apps_token_
 
 
 def test_a_token_that_is_not_a_jwt_cannot_pass(monkeypatch: pytest.MonkeyPatch) -> None:
-    from riposte.blocks.defender import ClientCredentialsAuth
+    from riposte.blocks.entra import ClientCredentialsAuth
     from riposte.deployments.doctor import check_defender
 
     monkeypatch.setattr(ClientCredentialsAuth, "token", lambda self, force=False: "opaque")

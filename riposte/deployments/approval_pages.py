@@ -28,15 +28,15 @@ from riposte.alerts.approval import (
     LinkExpired,
     LinkInvalid,
 )
-from riposte.blocks.approval import ApprovalKeysMissing, aload_approval_keys
-from riposte.settings import Settings
-from riposte.tasks.decisions import (
+from riposte.blocks.signing_keys import ApprovalKeysMissing, aload_approval_keys
+from riposte.flows.approval_decision import (
     AlreadyDecided,
     DecisionRecord,
     NotWaiting,
-    decide,
     read_decision,
+    record_decision,
 )
+from riposte.settings import Settings
 
 logger = logging.getLogger("riposte.approvals")
 
@@ -232,7 +232,7 @@ def approval_router(settings: Settings) -> APIRouter:
         except _Refused as refused:
             return refused.response
         try:
-            record = await decide(
+            record = await record_decision(
                 client,
                 keys,
                 UUID(str(claims.run)),

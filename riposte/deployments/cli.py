@@ -12,10 +12,11 @@ from pathlib import Path
 
 from riposte.alerts.documents import read_documents
 from riposte.alerts.errors import AlertParseError
+from riposte.deployments.cli_input import read_alerts
 
 
 def cmd_normalize(args: argparse.Namespace) -> int:
-    from riposte.alerts.sources import SOURCES, iter_alert_payloads, parse_alert
+    from riposte.alerts.sources import SOURCES
 
     if args.source and args.source not in SOURCES:
         print(
@@ -28,16 +29,11 @@ def cmd_normalize(args: argparse.Namespace) -> int:
     for name in args.files:
         path = Path(name)
         try:
-            for document in read_documents(path):
-                for index, payload in enumerate(iter_alert_payloads(document)):
-                    try:
-                        alert = parse_alert(payload, args.source)
-                    except AlertParseError as exc:
-                        raise exc.located(f"alert [{index}]") from None
-                    out.append(json.dumps(alert.summary(), sort_keys=True))
+            alerts = read_alerts(path, args.source)
         except AlertParseError as exc:
             print(f"riposte normalize: {path}: {exc}", file=sys.stderr)
             return 2
+        out.extend(json.dumps(alert.summary(), sort_keys=True) for alert in alerts)
     # Print only once every file parsed, so a failure never leaves half an output behind.
     if out:
         sys.stdout.write("\n".join(out) + "\n")

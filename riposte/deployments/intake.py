@@ -32,11 +32,11 @@ from starlette.requests import ClientDisconnect
 from riposte.alerts.errors import AlertParseError
 from riposte.alerts.model import Alert, Status
 from riposte.alerts.response import AlertRef, ref_for
+from riposte.alerts.run_plan import RunRequest, plan_runs
 from riposte.alerts.sources import SOURCES, iter_alert_payloads, parser_for
-from riposte.deployments.approvals import approval_router
+from riposte.deployments.approval_pages import approval_router
 from riposte.deployments.signing import SIGNATURE_HEADER, plausible, verify
 from riposte.settings import Settings, get_settings
-from riposte.tasks.runs import RunRequest, plan_runs
 
 logger = logging.getLogger("riposte.intake")
 

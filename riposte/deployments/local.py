@@ -14,7 +14,7 @@ from riposte.blocks import (
     SlackIncomingWebhook,
     TeamsWorkflowWebhook,
 )
-from riposte.blocks.approval import ensure_approval_key
+from riposte.blocks.signing_keys import ensure_approval_key
 from riposte.limits import ensure_rate_limits
 from riposte.sandbox.config import SandboxConfig
 

@@ -16,14 +16,9 @@ from typing import Any
 
 from riposte.alerts.errors import AlertParseError
 from riposte.alerts.matching import Explanation, explain
-from riposte.alerts.policy import (
-    DEFAULT_POLICY_NAME,
-    Policy,
-    PolicyError,
-    default_policy,
-    load_policy,
-)
-from riposte.alerts.policy_store import template_validator
+from riposte.alerts.policy import DEFAULT_POLICY_NAME, PolicyError
+from riposte.alerts.policy.store import template_validator
+from riposte.deployments.cli_input import load_policy_in_force, read_alerts
 
 
 def _policy_path(explicit: str | None) -> Path | None:
@@ -42,10 +37,6 @@ def _templates_dir(explicit: str | None) -> Path | None:
     return get_settings().templates_dir
 
 
-def _load(path: Path | None) -> Policy:
-    return load_policy(path) if path is not None else default_policy()
-
-
 def _playbook_problems() -> int:
     """Print every playbook source that did not load; how many there were."""
     from riposte.playbooks.registry import registry
@@ -61,7 +52,7 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
     origin = str(path) if path is not None else DEFAULT_POLICY_NAME
     broken_playbooks = _playbook_problems()
     try:
-        policy = _load(path)
+        policy = load_policy_in_force(path)
         problems = template_validator(_templates_dir(args.templates_dir))(policy)
         if problems:
             raise PolicyError(problems)
@@ -89,21 +80,6 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _alerts(path: Path, source: str | None) -> list[Any]:
-    # The same reader as `riposte normalize`: one JSON value, a list or envelope, or NDJSON.
-    from riposte.alerts.documents import read_documents
-    from riposte.alerts.sources import iter_alert_payloads, parse_alert
-
-    alerts = []
-    for document in read_documents(path):
-        for index, payload in enumerate(iter_alert_payloads(document)):
-            try:
-                alerts.append(parse_alert(payload, source))
-            except AlertParseError as exc:
-                raise exc.located(f"alert [{index}]") from None
-    return alerts
-
-
 _STATE_NOTE = (
     "Nothing was changed, and no shared state was read: the first alert of a throttle window "
     "or incident opens a ticket, later ones become comments; a suppression window drops repeats."
@@ -119,14 +95,14 @@ def _uses_state(explanation: Explanation) -> bool:
 def cmd_policy_explain(args: argparse.Namespace) -> int:
     path = _policy_path(args.policy)
     try:
-        policy = _load(path)
+        policy = load_policy_in_force(path)
     except PolicyError as exc:
         for problem in exc.problems:
             print(problem)
         return 1
     alert_path = Path(args.alert_file)
     try:
-        alerts = _alerts(alert_path, args.source)
+        alerts = read_alerts(alert_path, args.source)
     except AlertParseError as exc:
         print(f"riposte policy explain: {alert_path}: {exc}", file=sys.stderr)
         return 2

@@ -19,6 +19,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from riposte.deployments.cli_input import (
+    CannotRun,
+    load_policy_in_force,
+    parse_since,
+    prefect_for_blocks,
+    read_sources,
+)
+
 _BAD_INPUT = 2
 
 
@@ -27,37 +35,12 @@ def _fail(command: str, message: str) -> int:
     return _BAD_INPUT
 
 
-def _load_policy(path: Path | None) -> Any:
-    """The policy of ``path`` (default: the one in force); `PolicyError` when it does not load."""
-    from riposte.alerts.policy import default_policy, load_policy
-    from riposte.settings import get_settings
-
-    path = path or get_settings().policy_file
-    return load_policy(path) if path is not None else default_policy()
-
-
 def _policy_in_force() -> str:
     from riposte.alerts.policy import DEFAULT_POLICY_NAME
     from riposte.settings import get_settings
 
     configured = get_settings().policy_file
     return f"{configured} (RIPOSTE_POLICY_FILE)" if configured else DEFAULT_POLICY_NAME
-
-
-def _since(text: str) -> datetime:
-    from riposte.alerts.policy import parse_duration
-
-    try:
-        return datetime.now(UTC) - parse_duration(text)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(
-            f"--since {text!r}: give a duration (30m, 12h, 7d) or an ISO date-time"
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 class _Progress:
@@ -79,66 +62,6 @@ class _Progress:
         print(f"\r{self.label} [{bar:<25}] {done}/{total}", end="", file=sys.stderr)
         if done == total:
             print(file=sys.stderr)
-
-
-class CannotRun(RuntimeError):
-    """The command cannot do its job (no Prefect server to read blocks from, a source that
-    does not answer): one line, exit 2."""
-
-
-def _prefect_for_blocks() -> None:
-    """The Prefect server that holds the Defender block: ``PREFECT_API_URL``, else the local
-    stack's when it runs; never a temporary one that would hold no block."""
-    if os.environ.get("PREFECT_API_URL"):
-        return
-    from riposte.deployments.stack import stack_env, status
-    from riposte.settings import get_settings
-
-    settings = get_settings()
-    if not status(settings)["running"]:
-        raise CannotRun(
-            "the Defender block is read from Prefect: set PREFECT_API_URL, or start the local "
-            "stack (make run)"
-        )
-    os.environ.update(stack_env(settings))
-
-
-def _read_sources(args: argparse.Namespace, since: datetime) -> tuple[list[Any], list[Any]]:
-    """Alerts created since ``since`` from the configured Defender sources (read-only)."""
-    _prefect_for_blocks()
-    try:
-        return _read_each_source(args, since)
-    except CannotRun:
-        raise
-    except Exception as exc:  # a block that is missing, a source that does not answer
-        raise CannotRun(f"cannot read the alerts: {type(exc).__name__}: {exc}"[:500]) from None
-
-
-def _read_each_source(args: argparse.Namespace, since: datetime) -> tuple[list[Any], list[Any]]:
-    from riposte.blocks import BlockCache, DefenderCredentials
-    from riposte.playbooks.replay import Skipped
-    from riposte.settings import get_settings
-    from riposte.tasks.poll import read_alerts_since
-
-    defender = BlockCache().load(DefenderCredentials, args.defender_block)
-    sources = args.sources.split(",") if args.sources else get_settings().poll_source_list
-    alerts: list[Any] = []
-    skipped: list[Any] = []
-    for source in (s.strip() for s in sources if s.strip()):
-        problems: list[str] = []
-
-        def reading(count: int, source: str = source) -> None:
-            if sys.stderr.isatty() and count % 50 == 0:
-                print(f"\r{source}: {count} alert(s) read ...", end="", file=sys.stderr)
-
-        found = read_alerts_since(
-            defender, source, since, args.max_alerts - len(alerts), problems, reading
-        )
-        alerts.extend(found)
-        skipped.extend(Skipped(where=source, problem=p) for p in problems)
-        end = "\r" if sys.stderr.isatty() else ""
-        print(f"{end}{source}: {len(found)} alert(s) since {since.isoformat()}", file=sys.stderr)
-    return alerts, skipped
 
 
 def _thresholds(texts: list[str], against: bool) -> list[Any]:
@@ -184,7 +107,7 @@ def run_simulation(
         if path is None and policies:
             break
         try:
-            policies.append(_load_policy(path))
+            policies.append(load_policy_in_force(path))
         except PolicyError as exc:
             for line in exc.problems:
                 print(line, file=sys.stderr)
@@ -198,8 +121,8 @@ def run_simulation(
     if since is not None:
         assert args is not None
         try:
-            start = _since(since)
-            alerts, skipped = _read_sources(args, start)
+            start = parse_since(since)
+            alerts, skipped = read_sources(args, start)
         except (ValueError, CannotRun) as exc:
             return _fail(command, str(exc))
         days = max(1.0, (datetime.now(UTC) - start).total_seconds() / 86400)
@@ -290,7 +213,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.since:
         try:
             # Before Prefect is imported: it reads its settings once, at import.
-            _prefect_for_blocks()
+            prefect_for_blocks()
         except CannotRun as exc:
             return _fail(command, str(exc))
     markdown = Path(args.markdown) if args.markdown else None

@@ -26,101 +26,127 @@ from riposte.flows.sync import sync_tickets
 from riposte.settings import HOUSEKEEPING_TAG, RESPONSE_TAG, Settings, get_settings
 
 
+def _deployment(
+    flow: Flow[Any, Any], name: str, tags: list[str], description: str, **options: Any
+) -> RunnerDeployment:
+    """One of Riposte's deployments: tagged `riposte`, its entrypoint the flow's module path (as
+    in prefect.yaml)."""
+    deployment = flow.to_deployment(
+        name=name,
+        tags=["riposte", *tags],
+        description=description,
+        entrypoint_type=EntrypointType.MODULE_PATH,
+        **options,
+    )
+    return cast(RunnerDeployment, deployment)
+
+
+def _housekeeping(
+    flow: Flow[Any, Any],
+    name: str,
+    seconds: int,
+    description: str,
+    paused: bool | None = None,
+    tags: tuple[str, ...] = (),
+) -> RunnerDeployment:
+    """A scheduled run that keeps things going: every ``seconds``, one at a time."""
+    return _deployment(
+        flow,
+        name,
+        [*tags, HOUSEKEEPING_TAG],
+        description,
+        interval=timedelta(seconds=seconds),
+        concurrency_limit=1,
+        paused=paused,
+    )
+
+
 def deployments(settings: Settings) -> list[tuple[RunnerDeployment, Flow[Any, Any]]]:
-    respond = respond_to_alert.to_deployment(
-        name="respond",
-        tags=["riposte", RESPONSE_TAG],
-        description="Answer one alert. Started by the intake and by poll_alerts; a Custom run "
-        "with an alert's id and source answers that alert again, a completed one too (nothing "
-        "already done is done twice).",
-        entrypoint_type=EntrypointType.MODULE_PATH,
+    respond = _deployment(
+        respond_to_alert,
+        "respond",
+        [RESPONSE_TAG],
+        "Answer one alert. Started by the intake and by poll_alerts; a Custom run with an "
+        "alert's id and source answers that alert again, a completed one too (nothing already "
+        "done is done twice).",
     )
-    batch = respond_batch.to_deployment(
-        name="respond-batch",
-        tags=["riposte", RESPONSE_TAG],
-        description="Answer a burst of alerts, one task run per alert.",
-        entrypoint_type=EntrypointType.MODULE_PATH,
+    batch = _deployment(
+        respond_batch,
+        "respond-batch",
+        [RESPONSE_TAG],
+        "Answer a burst of alerts, one task run per alert.",
     )
-    poll = poll_alerts.to_deployment(
-        name="poll",
-        tags=["riposte", HOUSEKEEPING_TAG],
-        interval=timedelta(seconds=settings.poll_interval_seconds),
-        # Two polls at once would only repeat each other's work.
-        concurrency_limit=1,
+    # Two polls at once would only repeat each other's work.
+    poll = _housekeeping(
+        poll_alerts,
+        "poll",
+        settings.poll_interval_seconds,
+        "Start a response for every alert updated since the watermark.",
         paused=settings.poll_paused,
-        description="Start a response for every alert updated since the watermark.",
-        entrypoint_type=EntrypointType.MODULE_PATH,
     )
-    reconcile = reconcile_alerts.to_deployment(
-        name="reconcile",
-        tags=["riposte", HOUSEKEEPING_TAG],
-        interval=timedelta(seconds=settings.reconcile_interval_seconds),
-        concurrency_limit=1,
+    reconcile = _housekeeping(
+        reconcile_alerts,
+        "reconcile",
+        settings.reconcile_interval_seconds,
+        "Start a response for recent alerts that no run has handled.",
         paused=settings.poll_paused,
-        description="Start a response for recent alerts that no run has handled.",
-        entrypoint_type=EntrypointType.MODULE_PATH,
     )
-    digest = post_digests.to_deployment(
-        name="digest",
-        tags=["riposte", HOUSEKEEPING_TAG],
-        interval=timedelta(seconds=settings.digest_interval_seconds),
-        # A second run at the same time would find every post Cached: it only costs calls.
-        concurrency_limit=1,
+    # A second run at the same time would find every post Cached: it only costs calls.
+    digest = _housekeeping(
+        post_digests,
+        "digest",
+        settings.digest_interval_seconds,
+        "Post one summary message per channel for every digest period that closed.",
         paused=settings.digest_paused,
-        description="Post one summary message per channel for every digest period that closed.",
-        entrypoint_type=EntrypointType.MODULE_PATH,
     )
-    sync = sync_tickets.to_deployment(
-        name="sync",
-        tags=["riposte", HOUSEKEEPING_TAG],
-        interval=timedelta(seconds=settings.sync_interval_seconds),
-        # Two at once would be safe (each ticket under a lock) but only repeat each other.
-        concurrency_limit=1,
+    # Two at once would be safe (each ticket under a lock) but only repeat each other.
+    sync = _housekeeping(
+        sync_tickets,
+        "sync",
+        settings.sync_interval_seconds,
+        "Bring alerts and their tickets to one state: a ticket resolved or reopened resolves or "
+        "reopens its alerts; a person's change of an alert in Defender becomes one note on its "
+        "ticket.",
         paused=settings.poll_paused,
-        description="Bring alerts and their tickets to one state: a ticket resolved or "
-        "reopened resolves or reopens its alerts; a person's change of an alert in Defender "
-        "becomes one note on its ticket.",
-        entrypoint_type=EntrypointType.MODULE_PATH,
     )
-    contain = contain_alert.to_deployment(
-        name="contain",
-        tags=["riposte", "containment"],
-        description="Ask the policy's approvers, wait for their decision (suspended: no process "
-        "waits), then contain. Started by the escalate playbook; resume it from the approval "
-        "links or the Prefect UI form.",
-        entrypoint_type=EntrypointType.MODULE_PATH,
+    contain = _deployment(
+        contain_alert,
+        "contain",
+        ["containment"],
+        "Ask the policy's approvers, wait for their decision (suspended: no process waits), "
+        "then contain. Started by the escalate playbook; resume it from the approval links or "
+        "the Prefect UI form.",
     )
-    sweep = expire_approvals.to_deployment(
-        name="approval-sweep",
-        tags=["riposte", "containment", HOUSEKEEPING_TAG],
-        # A safety net: each approval books a run of its own at its deadline.
-        interval=timedelta(seconds=settings.approval_sweep_seconds),
-        concurrency_limit=1,
-        description="Apply the policy's default outcome to approvals nobody answered in time. "
-        "Runs at each approval's deadline, and on this schedule in case a booking was lost.",
-        entrypoint_type=EntrypointType.MODULE_PATH,
+    # A safety net: each approval books a run of its own at its deadline.
+    sweep = _housekeeping(
+        expire_approvals,
+        "approval-sweep",
+        settings.approval_sweep_seconds,
+        "Apply the policy's default outcome to approvals nobody answered in time. Runs at each "
+        "approval's deadline, and on this schedule in case a booking was lost.",
+        tags=("containment",),
     )
-    replay = replay_alerts.to_deployment(
-        name="replay",
-        tags=["riposte", "replay"],
-        description="Replay past alerts (default: the last 7 days) through the policy in force "
-        "and a candidate policy, simulated: nothing is written; the report is an artifact. "
-        "Not scheduled: add a schedule for a weekly review.",
-        entrypoint_type=EntrypointType.MODULE_PATH,
+    replay = _deployment(
+        replay_alerts,
+        "replay",
+        ["replay"],
+        "Replay past alerts (default: the last 7 days) through the policy in force and a "
+        "candidate policy, simulated: nothing is written; the report is an artifact. Not "
+        "scheduled: add a schedule for a weekly review.",
     )
     from riposte.deployments.playbook_deployments import playbook_deployments
 
     return [
         *playbook_deployments(),
-        (cast(RunnerDeployment, contain), contain_alert),
-        (cast(RunnerDeployment, sweep), expire_approvals),
-        (cast(RunnerDeployment, digest), post_digests),
-        (cast(RunnerDeployment, reconcile), reconcile_alerts),
-        (cast(RunnerDeployment, respond), respond_to_alert),
-        (cast(RunnerDeployment, batch), respond_batch),
-        (cast(RunnerDeployment, poll), poll_alerts),
-        (cast(RunnerDeployment, replay), replay_alerts),
-        (cast(RunnerDeployment, sync), sync_tickets),
+        (contain, contain_alert),
+        (sweep, expire_approvals),
+        (digest, post_digests),
+        (reconcile, reconcile_alerts),
+        (respond, respond_to_alert),
+        (batch, respond_batch),
+        (poll, poll_alerts),
+        (replay, replay_alerts),
+        (sync, sync_tickets),
     ]
 
 

@@ -20,14 +20,20 @@ import json
 import logging
 import os
 import re
-import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from riposte.deployments.cli_input import (
+    CannotRun,
+    load_policy_in_force,
+    parse_since,
+    policy_block_refs,
+    read_sources,
+)
 from riposte.deployments.stack import ID_FIELD, SANDBOX_PREFIX
 
 _BAD_INPUT = 2
@@ -38,33 +44,6 @@ _IGNORED_CHANGES = ("time", "Time", "DateTime", "timestamp", "lastModified", "et
 def _fail(message: str) -> int:
     print(f"{COMMAND}: {message}", file=sys.stderr)
     return _BAD_INPUT
-
-
-def _block_refs(value: Any, where: str = "") -> Iterator[tuple[str, str]]:
-    """(where, block reference) for every channel the policy names, anywhere in it."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            here = f"{where}.{key}" if where else str(key)
-            if key in ("channels", "oncall_channels", "timeout_channels") and isinstance(
-                item, list | tuple
-            ):
-                for ref in item:
-                    yield here, str(ref)
-            elif key == "channel" and isinstance(item, str):
-                yield here, item
-            else:
-                yield from _block_refs(item, here)
-    elif isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            yield from _block_refs(item, f"{where}[{index}]")
-
-
-def policy_block_refs(policy: Any) -> list[tuple[str, str]]:
-    """(where, block reference) for every channel the policy names."""
-    dumped = policy.model_dump(mode="json", by_alias=True)
-    for index, rule in enumerate(dumped.get("rules", [])):
-        dumped["rules"][index] = {"name": rule.get("name"), **rule}
-    return list(_block_refs(dumped))
 
 
 def foreign_blocks(policy: Any, sandbox_refs: Iterable[str]) -> list[str]:
@@ -115,13 +94,12 @@ def _sandbox_env(alerts: list[Any]) -> dict[str, str]:
 def cmd_stage(args: argparse.Namespace, paths: list[Path]) -> int:
     from riposte.alerts.policy import PolicyError
     from riposte.deployments.local import sandbox_blocks
-    from riposte.deployments.playbook_cli import OwnStack
-    from riposte.deployments.replay_cli import CannotRun, _load_policy, _read_sources, _since
+    from riposte.deployments.own_stack import OwnStack, run_inner
     from riposte.playbooks.replay import load_alerts, plain
 
     policy_path = Path(args.policy).resolve() if args.policy else None
     try:
-        policy = _load_policy(policy_path)
+        policy = load_policy_in_force(policy_path)
     except PolicyError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -141,7 +119,7 @@ def cmd_stage(args: argparse.Namespace, paths: list[Path]) -> int:
         )
     if args.since:
         try:
-            alerts, skipped = _read_sources(args, _since(args.since))
+            alerts, skipped = read_sources(args, parse_since(args.since))
         except (ValueError, CannotRun) as exc:
             return _fail(str(exc))
     else:
@@ -171,11 +149,7 @@ def cmd_stage(args: argparse.Namespace, paths: list[Path]) -> int:
     }
     own = OwnStack(_sandbox_env(ordered))
     print("Starting a Prefect server and a sandbox of the staging run's own ...", file=sys.stderr)
-    try:
-        own.start()
-    except RuntimeError as exc:
-        own.stop()
-        print(f"{COMMAND}: {exc}", file=sys.stderr)
+    if not own.started(COMMAND):
         return 1
     job.update(sandbox_url=own.sandbox_url, stack=str(own.folder), nonce=own.nonce)
     env = own.process_env()
@@ -184,14 +158,7 @@ def cmd_stage(args: argparse.Namespace, paths: list[Path]) -> int:
     if policy_path is not None:
         env["RIPOSTE_POLICY_FILE"] = str(policy_path)
     try:
-        done = subprocess.run(
-            [sys.executable, "-m", "riposte.deployments.stage"],
-            input=json.dumps(job),
-            env=env,
-            text=True,
-            timeout=3600,
-        )
-        return done.returncode
+        return run_inner("riposte.deployments.stage", job, env, timeout=3600)
     finally:
         own.stop()
 
@@ -277,14 +244,15 @@ def _inner(job: dict[str, Any]) -> int:
     import httpx
 
     from riposte.deployments.local import save_sandbox_blocks
+    from riposte.deployments.stage_report import as_markdown, as_text
     from riposte.flows.contain import stage_containment
     from riposte.flows.digest import post_digests
     from riposte.flows.respond import respond_to_alert
     from riposte.playbooks import context
     from riposte.sandbox.config import SandboxConfig
     from riposte.settings import get_settings
+    from riposte.tasks.decide import current_policy
     from riposte.tasks.digests import LATE_ENTRY, SETTLE
-    from riposte.tasks.policy import current_policy
 
     # Only under `riposte replay --stage`, on the Prefect server it started: its folder holds
     # the nonce the job carries, and this process's Prefect lives in that folder.
@@ -342,7 +310,6 @@ def _inner(job: dict[str, Any]) -> int:
             print(f"\rstaging {number}/{len(alerts)}", end="", file=sys.stderr)
     if sys.stderr.isatty():
         print(file=sys.stderr)
-    # The digests of the replayed periods, posted as the scheduled flow would once they close.
     # The digests, posted as the scheduled flow would once their periods close. An entry for a
     # period that already closed (every past alert's) goes to the period open when it is
     # recorded, as in production: so "once they close" is the longest period from now.
@@ -369,11 +336,11 @@ def _inner(job: dict[str, Any]) -> int:
         }
     )
     if job["markdown"]:
-        Path(job["markdown"]).write_text(_markdown(report) + "\n", encoding="utf-8")
+        Path(job["markdown"]).write_text(as_markdown(report) + "\n", encoding="utf-8")
     if job["json"]:
         print(json.dumps(report, indent=2, ensure_ascii=True, default=str))
     else:
-        print(_text(report))
+        print(as_text(report))
     return 1 if report["failed"] else 0
 
 
@@ -460,100 +427,6 @@ def _first_text(message: Any) -> str:
         if found:
             return found
     return ""
-
-
-def _text(report: dict[str, Any]) -> str:
-    from riposte.playbooks.replay import plain
-
-    lines = [
-        f"Staged {report['alerts']} alert(s) in a fresh sandbox (--approve {report['approve']}): "
-        f"{len(report['responses']) - len(report['failed'])} response(s) completed, "
-        f"{len(report['failed'])} failed; repeats {report['repeats']}; skipped "
-        f"{len(report['skipped'])}",
-        "",
-        f"tickets ({len(report['tickets'])}):",
-    ]
-    for t in report["tickets"]:
-        lines.append(
-            f"  {t['system']} {plain(str(t['key']))}: {plain(str(t['title']), 70)} "
-            f"(priority {t['priority']}, {t['notes']} note(s))"
-        )
-    lines.append(f"messages ({sum(report['messages'].values())}):")
-    lines += [f"  {plain(k)}: {n}" for k, n in report["messages"].items()]
-    lines += [f"    {m['channel']}: {plain(m['text'], 100)}" for m in report["message_texts"]]
-    lines.append(f"approvals asked ({len(report['approvals'])}):")
-    for a in report["approvals"]:
-        who = "automatic" if a["automatic"] else ", ".join(a["approvers"])
-        lines.append(
-            f"  {plain(a['alert'], 60)} ({a['rule']}): {plain('; '.join(a['actions']), 80)} "
-            f"[{who}] -> {a['state']}: {plain(a['outcome'], 400)}"
-        )
-    lines.append(
-        f"containment: {len(report['machine_actions'])} machine action(s), "
-        f"{len(report['indicators'])} indicator(s), {len(report['users'])} user(s) changed"
-    )
-    for action in report["machine_actions"]:
-        lines.append(f"  {action['type']} on {plain(str(action['machineId']))}: {action['status']}")
-    for indicator in report["indicators"]:
-        lines.append(
-            f"  indicator {plain(str(indicator['indicatorValue']))} "
-            f"({indicator['indicatorType']}): {indicator['action']}"
-        )
-    lines.append(f"alert and incident updates ({len(report['updates'])}):")
-    for update in report["updates"][:100]:
-        lines.append(f"  {plain(update['record'], 70)}: {plain('; '.join(update['changes']), 200)}")
-    if report["failed"]:
-        lines.append(f"failed responses ({len(report['failed'])}):")
-        for row in report["failed"]:
-            lines.append(f"  {plain(row['alert'], 70)}: {plain(row.get('reason', ''), 300)}")
-    for item in report["skipped"]:
-        lines.append(f"skipped {plain(item['where'], 100)}: {plain(item['problem'], 200)}")
-    return "\n".join(lines)
-
-
-def _markdown(report: dict[str, Any]) -> str:
-    from riposte.playbooks.replay import md_text
-
-    lines = [
-        "# Staging run",
-        "",
-        f"{report['alerts']} alert(s) answered for real in a fresh sandbox (--approve "
-        f"{report['approve']}); {len(report['failed'])} response(s) failed.",
-        "",
-        "## Tickets",
-        "",
-        "| system | ticket | title | priority | notes |",
-        "|---|---|---|---|---|",
-    ]
-    for t in report["tickets"]:
-        lines.append(
-            f"| {t['system']} | {md_text(str(t['key']))} | {md_text(str(t['title']))} | "
-            f"{md_text(str(t['priority']))} | {t['notes']} |"
-        )
-    lines += ["", "## Messages", "", "| channel | messages |", "|---|---|"]
-    lines += [f"| {md_text(k)} | {n} |" for k, n in report["messages"].items()]
-    lines += ["", "| channel | message |", "|---|---|"]
-    lines += [f"| {m['channel']} | {md_text(m['text'])} |" for m in report["message_texts"]]
-    lines += ["", "## Approvals and containment", "", "| alert | actions | asked | outcome |",
-              "|---|---|---|---|"]  # fmt: skip
-    for a in report["approvals"]:
-        who = "automatic" if a["automatic"] else ", ".join(a["approvers"])
-        lines.append(
-            f"| {md_text(a['alert'])} | {md_text('; '.join(a['actions']))} | {md_text(who)} | "
-            f"{md_text(a['outcome'], 300)} |"
-        )
-    lines += ["", "## Alert and incident updates", "", "| record | changes |", "|---|---|"]
-    lines += [
-        f"| {md_text(u['record'])} | {md_text('; '.join(u['changes']), 400)} |"
-        for u in report["updates"]
-    ]
-    if report["failed"]:
-        lines += ["", "## Failed responses", "", "| alert | reason |", "|---|---|"]
-        lines += [
-            f"| {md_text(r['alert'])} | {md_text(r.get('reason', ''), 300)} |"
-            for r in report["failed"]
-        ]
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":
