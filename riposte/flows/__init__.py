@@ -1,1 +1,2 @@
-"""Playbooks and scheduled flows: composition of tasks only, no HTTP of their own."""
+"""The Prefect flows: the responses, containment, playbooks run by hand and the scheduled ones
+(poll, reconcile, sync, digest), composed of the tasks of `riposte.tasks`."""

@@ -19,7 +19,7 @@ from prefect.client.schemas.responses import SetStateStatus
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from riposte.alerts.approval import ApprovalKeys, Decision, DecisionProof, Via
+from riposte.alerts.approval import ApprovalChoice, ApprovalKeys, DecisionProof, Via
 
 DECISION_KEY = "riposte-decision"
 
@@ -29,7 +29,7 @@ class DecisionRecord(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    decision: Decision
+    decision: ApprovalChoice
     approver: str
     via: Via
     at: datetime
@@ -65,13 +65,13 @@ def is_waiting(run: FlowRun) -> bool:
     return run.state is not None and run.state.is_paused()
 
 
-async def decide(
+async def record_decision(
     client: PrefectClient,
     keys: ApprovalKeys,
     run_id: UUID,
     *,
     params: str,
-    decision: Decision,
+    decision: ApprovalChoice,
     approver: str,
     via: Via,
     reason: str = "",

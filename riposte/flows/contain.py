@@ -8,15 +8,17 @@ and the audit says so. When nobody answers in time, `expire_approvals` resumes i
 policy's default outcome. Then the actions run (each once, whatever the retries), and every
 step lands in a table artifact and as a comment on the alert and the ticket; the response run
 that asked is shown the outcome (an artifact of its own, linking this run).
+
+What the run shows people (its audit, the Resume form, the outcome) is written in
+`riposte.flows.contain_audit`. The rest stays here, over 500 lines: the flow, its staging twin
+and the sweep that resumes it share its steps, its pause key and its sweep margin.
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, cast
+from typing import Any, cast
 from uuid import UUID
 
 from prefect import flow, get_run_logger
@@ -37,21 +39,33 @@ from prefect.input.run_input import RunInput, keyset_from_paused_state
 from prefect.runtime import flow_run
 from prefect.settings import PREFECT_API_URL
 from prefect.states import Completed, State, Suspended
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
 from riposte.alerts.approval import (
     ApprovalInput,
     ApprovalKeys,
     ContainmentRequest,
-    Decision,
     LinkError,
-    Via,
     verify_proof,
 )
 from riposte.alerts.model import Alert
-from riposte.alerts.plain import code_span, log_text
+from riposte.alerts.plain import log_text
 from riposte.blocks import BlockCache, DefenderCredentials, TicketingCredentials
-from riposte.blocks.approval import aload_approval_keys, load_approval_keys
+from riposte.blocks.signing_keys import aload_approval_keys, load_approval_keys
+from riposte.flows._common import stored_flow
+from riposte.flows.approval_decision import AlreadyDecided, NotWaiting, record_decision
+from riposte.flows.contain_audit import (
+    Audit,
+    AuditRow,
+    Decided,
+    artifact_description,
+    artifact_key,
+    outcome_markdown,
+    outcome_of,
+    resume_description,
+    stamp,
+    summary_of,
+)
 from riposte.settings import CONTAIN_DEPLOYMENT, get_settings
 from riposte.tasks.alerts import fetch_alert
 from riposte.tasks.approvals import (
@@ -61,39 +75,26 @@ from riposte.tasks.approvals import (
     note_ticket,
     notify_timeout,
     request_approval,
-    run_page,
 )
 from riposte.tasks.containment import ContainmentFailed, execute_action
-from riposte.tasks.decisions import AlreadyDecided, NotWaiting, decide
 
 # Prefect's own pause timeout is this much longer than the policy's: the sweep applies the
 # policy's default outcome first; Prefect fails the run only if the sweep was down for a day.
 SWEEP_MARGIN_SECONDS = 86400
 PAUSE_KEY = "approval"
 
-
-class Decided(BaseModel):
-    """The decision the run acts on, and how far it can be trusted."""
-
-    model_config = ConfigDict(frozen=True)
-
-    decision: Decision
-    approver: str
-    via: Via | Literal["staging"]
-    reason: str
-    at: datetime
-
-    def describe(self) -> str:
-        how = {
-            "staging": "as the staging run was told (riposte replay --stage --approve)",
-            "link": "by signed link",
-            "timeout": "by the policy's default outcome (nobody answered in time)",
-            "automatic": "automatically (the policy says so)",
-            "ui": "in the Prefect UI form",
-        }[self.via]
-        verb = "approved" if self.decision == "approve" else "rejected"
-        why = f": {self.reason}" if self.reason else ""
-        return f"{verb} by {self.approver} {how}{why}"
+__all__ = [
+    "AuditRow",
+    "ContainmentReport",
+    "Decided",
+    "artifact_key",
+    "contain_alert",
+    "expire_approvals",
+    "judge",
+    "outcome_markdown",
+    "resume_description",
+    "stage_containment",
+]
 
 
 @dataclass
@@ -103,12 +104,17 @@ class Told:
     done: bool = False
 
 
-class AuditRow(BaseModel):
-    at: str
-    who: str
-    what: str
-    parameters: str
-    result: str
+@dataclass
+class ContainmentRun:
+    """What one containment run acts on and writes to: the blocks its request names, the
+    alert as it is now, and the run's audit so far."""
+
+    request: ContainmentRequest
+    run_id: UUID
+    defender: DefenderCredentials
+    ticketing: TicketingCredentials | None
+    alert: Alert
+    audit: Audit
 
 
 class ContainmentReport(BaseModel):
@@ -157,16 +163,8 @@ def judge(
     )
 
 
-def _stamp(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-@flow(
-    name="contain_alert",
-    persist_result=True,
-    # Resumed on whichever worker picks it up: its steps must come back from shared storage.
-    result_storage=get_settings().result_storage_block,
-)
+# Resumed on whichever worker picks it up: its steps must come back from shared storage.
+@stored_flow("contain_alert")
 def contain_alert(request: ContainmentRequest, response_run: UUID | None = None) -> State[Any]:
     """Ask for approval (unless automatic), then contain, and audit every step. The outcome
     is shown on ``response_run`` too, the response run that asked, once decided and done.
@@ -181,137 +179,25 @@ def contain_alert(request: ContainmentRequest, response_run: UUID | None = None)
     run_id = UUID(str(flow_run.get_id()))
     told = Told()
     try:
-        return _contain(request, run_id, response_run, told)
+        run = _begin(request, run_id)
+        decided = _automatic(request) if request.automatic else _await_decision(run)
+        return _carry_out(run, decided, response_run, told)
     except Exception as exc:
-        if told.done:
-            # The actions' outcome, with the audit, is on the response run already (a failed
-            # action, or a comment or note that failed after them): not overwritten.
-            raise
-        _tell_response_run(
-            request,
-            run_id,
-            response_run,
-            "FAILED",
-            f"The containment run failed before it finished: {type(exc).__name__}: {exc}",
-            [],
-        )
+        # Once told, the response run shows the actions' outcome with the audit (a failed
+        # action, or a comment or note that failed after them): not overwritten.
+        if not told.done:
+            _tell_response_run(
+                request,
+                run_id,
+                response_run,
+                "FAILED",
+                f"The containment run failed before it finished: {type(exc).__name__}: {exc}",
+                [],
+            )
         raise
 
 
-def _contain(
-    request: ContainmentRequest, run_id: UUID, response_run: UUID | None, told: Told
-) -> State[Any]:
-    logger = get_run_logger()
-    defender, ticketing, alert = _subject(request)
-    rows: list[AuditRow] = []
-    if request.automatic:
-        decided = _automatic(request)
-    else:
-        if not request.approvers:
-            raise ValueError(f"rule {request.rule!r} names no approvers and is not automatic")
-        # Prefect runs a resumed flow again from its start: the answer is there already.
-        answer = _answer_given(run_id)
-        deadline = _ask_approvers(request, run_id, rows, quiet=answer is not None)
-        if answer is None:
-            logger.info(
-                "Waiting up to %d s for a decision on: %s",
-                request.timeout_seconds,
-                log_text(request.describe()),
-            )
-            answer = suspend_flow_run(
-                wait_for_input=_approval_form(request, deadline),
-                # Suspended until no later than the links' deadline (whole seconds, rounded
-                # down) plus the margin the sweep subtracts: the sweep acts once every link has
-                # expired.
-                timeout=max(0, int((deadline - datetime.now(UTC)).total_seconds()))
-                + SWEEP_MARGIN_SECONDS,
-                key=PAUSE_KEY,
-            )
-        decided = judge(answer, request, run_id, load_approval_keys())
-        logger.info(
-            "Resumed: %s. (A resumed run starts again from the top: the approval requests "
-            "above came back from before the suspension, nothing was sent again.)",
-            log_text(decided.describe()),
-        )
-    return _carry_out(
-        request, decided, rows, run_id, defender, ticketing, alert, response_run, told
-    )
-
-
-def _answer_given(run_id: UUID) -> ApprovalInput | None:
-    """The answer this run was resumed with; None before it was suspended and answered.
-
-    Read where Prefect keeps it, so that a resumed run does not call `suspend_flow_run` again
-    (which would log "Suspending flow run" though it only reads the answer back)."""
-    keyset = keyset_from_paused_state(Suspended(pause_key=PAUSE_KEY))
-    given = read_flow_run_input(keyset["response"], flow_run_id=run_id)
-    return ApprovalInput.model_validate(given) if given is not None else None
-
-
-def _approval_form(request: ContainmentRequest, deadline: datetime) -> type[ApprovalInput]:
-    """The Resume form of the suspended run: `ApprovalInput`'s fields, under a description
-    of the request (the UI renders it as markdown)."""
-    form = RunInput.subclass_from_base_model_type(ApprovalInput)
-    return cast(
-        type[ApprovalInput],
-        form.with_initial_data(description=resume_description(request, deadline)),
-    )
-
-
-def _md(text: str, limit: int = 300, *, cell: bool = False) -> str:
-    """``text`` shown as itself in markdown (`code_span`): a code span, on one line, control
-    and bidirectional characters escaped, cut at ``limit``; in a table ``cell``, no pipe of it
-    ends the cell."""
-    return code_span(text, limit, cell=cell) or "``"
-
-
-def _link(text: str, url: str) -> str:
-    """A link of ours (a Prefect page, a ticket), or the address as text if not http(s)."""
-    if not url.startswith(("https://", "http://")):
-        return _md(url)
-    return f"[{text}]({url.replace('(', '%28').replace(')', '%29').replace(' ', '%20')})"
-
-
-def resume_description(request: ContainmentRequest, deadline: datetime) -> str:
-    """What the Resume form of a suspended containment run says (markdown): the actions and
-    their targets, the alert, the ticket, the approvers asked and the deadline. Alert text is
-    shown as text (code spans), never as markup, links or mentions."""
-    ref = request.alert
-    lines = [
-        "**Containment waiting for approval**",
-        "",
-        "Actions:",
-        *(f"- {_md(a.describe())}" for a in request.actions[:20]),
-    ]
-    if len(request.actions) > 20:
-        lines.append(f"- and {len(request.actions) - 20} more (see the run's parameters)")
-    lines += [
-        "",
-        f"- Alert: {_md(ref.source, 40)} {_md(ref.alert_id, 120)}, "
-        f"severity {_md(request.severity, 40)}",
-        f"- Title: {_md(request.alert_title, 200)}",
-        f"- Rule: {_md(request.rule, 120)}",
-    ]
-    if request.ticket is not None:
-        ticket = request.ticket
-        lines.append(
-            f"- Ticket: {_md(ticket.system, 40)} {_md(ticket.key, 60)} {_link('open', ticket.url)}"
-        )
-    asked = ", ".join(
-        f"{_md(a.name, 120)} ({', '.join(_md(c, 120) for c in a.channels) or 'no channel'})"
-        for a in request.approvers
-    )
-    lines += [
-        f"- Approvers asked, each by links of their own: {asked}",
-        f"- Deadline: {_stamp(deadline)}; if nobody answers by then, the policy's default "
-        f"outcome applies: **{request.on_timeout}**",
-        "",
-        "To decide here: `decision` approve runs the actions, reject does not; `reason` goes "
-        "in the audit; `approver` is your name, recorded as typed and marked *identity not "
-        "proven* (the Prefect UI does not say who you are). Leave `proof` empty: it is for "
-        "approval links.",
-    ]
-    return "\n".join(lines)
+# --- the steps, in the order the run takes them ----------------------------------------------
 
 
 def _subject(
@@ -328,6 +214,12 @@ def _subject(
     return defender, ticketing, fetch_alert(defender, request.alert.source, request.alert.alert_id)
 
 
+def _begin(request: ContainmentRequest, run_id: UUID) -> ContainmentRun:
+    """The run's subject (`_subject`), its audit empty."""
+    defender, ticketing, alert = _subject(request)
+    return ContainmentRun(request, run_id, defender, ticketing, alert, Audit(request))
+
+
 def _automatic(request: ContainmentRequest) -> Decided:
     return Decided(
         decision="approve",
@@ -338,44 +230,92 @@ def _automatic(request: ContainmentRequest) -> Decided:
     )
 
 
-def _ask_approvers(
-    request: ContainmentRequest, run_id: UUID, rows: list[AuditRow], quiet: bool = False
-) -> datetime:
+def _await_decision(run: ContainmentRun) -> Decided:
+    """Ask the approvers, suspend the run until someone answers, and judge the answer.
+
+    Prefect runs a resumed flow again from its start: the answer is there already, and the
+    approval requests come back Cached from before the suspension (nothing is sent again)."""
+    request, run_id = run.request, run.run_id
+    if not request.approvers:
+        raise ValueError(f"rule {request.rule!r} names no approvers and is not automatic")
+    answer = _answer_given(run_id)
+    deadline = _ask_approvers(run, quiet=answer is not None)
+    if answer is None:
+        answer = _suspend_for_answer(request, deadline)
+    decided = judge(answer, request, run_id, load_approval_keys())
+    get_run_logger().info(
+        "Resumed: %s. (A resumed run starts again from the top: the approval requests "
+        "above came back from before the suspension, nothing was sent again.)",
+        log_text(decided.describe()),
+    )
+    return decided
+
+
+def _answer_given(run_id: UUID) -> ApprovalInput | None:
+    """The answer this run was resumed with; None before it was suspended and answered.
+
+    Read where Prefect keeps it, so that a resumed run does not call `suspend_flow_run` again
+    (which would log "Suspending flow run" though it only reads the answer back)."""
+    keyset = keyset_from_paused_state(Suspended(pause_key=PAUSE_KEY))
+    given = read_flow_run_input(keyset["response"], flow_run_id=run_id)
+    return ApprovalInput.model_validate(given) if given is not None else None
+
+
+def _ask_approvers(run: ContainmentRun, quiet: bool = False) -> datetime:
     """Send each approver their links; the deadline of the links (a re-run gets the links
     sent before, cached, and their deadline). ``quiet``: the warnings were logged before (a
     resumed run)."""
     logger = get_run_logger()
-    params = "; ".join(a.describe() for a in request.actions)
+    request = run.request
     deadline = approval_deadline(request)
     for approver in request.approvers:
-        asked = request_approval(request, approver, run_id, deadline)
+        asked = request_approval(request, approver, run.run_id, deadline)
         deadline = min(deadline, asked.expires)
         sent = ", ".join(
             d.channel if d.delivered else f"{d.channel} FAILED: {d.detail}"
             for d in asked.deliveries
         )
-        rows.append(
-            AuditRow(
-                at=_stamp(asked.expires - timedelta(seconds=request.timeout_seconds)),
-                who="riposte",
-                what=f"asked {asked.approver} for approval",
-                parameters=params,
-                result=f"links sent ({sent or 'no channel'}); valid until {_stamp(asked.expires)}",
-            )
+        run.audit.add(
+            asked.expires - timedelta(seconds=request.timeout_seconds),
+            "riposte",
+            f"asked {asked.approver} for approval",
+            f"links sent ({sent or 'no channel'}); valid until {stamp(asked.expires)}",
         )
         if not asked.reached and not quiet:
             logger.warning("No link reached %s: %s", log_text(asked.approver), log_text(sent))
     return deadline
 
 
+def _suspend_for_answer(request: ContainmentRequest, deadline: datetime) -> ApprovalInput:
+    """Suspend the run (no process waits meanwhile) until its Resume form is answered: by a
+    link through the intake, the Prefect UI form, or the sweep."""
+    get_run_logger().info(
+        "Waiting up to %d s for a decision on: %s",
+        request.timeout_seconds,
+        log_text(request.describe()),
+    )
+    return suspend_flow_run(
+        wait_for_input=_approval_form(request, deadline),
+        # Suspended until no later than the links' deadline (whole seconds, rounded down) plus
+        # the margin the sweep subtracts: the sweep acts once every link has expired.
+        timeout=max(0, int((deadline - datetime.now(UTC)).total_seconds())) + SWEEP_MARGIN_SECONDS,
+        key=PAUSE_KEY,
+    )
+
+
+def _approval_form(request: ContainmentRequest, deadline: datetime) -> type[ApprovalInput]:
+    """The Resume form of the suspended run: `ApprovalInput`'s fields, under a description
+    of the request (the UI renders it as markdown)."""
+    form = RunInput.subclass_from_base_model_type(ApprovalInput)
+    return cast(
+        type[ApprovalInput],
+        form.with_initial_data(description=resume_description(request, deadline)),
+    )
+
+
 def _carry_out(
-    request: ContainmentRequest,
+    run: ContainmentRun,
     decided: Decided,
-    rows: list[AuditRow],
-    run_id: UUID,
-    defender: DefenderCredentials,
-    ticketing: TicketingCredentials | None,
-    alert: Alert,
     response_run: UUID | None = None,
     response_told: Told | None = None,
 ) -> State[Any]:
@@ -383,79 +323,17 @@ def _carry_out(
     ticket and the response run that asked. ``response_told`` records that the response run
     was told the outcome (before the comment and the note, which may fail after the
     actions)."""
-    logger = get_run_logger()
-    params = "; ".join(a.describe() for a in request.actions)
-    rows.append(
-        AuditRow(
-            at=_stamp(decided.at),
-            who=decided.approver,
-            what=decided.decision,
-            parameters=params,
-            result=decided.describe(),
-        )
-    )
-    logger.info("Containment %s", log_text(decided.describe()))
+    request = run.request
+    run.audit.decision(decided)
+    get_run_logger().info("Containment %s", log_text(decided.describe()))
     if decided.via == "timeout":
-        for channel in request.timeout_channels:
-            try:
-                notify_timeout(request, run_id, channel)
-                told = "told"
-            except Exception as exc:
-                told = f"NOT told: {str(exc)[:200]}"
-            rows.append(
-                AuditRow(
-                    at=_stamp(datetime.now(UTC)),
-                    who="riposte",
-                    what=f"escalated the missed approval to {channel}",
-                    parameters=params,
-                    result=told,
-                )
-            )
-
-    executed: list[str] = []
-    failed: list[str] = []
-    if decided.decision == "approve":
-        for action in request.actions:
-            started = datetime.now(UTC)
-            try:
-                outcome = execute_action(defender, alert, action)
-                result = f"succeeded: {outcome.detail}" if outcome.detail else "succeeded"
-                executed.append(action.describe())
-            except ContainmentFailed as exc:  # its message names the action and the target
-                result = f"FAILED: {exc}"
-                failed.append(str(exc))
-            except Exception as exc:  # an outage that outlasted the retries
-                result = f"FAILED: {str(exc)[:300] or type(exc).__name__}"
-                failed.append(f"{action.describe()}: {result[8:]}")
-            rows.append(
-                AuditRow(
-                    at=_stamp(started),
-                    who="riposte",
-                    what=action.describe(),
-                    parameters=action.model_dump_json(include={"kind", "target", "parameters"}),
-                    result=result,
-                )
-            )
-
-    summary = _summary(request, decided, executed, failed)
-    outcome = _outcome(decided, executed, failed)
-    create_table_artifact(
-        key=artifact_key(request),
-        table=[row.model_dump() for row in rows],
-        description=_artifact_description(request, f"audit ({outcome})"),
-    )
-    # The response run that asked is told first: a comment or note that fails next leaves it
-    # the actions' outcome, not "failed before it finished".
-    _tell_response_run(request, run_id, response_run, outcome, summary, rows)
-    if response_told is not None:
-        response_told.done = True
-    marker = audit_marker(request, f"{run_id}")
-    comment_alert(defender, alert, summary, marker)
-    if ticketing is not None and request.ticket is not None:
-        note_ticket(ticketing, request.ticket, summary, marker)
+        _escalate_missed_approval(run)
+    executed, failed = _execute(run) if decided.decision == "approve" else ([], [])
+    text = summary_of(request, decided, executed, failed)
+    _publish_audit(run, outcome_of(decided, executed, failed), text, response_run, response_told)
     # Prefect logs the run's final state, message included, as a log row: defanged.
     if failed:
-        raise ContainmentFailed(log_text(summary))
+        raise ContainmentFailed(log_text(text))
     report = ContainmentReport(
         request=request.key,
         decision=decided.decision,
@@ -464,40 +342,76 @@ def _carry_out(
         executed=executed,
         failed=failed,
     )
-    return Completed(message=log_text(summary)[:1000], data=report)
+    return Completed(message=log_text(text)[:1000], data=report)
 
 
-def _outcome(decided: Decided, executed: list[str], failed: list[str]) -> str:
-    """The outcome in a few words: approved and done, rejected, no answer in time..."""
-    if decided.via == "automatic":
-        verdict = "contained without approval (policy says automatic)"
-    else:
-        verdict = "approved" if decided.decision == "approve" else "rejected"
-        if decided.via == "timeout":
-            verdict = f"no answer in time: {verdict} by the policy's default"
-    if decided.decision != "approve":
-        return f"{verdict}, nothing executed"
-    if failed:
-        return f"{verdict}, FAILED ({len(failed)} of {len(executed) + len(failed)} actions)"
-    return f"{verdict}, done"
+def _escalate_missed_approval(run: ContainmentRun) -> None:
+    """Tell the policy's timeout channels that nobody answered; a channel that fails is a row
+    of the audit, not a reason to stop."""
+    request = run.request
+    for channel in request.timeout_channels:
+        try:
+            notify_timeout(request, run.run_id, channel)
+            told = "told"
+        except Exception as exc:
+            told = f"NOT told: {str(exc)[:200]}"
+        run.audit.add(
+            datetime.now(UTC), "riposte", f"escalated the missed approval to {channel}", told
+        )
 
 
-def artifact_key(request: ContainmentRequest, prefix: str = "containment") -> str:
-    """``<prefix>-<source>-<alert id>-<8 hex>``, as Prefect takes keys (lowercase letters,
-    digits, dashes). The hex, of the request's key, keeps apart the requests that share an
-    alert (or a ticket): several rules, or several sets of actions, each its own artifact."""
-    name = f"{prefix}-{request.alert.source}-{request.alert.alert_id}".lower()
-    slug = re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9-]+", "-", name)).strip("-")
-    return f"{slug[:110].rstrip('-')}-{hashlib.sha256(request.key.encode()).hexdigest()[:8]}"
+def _execute(run: ContainmentRun) -> tuple[list[str], list[str]]:
+    """Run the approved actions, each once, in order, each a row of the audit; what was done,
+    and what failed (each failure naming its action and why)."""
+    executed: list[str] = []
+    failed: list[str] = []
+    for action in run.request.actions:
+        started = datetime.now(UTC)
+        try:
+            done = execute_action(run.defender, run.alert, action)
+            result = f"succeeded: {done.detail}" if done.detail else "succeeded"
+            executed.append(action.describe())
+        except ContainmentFailed as exc:  # its message names the action and the target
+            result = f"FAILED: {exc}"
+            failed.append(str(exc))
+        except Exception as exc:  # an outage that outlasted the retries
+            why = str(exc)[:300] or type(exc).__name__
+            result = f"FAILED: {why}"
+            failed.append(f"{action.describe()}: {why}")
+        run.audit.add(
+            started,
+            "riposte",
+            action.describe(),
+            result,
+            parameters=action.model_dump_json(include={"kind", "target", "parameters"}),
+        )
+    return executed, failed
 
 
-def _artifact_description(request: ContainmentRequest, what: str) -> str:
-    """An artifact's description (rendered as markdown): the alert, its title as text."""
-    ref = request.alert
-    return (
-        f"Containment of {_md(ref.source, 40)} alert {_md(ref.alert_id, 120)}: {what}. "
-        f"Alert: {_md(request.alert_title, 150)}"
-    )[:500]
+def _publish_audit(
+    run: ContainmentRun,
+    outcome: str,
+    text: str,
+    response_run: UUID | None,
+    response_told: Told | None,
+) -> None:
+    """The audit as the run's table artifact, then on the response run that asked, then as a
+    comment on the alert and a note on the ticket (each written once)."""
+    request, rows = run.request, run.audit.rows
+    create_table_artifact(
+        key=artifact_key(request),
+        table=[row.model_dump() for row in rows],
+        description=artifact_description(request, f"audit ({outcome})"),
+    )
+    # The response run that asked is told first: a comment or note that fails next leaves it
+    # the actions' outcome, not "failed before it finished".
+    _tell_response_run(request, run.run_id, response_run, outcome, text, rows)
+    if response_told is not None:
+        response_told.done = True
+    marker = audit_marker(request, f"{run.run_id}")
+    comment_alert(run.defender, run.alert, text, marker)
+    if run.ticketing is not None and request.ticket is not None:
+        note_ticket(run.ticketing, request.ticket, text, marker)
 
 
 def _tell_response_run(
@@ -519,7 +433,7 @@ def _tell_response_run(
                 ArtifactCreate(
                     key=artifact_key(request, "containment-outcome"),
                     type="markdown",
-                    description=_artifact_description(request, outcome),
+                    description=artifact_description(request, outcome),
                     data=outcome_markdown(request, run_id, outcome, summary, rows),
                     flow_run_id=response_run,
                 )
@@ -528,47 +442,6 @@ def _tell_response_run(
         get_run_logger().warning(
             "The outcome was not shown on the response run %s: %s", response_run, log_text(exc)
         )
-
-
-def outcome_markdown(
-    request: ContainmentRequest, run_id: UUID, outcome: str, summary: str, rows: list[AuditRow]
-) -> str:
-    """The containment's outcome as the response run that asked shows it (markdown): the
-    alert's text and the audit's as text, the containment run's page the one link."""
-    ref = request.alert
-    page = run_page(run_id)
-    lines = [
-        f"# Containment of {_md(ref.source, 40)} alert {_md(ref.alert_id, 120)}: {outcome}",
-        "",
-        f"Alert: {_md(request.alert_title, 200)}",
-        "",
-        f"Outcome: {_md(summary, 2000)}",
-    ]
-    if rows:
-        # The audit's rows, narrower than the containment run's table (its times are there).
-        lines += ["", "| what | who | result |", "|---|---|---|"]
-        lines += [
-            f"| {_md(r.what, 300, cell=True)} | {_md(r.who, 200, cell=True)} "
-            f"| {_md(r.result, 500, cell=True)} |"
-            for r in rows
-        ]
-    if page:
-        lines += ["", f"{_link('Open the containment run', page)}: its audit and its logs."]
-    return "\n".join(lines)
-
-
-def _summary(
-    request: ContainmentRequest, decided: Decided, executed: list[str], failed: list[str]
-) -> str:
-    parts = [f"Containment ({request.describe()}) {decided.describe()}."]
-    if decided.decision == "approve":
-        if executed:
-            parts.append("Done: " + "; ".join(executed) + ".")
-        if failed:
-            parts.append("FAILED: " + "; ".join(failed) + ".")
-    else:
-        parts.append("Nothing was executed.")
-    return " ".join(parts)
 
 
 # --- staging --------------------------------------------------------------------------------
@@ -585,13 +458,11 @@ def stage_containment(request: ContainmentRequest, approve: bool) -> State[Any]:
             "stage_containment runs only in a staging run (riposte replay --stage), on its "
             "own Prefect server on this machine"
         )
-    run_id = UUID(str(flow_run.get_id()))
-    defender, ticketing, alert = _subject(request)
-    rows: list[AuditRow] = []
+    run = _begin(request, UUID(str(flow_run.get_id())))
     if request.automatic:
         decided = _automatic(request)
     else:
-        _ask_approvers(request, run_id, rows)
+        _ask_approvers(run)
         decided = Decided(
             decision="approve" if approve else "reject",
             approver="riposte replay --stage",
@@ -599,7 +470,7 @@ def stage_containment(request: ContainmentRequest, approve: bool) -> State[Any]:
             reason=f"--approve {'all' if approve else 'none'}",
             at=datetime.now(UTC),
         )
-    return _carry_out(request, decided, rows, run_id, defender, ticketing, alert)
+    return _carry_out(run, decided)
 
 
 # --- the timeout sweep -----------------------------------------------------------------------
@@ -638,7 +509,7 @@ async def expire_approvals() -> list[str]:
                 continue
             request = ContainmentRequest.model_validate(run.parameters["request"])
             try:
-                await decide(
+                await record_decision(
                     client,
                     keys,
                     run.id,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from prefect import flow, get_run_logger, task
+from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
@@ -18,7 +18,9 @@ from pydantic import BaseModel
 from riposte.alerts.messages import MessageRenderer
 from riposte.alerts.model import Alert
 from riposte.alerts.throttle import DigestBucket
+from riposte.flows._common import stored_flow
 from riposte.settings import get_settings
+from riposte.tasks.decide import current_policy
 from riposte.tasks.digests import (
     closed_by,
     post_digest,
@@ -27,7 +29,6 @@ from riposte.tasks.digests import (
     read_entries,
 )
 from riposte.tasks.notify import load_channel
-from riposte.tasks.policy import current_policy
 
 
 class PostedDigest(BaseModel):
@@ -66,13 +67,7 @@ def collect_closed_buckets(
     return ready, len(by_key) - len(closed)
 
 
-@flow(
-    name="post_digests",
-    flow_run_name="digest",
-    persist_result=True,
-    result_storage=get_settings().result_storage_block,
-    log_prints=False,
-)
+@stored_flow("post_digests", "digest", log_prints=False)
 def post_digests(now: datetime | None = None, lookback_hours: int = 48) -> DigestSummary:
     """Post the digest of every period that closed in the last ``lookback_hours``: one message
     per channel per period, never twice.

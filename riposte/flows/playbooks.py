@@ -9,9 +9,10 @@ them, and no throttle, grouping or suppression: a person asked for it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
-from prefect import flow, get_run_logger
+from prefect import Flow, get_run_logger
 from prefect.runtime import deployment as current_deployment
 from prefect.runtime import flow_run as current_flow_run
 
@@ -27,20 +28,21 @@ from riposte.alerts.policy import (
 )
 from riposte.alerts.sources import SourceName
 from riposte.alerts.throttle import gate
+from riposte.flows._common import P, R, plan_of, shared_param_docs, stored_flow
 from riposte.playbooks.context import (
     DEFAULT_DEFENDER,
     ActionResult,
     Context,
     NotificationsFailed,
     Plan,
-    Response,
+    ResponseContext,
 )
 from riposte.playbooks.registry import registry
 from riposte.playbooks.runner import report_problems, run_action
-from riposte.settings import PLAYBOOK_FLOW, get_settings
+from riposte.settings import PLAYBOOK_FLOW
 from riposte.tasks.alerts import fetch_alert
+from riposte.tasks.decide import current_policy
 from riposte.tasks.ledgers import NoSuppressions, NoTickets
-from riposte.tasks.policy import current_policy
 from riposte.tasks.runs import alert_run_name
 
 __all__ = [
@@ -48,7 +50,7 @@ __all__ = [
     "ActionResult",
     "NotificationsFailed",
     "Plan",
-    "Response",
+    "ResponseContext",
     "close_benign",
     "digest",
     "escalate",
@@ -99,14 +101,15 @@ def run_by_hand(
     source: str,
     plan: Plan,
     params: dict[str, Any] | None = None,
-    response: Response | None = None,
+    response: ResponseContext | None = None,
 ) -> ActionResult:
     """Fetch the alert, take the policy's action for it with ``playbook`` (and ``params``), and
-    run the playbook; notifications that failed fail the run once the rest is done."""
+    run the playbook. Messages not sent, and steps that failed without stopping it (a triage or
+    an incident not written), fail the run once the rest is done."""
     logger = get_run_logger()
     report_problems(logger)
     found = registry().get(playbook)
-    response = response or Response(plan)
+    response = response or ResponseContext(plan)
     alert = fetch_alert(response.defender, source, alert_id)
     snapshot = current_policy(logger)
     try:
@@ -124,16 +127,6 @@ def run_by_hand(
         # Defanged: Prefect logs the run's final state, message included, as a log row.
         raise NotificationsFailed(log_text(result.failure_message))
     return result
-
-
-def _plan(
-    defender_block: str, ticketing_block: str | None, channel_blocks: list[str] | None
-) -> Plan:
-    return Plan(
-        defender_block=defender_block,
-        ticketing_block=ticketing_block,
-        channel_blocks=tuple(channel_blocks) if channel_blocks is not None else None,
-    )
 
 
 def playbook_of_run(given: str | None) -> str:
@@ -154,12 +147,8 @@ def _manual_run_name() -> str:
     return alert_run_name(name.replace("{", "{{").replace("}", "}}") + "-{source}-{alert_id}")()
 
 
-@flow(
-    name=PLAYBOOK_FLOW,
-    flow_run_name=_manual_run_name,
-    persist_result=True,
-    result_storage=get_settings().result_storage_block,
-)
+@stored_flow(PLAYBOOK_FLOW, _manual_run_name)
+@shared_param_docs
 def run_playbook(
     alert_id: str,
     source: SourceName = "graph",
@@ -174,36 +163,30 @@ def run_playbook(
     parameters. A Retry, or a second run for the same alert, repeats no side effect.
 
     Args:
-        alert_id: The alert's id in its Defender API, as in its Defender link (or in the name
-            of its response run, `<source>-<alert id>`).
-        source: The Defender API the alert comes from: `graph` (Microsoft Graph security
-            alerts), `defender_endpoint`, `cloud_apps` or `defender_cloud`.
+        alert_id: {shared}
+        source: {shared}
         params: The playbook's own parameters, over the policy's for this alert; leave a field
             out to keep the policy's value.
         playbook: The playbook to run; empty: the one the deployment is named after.
-        defender_block: The Defender credentials block that reads and updates the alert
-            (`riposte-defender`); another one only for an alert of another tenant.
-        ticketing_block: Leave empty: the ticketing the policy names for the alert. Else a
-            block (`servicenow-credentials/<name>`, `jira-credentials/<name>`) used instead, for
-            this run only.
-        channel_blocks: Leave empty: the channels the policy names for the alert. Else chat
-            or email blocks (`slack-incoming-webhook/<name>`, `teams-workflow-webhook/<name>`,
-            `email-smtp/<name>`) posted to instead, for this run only.
+        defender_block: {shared}
+        ticketing_block: {shared}
+        channel_blocks: {shared}
     """
     name = playbook_of_run(playbook)
-    plan = _plan(defender_block, ticketing_block, channel_blocks)
+    plan = plan_of(defender_block, ticketing_block, channel_blocks)
     return run_by_hand(name, alert_id, source, plan, params or None)
 
 
 # --- the built-ins' own flows, as before the playbook API (kept for scripts) ---------------
 
 
-@flow(
-    name="ticket_and_notify",
-    flow_run_name=alert_run_name("ticket_and_notify-{source}-{alert_id}"),
-    persist_result=True,
-    result_storage=get_settings().result_storage_block,
-)
+def _builtin_flow(name: str) -> Callable[[Callable[P, R]], Flow[P, R]]:
+    """The flow of the built-in playbook ``name``: runs named `<name>-<source>-<alert id>`."""
+    return stored_flow(name, alert_run_name(name + "-{source}-{alert_id}"))
+
+
+@_builtin_flow("ticket_and_notify")
+@shared_param_docs
 def ticket_and_notify(
     alert_id: str,
     source: SourceName = "graph",
@@ -215,29 +198,19 @@ def ticket_and_notify(
     progress. Blocks default to what the policy names for the alert.
 
     Args:
-        alert_id: The alert's id in its Defender API, as in its Defender link (or in the name
-            of its response run, `<source>-<alert id>`).
-        source: The Defender API the alert comes from: `graph` (Microsoft Graph security
-            alerts), `defender_endpoint`, `cloud_apps` or `defender_cloud`.
-        defender_block: The Defender credentials block that reads and updates the alert
-            (`riposte-defender`); another one only for an alert of another tenant.
-        ticketing_block: Leave empty: the ticketing the policy names for the alert. Else a
-            block (`servicenow-credentials/<name>`, `jira-credentials/<name>`) used instead, for
-            this run only.
-        channel_blocks: Leave empty: the channels the policy names for the alert. Else chat
-            or email blocks (`slack-incoming-webhook/<name>`, `teams-workflow-webhook/<name>`,
-            `email-smtp/<name>`) posted to instead, for this run only.
+        alert_id: {shared}
+        source: {shared}
+        defender_block: {shared}
+        ticketing_block: {shared}
+        channel_blocks: {shared}
     """
-    plan = _plan(defender_block, ticketing_block, channel_blocks)
+    plan = plan_of(defender_block, ticketing_block, channel_blocks)
     return run_by_hand(Playbook.TICKET_AND_NOTIFY, alert_id, source, plan)
 
 
-@flow(
-    name="escalate",
-    flow_run_name=alert_run_name("escalate-{source}-{alert_id}"),
-    persist_result=True,
-    result_storage=get_settings().result_storage_block,
-)
+# The parameters of `ticket_and_notify`, as its own deployable flow: its run form reads them.
+@_builtin_flow("escalate")
+@shared_param_docs
 def escalate(
     alert_id: str,
     source: SourceName = "graph",
@@ -249,29 +222,18 @@ def escalate(
     on-call channels, then the rule's containment behind approval.
 
     Args:
-        alert_id: The alert's id in its Defender API, as in its Defender link (or in the name
-            of its response run, `<source>-<alert id>`).
-        source: The Defender API the alert comes from: `graph` (Microsoft Graph security
-            alerts), `defender_endpoint`, `cloud_apps` or `defender_cloud`.
-        defender_block: The Defender credentials block that reads and updates the alert
-            (`riposte-defender`); another one only for an alert of another tenant.
-        ticketing_block: Leave empty: the ticketing the policy names for the alert. Else a
-            block (`servicenow-credentials/<name>`, `jira-credentials/<name>`) used instead, for
-            this run only.
-        channel_blocks: Leave empty: the channels the policy names for the alert. Else chat
-            or email blocks (`slack-incoming-webhook/<name>`, `teams-workflow-webhook/<name>`,
-            `email-smtp/<name>`) posted to instead, for this run only.
+        alert_id: {shared}
+        source: {shared}
+        defender_block: {shared}
+        ticketing_block: {shared}
+        channel_blocks: {shared}
     """
-    plan = _plan(defender_block, ticketing_block, channel_blocks)
+    plan = plan_of(defender_block, ticketing_block, channel_blocks)
     return run_by_hand(Playbook.ESCALATE, alert_id, source, plan)
 
 
-@flow(
-    name="close_benign",
-    flow_run_name=alert_run_name("close_benign-{source}-{alert_id}"),
-    persist_result=True,
-    result_storage=get_settings().result_storage_block,
-)
+@_builtin_flow("close_benign")
+@shared_param_docs
 def close_benign(
     alert_id: str,
     source: SourceName = "graph",
@@ -283,29 +245,22 @@ def close_benign(
     one, the reason of the policy's close_benign rule for the alert.
 
     Args:
-        alert_id: The alert's id in its Defender API, as in its Defender link (or in the name
-            of its response run, `<source>-<alert id>`).
-        source: The Defender API the alert comes from: `graph` (Microsoft Graph security
-            alerts), `defender_endpoint`, `cloud_apps` or `defender_cloud`.
+        alert_id: {shared}
+        source: {shared}
         reason: Why the alert is closed, written on it at its source; empty: the reason of
             the policy's close_benign rule for the alert (and its classification).
         classification: How the alert is closed, when a reason is given: benign (true but
             harmless) or false_positive.
-        defender_block: The Defender credentials block that reads and updates the alert
-            (`riposte-defender`); another one only for an alert of another tenant.
+        defender_block: {shared}
     """
     params = {"close": {"classification": classification, "reason": reason}} if reason else None
-    plan = _plan(defender_block, None, None)
+    plan = plan_of(defender_block, None, None)
     result = run_by_hand(Playbook.CLOSE_BENIGN, alert_id, source, plan, params)
     return result
 
 
-@flow(
-    name="digest",
-    flow_run_name=alert_run_name("digest-{source}-{alert_id}"),
-    persist_result=True,
-    result_storage=get_settings().result_storage_block,
-)
+@_builtin_flow("digest")
+@shared_param_docs
 def digest(
     alert_id: str,
     source: SourceName = "graph",
@@ -315,12 +270,9 @@ def digest(
     one); the scheduled `post_digests` flow posts it with its period's summary.
 
     Args:
-        alert_id: The alert's id in its Defender API, as in its Defender link (or in the name
-            of its response run, `<source>-<alert id>`).
-        source: The Defender API the alert comes from: `graph` (Microsoft Graph security
-            alerts), `defender_endpoint`, `cloud_apps` or `defender_cloud`.
-        defender_block: The Defender credentials block that reads and updates the alert
-            (`riposte-defender`); another one only for an alert of another tenant.
+        alert_id: {shared}
+        source: {shared}
+        defender_block: {shared}
     """
-    plan = _plan(defender_block, None, None)
+    plan = plan_of(defender_block, None, None)
     return run_by_hand(Playbook.DIGEST, alert_id, source, plan)

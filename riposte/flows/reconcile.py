@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from prefect import flow, get_run_logger
+from prefect import get_run_logger
 from pydantic import BaseModel
 
 from riposte.alerts.model import Status
 from riposte.alerts.response import AlertRef, ref_for
 from riposte.alerts.sources import SourceName
 from riposte.blocks import DefenderCredentials, load_block
+from riposte.flows._common import stored_flow
 from riposte.settings import get_settings
 from riposte.tasks.poll import list_alerts_since
 from riposte.tasks.runs import response_attempts, start_responses
@@ -35,13 +36,7 @@ class ReconcileSummary(BaseModel):
     started: int
 
 
-@flow(
-    name="reconcile_alerts",
-    flow_run_name="reconcile",
-    persist_result=True,
-    result_storage=get_settings().result_storage_block,
-    log_prints=False,
-)
+@stored_flow("reconcile_alerts", "reconcile", log_prints=False)
 def reconcile_alerts(
     sources: list[SourceName] | None = None,
     defender_block: str = "riposte-defender",

@@ -7,6 +7,10 @@ open ticket, a digest entry, a close at the source, or nothing but a record. Cal
 `respond_to_alert` run per alert; a burst gets batches, where each alert's steps are task runs
 named after it, because a flow run per alert costs the Prefect server about six times more than
 a task run (see the README's figures).
+
+Over 500 lines: the report and the log lines of a response are written here, from the
+`Progress` and the `ResponseSummary` the flows fill, so that a Failed run reports as a Completed
+one does.
 """
 
 from __future__ import annotations
@@ -17,28 +21,28 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from prefect import flow, get_run_logger
+from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from pydantic import BaseModel
 
 from riposte.alerts.model import Alert
 from riposte.alerts.plain import code_span, log_text
-from riposte.alerts.policy_store import PolicySnapshot
+from riposte.alerts.policy.store import PolicySnapshot
 from riposte.alerts.response import AlertRef, Delivery, Ticket, ref_for
 from riposte.alerts.sources import SourceName
 from riposte.blocks import BlockCache, DefenderCredentials, coalescing
+from riposte.flows._common import plan_of, shared_param_docs, stored_flow
 from riposte.playbooks.context import (
     DEFAULT_DEFENDER,
     ActionResult,
     NotificationsFailed,
     Plan,
-    Response,
+    ResponseContext,
     failure_message,
 )
 from riposte.playbooks.runner import carry_out, report_problems
-from riposte.settings import get_settings
 from riposte.tasks.alerts import AlertUpdate, fetch_alert
-from riposte.tasks.policy import Verdict, current_policy, decide
+from riposte.tasks.decide import PolicyDecision, current_policy, decide
 from riposte.tasks.runs import (
     BATCH_TABLE_KEY,
     alert_run_name,
@@ -91,7 +95,7 @@ class Progress:
     report of a Failed response is written from it."""
 
     alert: Alert | None = None
-    verdict: Verdict | None = None
+    verdict: PolicyDecision | None = None
     results: list[ActionResult] = field(default_factory=list)
     finished: int = 0
 
@@ -119,12 +123,12 @@ def answer(
     logger = get_run_logger()
     report_problems(logger)
     progress = progress if progress is not None else Progress()
-    response = Response(plan, blocks)
+    response = ResponseContext(plan, blocks)
     alert: Alert = fetch_alert(response.defender, ref.source, ref.alert_id)
     progress.alert = alert
     if snapshot is None:
         snapshot = current_policy(logger)
-    verdict: Verdict = decide(alert, snapshot, plan.ticketing_block, response.blocks)
+    verdict: PolicyDecision = decide(alert, snapshot, plan.ticketing_block, response.blocks)
     progress.verdict = verdict
     results = progress.results
 
@@ -170,15 +174,14 @@ def answer(
     )
 
 
-@flow(
-    name="respond_to_alert",
+@stored_flow(
+    "respond_to_alert",
     # `<source>-<alert id>`, or a name typed in the Custom run form that starts with it and a
     # space (`graph-<id> after the policy change`).
-    flow_run_name=alert_run_name("{source}-{alert_id}"),
-    persist_result=True,
-    result_storage=get_settings().result_storage_block,
+    alert_run_name("{source}-{alert_id}"),
     log_prints=False,
 )
+@shared_param_docs
 def respond_to_alert(
     alert_id: str,
     source: SourceName = "graph",
@@ -197,23 +200,16 @@ def respond_to_alert(
     finishes what is missing.
 
     Args:
-        alert_id: The alert's id in its Defender API, as in its Defender link (or in the name
-            of its response run, `<source>-<alert id>`).
-        source: The Defender API the alert comes from: `graph` (Microsoft Graph security
-            alerts), `defender_endpoint`, `cloud_apps` or `defender_cloud`.
+        alert_id: {shared}
+        source: {shared}
         revision: Leave empty: the alert is read to learn it. The intake and the poll fill it
             with the revision they saw (the alert's severity, and `-reopened-<time>` once it
             was reopened): a new revision gets a response of its own.
-        defender_block: The Defender credentials block that reads and updates the alert
-            (`riposte-defender`); another one only for an alert of another tenant.
-        ticketing_block: Leave empty: the ticketing the policy names for the alert. Else a
-            block (`servicenow-credentials/<name>`, `jira-credentials/<name>`) used instead, for
-            this run only.
-        channel_blocks: Leave empty: the channels the policy names for the alert. Else chat
-            or email blocks (`slack-incoming-webhook/<name>`, `teams-workflow-webhook/<name>`,
-            `email-smtp/<name>`) posted to instead, for this run only.
+        defender_block: {shared}
+        ticketing_block: {shared}
+        channel_blocks: {shared}
     """
-    plan = _plan(defender_block, ticketing_block, channel_blocks)
+    plan = plan_of(defender_block, ticketing_block, channel_blocks)
     ref = AlertRef(source=source, alert_id=alert_id, revision=revision)
     blocks = BlockCache()
     progress = Progress()
@@ -286,13 +282,8 @@ class BatchSummary(BaseModel):
     dispositions: dict[str, int] = {}
 
 
-@flow(
-    name="respond_batch",
-    flow_run_name=batch_run_name,
-    persist_result=True,
-    result_storage=get_settings().result_storage_block,
-    log_prints=False,
-)
+# Its Args are its own: they speak of the alerts of a batch, where the shared ones speak of one.
+@stored_flow("respond_batch", batch_run_name, log_prints=False)
 def respond_batch(
     alerts: list[AlertRef],
     first_alert: str = "",
@@ -321,7 +312,7 @@ def respond_batch(
             or email blocks (`slack-incoming-webhook/<name>`, `teams-workflow-webhook/<name>`,
             `email-smtp/<name>`) posted to instead, for this run only.
     """
-    plan = _plan(defender_block, ticketing_block, channel_blocks)
+    plan = plan_of(defender_block, ticketing_block, channel_blocks)
     logger = get_run_logger()
     snapshot = current_policy(logger)
     blocks = BlockCache()
@@ -366,16 +357,6 @@ def respond_batch(
             f"first failure: {first_error}"
         )
     return BatchSummary(answered=len(alerts), failed=failed, dispositions=dict(dispositions))
-
-
-def _plan(
-    defender_block: str, ticketing_block: str | None, channel_blocks: list[str] | None
-) -> Plan:
-    return Plan(
-        defender_block=defender_block,
-        ticketing_block=ticketing_block,
-        channel_blocks=tuple(channel_blocks) if channel_blocks is not None else None,
-    )
 
 
 def _row(summary: ResponseSummary) -> dict[str, str]:
@@ -446,8 +427,7 @@ def outcome_lines(action: ActionResult) -> list[str]:
     if action.closed:
         lines.append(f"closed at the source: {log_text(action.closed)}")
     if action.containment:
-        page = action.containment_url  # the contain run's page in the Prefect UI: ours
-        text = action.containment.removesuffix(f": run {page}") if page else action.containment
+        text, page = _containment(action)
         lines.append(f"containment: {log_text(text)}" + (f": run {page}" if page else ""))
     if action.incident is not None:
         written = ", ".join(action.incident.fields) or "nothing new"
@@ -460,6 +440,15 @@ def outcome_lines(action: ActionResult) -> list[str]:
     return lines
 
 
+def _containment(action: ActionResult) -> tuple[str, str | None]:
+    """What the action says of its containment, without the page of the contain run it ends
+    with; and that page (in the Prefect UI: ours, shown as a link)."""
+    page = action.containment_url
+    text = action.containment or ""
+    return (text.removesuffix(f": run {page}") if page else text), page
+
+
+# The fields `outcome_lines` walks, for the report's table: markdown cells, not log text.
 def _action_lines(action: ActionResult) -> list[str]:
     lines = [f"| rule | `{action.rule}`: {action.playbook}, {action.disposition} |"]
     lines.append(f"| why | {_markdown_text(action.reason)} |")
@@ -483,8 +472,7 @@ def _action_lines(action: ActionResult) -> list[str]:
     if action.closed:
         lines.append(f"| closed at the source | {_markdown_text(action.closed)} |")
     if action.containment:
-        page = action.containment_url  # the contain run's page in the Prefect UI: ours
-        text = action.containment.removesuffix(f": run {page}") if page else action.containment
+        text, page = _containment(action)
         link = (
             f": [open the containment run]({page}); its outcome is added to the response run "
             "that asked for it once decided"

@@ -14,13 +14,16 @@ ticket itself, in marker lines of the note it writes once the alerts were writte
 (`riposte.alerts.sync`), and every write compares first. A watermark (a Prefect Variable) moves
 only after every change it covers was applied: a run that fails, is killed or meets a system
 that is down leaves it, and the next run applies what is missing.
+
+Over 500 lines: the two directions share the ticket's lock, its markers, the rows and the
+watermarks, and each is checked against the other (a ticket's change before its alerts').
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
@@ -48,8 +51,8 @@ from riposte.blocks.errors import ServiceAuthError, ServiceNotFoundError, Servic
 from riposte.playbooks.context import DEFAULT_DEFENDER
 from riposte.settings import get_settings
 from riposte.tasks._cache import cache_key, exclusive
+from riposte.tasks.decide import current_policy
 from riposte.tasks.ledgers import block_identity
-from riposte.tasks.policy import current_policy
 from riposte.tasks.runs import advance_watermark, read_watermark
 from riposte.tasks.sync import (
     AlertWrite,
@@ -72,6 +75,8 @@ from riposte.tasks.sync import (
 OVERLAP = timedelta(minutes=5)
 # What a write may meet that no later run would change: reported on the ticket, not retried.
 PERMANENT = (ServiceAuthError, ServiceNotFoundError, ServiceRejectedError)
+
+T = TypeVar("T")
 
 
 class SyncRow(BaseModel):
@@ -168,12 +173,10 @@ def _sync_tickets_of(
 ) -> None:
     logger = get_run_logger()
     mark = f"sync-{name.replace('/', '-')}"
-    try:
-        since = read_watermark(mark, lookback)
-        changes = changed_tickets(ticketing, since - OVERLAP)
-    except Exception as exc:
-        summary.failures.append(f"{name}: reading changed tickets failed: {exc}")
-        logger.error("Reading the tickets of %s failed: %s", name, exc)
+    changes = _read_changed(
+        "tickets", name, mark, lookback, summary, lambda since: changed_tickets(ticketing, since)
+    )
+    if changes is None:
         return
     summary.tickets_read += len(changes)
     failed = False
@@ -187,7 +190,26 @@ def _sync_tickets_of(
             logger.error("Ticket %s: not applied yet: %s", change.ticket.key, exc)
     if changes and not failed:
         # The system's own clock, not ours: a change it stamps a little late is still read.
-        _advance(mark, max(c.change.updated_at for c in changes), summary)
+        _advance(mark, max(c.updated_at for c in changes), summary)
+
+
+def _read_changed(
+    what: str,
+    where: str,
+    mark: str,
+    lookback: timedelta,
+    summary: SyncSummary,
+    read: Callable[[datetime], list[T]],
+) -> list[T] | None:
+    """``read`` from the watermark ``mark`` (less the `OVERLAP`): the ``what`` of ``where``
+    that changed since; None, the failure recorded, if they could not be read."""
+    try:
+        since = read_watermark(mark, lookback)
+        return read(since - OVERLAP)
+    except Exception as exc:
+        summary.failures.append(f"{where}: reading changed {what} failed: {exc}")
+        get_run_logger().error("Reading the %s of %s failed: %s", what, where, exc)
+        return None
 
 
 def _advance(mark: str, to: datetime, summary: SyncSummary) -> None:
@@ -305,15 +327,11 @@ def _apply_one(
     and a line of the ticket's note, not a reason to hold every other ticket back."""
     parsed = parse_key(key)
     if parsed is None:
-        return SyncRow(
-            ticket=ticket.key, alert=key, change="NOT applied", from_="", to="not an alert key"
-        ), None
+        return _not_applied(ticket, key, "not an alert key"), None
     try:
         done = write(parsed[0], parsed[1])
     except PERMANENT as exc:
-        return SyncRow(
-            ticket=ticket.key, alert=key, change="NOT applied", from_="", to=str(exc)[:300]
-        ), None
+        return _not_applied(ticket, key, str(exc)[:300]), None
     changed = done.before != done.after
     change = words[0] if changed else words[1]
     if done.unsupported:
@@ -380,6 +398,7 @@ def _words(state: AlertState) -> str:
 # --- alerts -> tickets -------------------------------------------------------------------------
 
 
+# The other direction of `_sync_tickets_of`, from another watermark; both read by `_read_changed`.
 def _sync_alerts_of(
     source: str,
     defender: DefenderCredentials,
@@ -390,13 +409,15 @@ def _sync_alerts_of(
 ) -> None:
     logger = get_run_logger()
     mark = f"sync-alerts-{source}"
-    try:
-        since = read_watermark(mark, lookback)
-        client = defender.source_client(source)
-        payloads = list(client.list_updated_since(since - OVERLAP))
-    except Exception as exc:
-        summary.failures.append(f"{source}: reading changed alerts failed: {exc}")
-        logger.error("Reading the alerts of %s failed: %s", source, exc)
+    payloads = _read_changed(
+        "alerts",
+        source,
+        mark,
+        lookback,
+        summary,
+        lambda since: list(defender.source_client(source).list_updated_since(since)),
+    )
+    if payloads is None:
         return
     summary.alerts_read += len(payloads)
     failed = False

@@ -32,12 +32,61 @@ from riposte.settings import get_settings
 LOCK_WAIT_SECONDS = 900.0
 
 
-class ExpiringFileSystemLockManager(FileSystemLockManager):
-    """Prefect's file lock manager with a hold timeout on every lock a transaction takes."""
+class ExpiringLocks:
+    """Any lock manager (prefect-redis's, our file one), with our wait and hold timeouts where
+    the caller gives none: Prefect's transactions give none, and a lock that never lapses would
+    block an alert forever once its holder is killed."""
 
-    def __init__(self, lock_files_directory: Path, hold_seconds: float = 900.0) -> None:
-        super().__init__(lock_files_directory)
+    def __init__(self, inner: LockManager, hold_seconds: float) -> None:
+        self.inner = inner
         self.hold_seconds = hold_seconds
+
+    def _timeouts(
+        self, acquire_timeout: float | None, hold_timeout: float | None
+    ) -> tuple[float, float]:
+        return (
+            LOCK_WAIT_SECONDS if acquire_timeout is None else acquire_timeout,
+            self.hold_seconds if hold_timeout is None else hold_timeout,
+        )
+
+    def acquire_lock(
+        self,
+        key: str,
+        holder: str,
+        acquire_timeout: float | None = None,
+        hold_timeout: float | None = None,
+    ) -> bool:
+        return self.inner.acquire_lock(key, holder, *self._timeouts(acquire_timeout, hold_timeout))
+
+    # The async twin of `acquire_lock`: the protocol has both, and Prefect calls both.
+    async def aacquire_lock(
+        self,
+        key: str,
+        holder: str,
+        acquire_timeout: float | None = None,
+        hold_timeout: float | None = None,
+    ) -> bool:
+        wait, hold = self._timeouts(acquire_timeout, hold_timeout)
+        return await self.inner.aacquire_lock(key, holder, wait, hold)
+
+    def release_lock(self, key: str, holder: str) -> None:
+        self.inner.release_lock(key, holder)
+
+    def is_locked(self, key: str) -> bool:
+        return self.inner.is_locked(key)
+
+    def is_lock_holder(self, key: str, holder: str) -> bool:
+        return self.inner.is_lock_holder(key, holder)
+
+    def wait_for_lock(self, key: str, timeout: float | None = None) -> bool:
+        return self.inner.wait_for_lock(key, timeout)
+
+    async def await_for_lock(self, key: str, timeout: float | None = None) -> bool:
+        return await self.inner.await_for_lock(key, timeout)
+
+
+class _FileLocks(FileSystemLockManager):
+    """Prefect's file lock manager, safe against two races of its lock files."""
 
     def _get_lock_info(self, key: str, use_cache: bool = True) -> Any:
         try:
@@ -55,86 +104,13 @@ class ExpiringFileSystemLockManager(FileSystemLockManager):
             self._locks.pop(key, None)
             return False
 
-    def acquire_lock(
-        self,
-        key: str,
-        holder: str,
-        acquire_timeout: float | None = None,
-        hold_timeout: float | None = None,
-    ) -> bool:
-        return super().acquire_lock(
-            key,
-            holder,
-            LOCK_WAIT_SECONDS if acquire_timeout is None else acquire_timeout,
-            self.hold_seconds if hold_timeout is None else hold_timeout,
-        )
 
-    async def aacquire_lock(
-        self,
-        key: str,
-        holder: str,
-        acquire_timeout: float | None = None,
-        hold_timeout: float | None = None,
-    ) -> bool:
-        return await super().aacquire_lock(
-            key,
-            holder,
-            LOCK_WAIT_SECONDS if acquire_timeout is None else acquire_timeout,
-            self.hold_seconds if hold_timeout is None else hold_timeout,
-        )
+class ExpiringFileSystemLockManager(ExpiringLocks):
+    """File locks under ``lock_files_directory`` (`_FileLocks`), with a hold timeout on every
+    lock a transaction takes."""
 
-
-class ExpiringLocks:
-    """Any lock manager (prefect-redis's), with our wait and hold timeouts where the caller
-    gives none: Prefect's transactions give none, and a lock that never lapses would block an
-    alert forever once its holder is killed."""
-
-    def __init__(self, inner: LockManager, hold_seconds: float) -> None:
-        self.inner = inner
-        self.hold_seconds = hold_seconds
-
-    def acquire_lock(
-        self,
-        key: str,
-        holder: str,
-        acquire_timeout: float | None = None,
-        hold_timeout: float | None = None,
-    ) -> bool:
-        return self.inner.acquire_lock(
-            key,
-            holder,
-            LOCK_WAIT_SECONDS if acquire_timeout is None else acquire_timeout,
-            self.hold_seconds if hold_timeout is None else hold_timeout,
-        )
-
-    async def aacquire_lock(
-        self,
-        key: str,
-        holder: str,
-        acquire_timeout: float | None = None,
-        hold_timeout: float | None = None,
-    ) -> bool:
-        return await self.inner.aacquire_lock(
-            key,
-            holder,
-            LOCK_WAIT_SECONDS if acquire_timeout is None else acquire_timeout,
-            self.hold_seconds if hold_timeout is None else hold_timeout,
-        )
-
-    def release_lock(self, key: str, holder: str) -> None:
-        self.inner.release_lock(key, holder)
-
-    def is_locked(self, key: str) -> bool:
-        return self.inner.is_locked(key)
-
-    def is_lock_holder(self, key: str, holder: str) -> bool:
-        return self.inner.is_lock_holder(key, holder)
-
-    def wait_for_lock(self, key: str, timeout: float | None = None) -> bool:
-        return self.inner.wait_for_lock(key, timeout)
-
-    async def await_for_lock(self, key: str, timeout: float | None = None) -> bool:
-        return await self.inner.await_for_lock(key, timeout)
+    def __init__(self, lock_files_directory: Path, hold_seconds: float = 900.0) -> None:
+        super().__init__(_FileLocks(lock_files_directory), hold_seconds)
 
 
 def redis_lock_manager(url: str) -> LockManager:

@@ -1,4 +1,5 @@
-"""Retry rules shared by the tasks."""
+"""`external_call`, the decorator of every task that calls an external system: its retries,
+its wait when the system asks to come back later, its cache."""
 
 from __future__ import annotations
 

@@ -16,18 +16,19 @@ from prefect.utilities.urls import url_for
 from pydantic import BaseModel, ConfigDict
 
 from riposte.alerts.approval import (
+    ApprovalChoice,
     ApprovalKeys,
     ApproverRef,
     ContainmentRequest,
-    Decision,
     LinkClaims,
 )
-from riposte.alerts.messages import SLACK_SECTION_LIMIT, EmailContent, slack_escape, teams_text
+from riposte.alerts.messages import SLACK_SECTION_LIMIT, EmailContent
 from riposte.alerts.model import Alert
 from riposte.alerts.response import Delivery, Ticket
-from riposte.blocks.approval import load_approval_keys
+from riposte.alerts.templating import slack_escape, teams_text
 from riposte.blocks.defender import DefenderCredentials
 from riposte.blocks.email import EmailSmtp
+from riposte.blocks.signing_keys import load_approval_keys
 from riposte.blocks.ticketing import TicketingCredentials
 from riposte.settings import CONTAIN_DEPLOYMENT, get_settings
 from riposte.tasks._cache import cache_key
@@ -64,8 +65,8 @@ def approval_link(keys: ApprovalKeys, claims: LinkClaims) -> str:
 
 def _links(
     keys: ApprovalKeys, request: ContainmentRequest, run_id: UUID, approver: str, expires: datetime
-) -> dict[Decision, str]:
-    links: dict[Decision, str] = {}
+) -> dict[ApprovalChoice, str]:
+    links: dict[ApprovalChoice, str] = {}
     for decision in ("approve", "reject"):
         claims = LinkClaims.new(
             run=run_id,
@@ -96,7 +97,7 @@ def approval_message(
     channel: Channel,
     request: ContainmentRequest,
     approver: str,
-    links: dict[Decision, str],
+    links: dict[ApprovalChoice, str],
     expires: datetime,
 ) -> dict[str, Any] | EmailContent:
     """The message carrying one approver's links, in the channel's own form."""

@@ -168,6 +168,13 @@ class _Run:
         self.log.error("%s", message)
         return ContainmentFailed(message, outcome)
 
+    def settle(self, ok: bool, done: str, why: str, **ids: str | None) -> ContainmentOutcome:
+        """The outcome ``done`` if ``ok``, else raise the failure ``why``; either carries the
+        ids of what the system made (a machine action, an indicator)."""
+        if not ok:
+            raise self.failed(why, **ids)
+        return self.outcome(done, **ids)
+
     # --- isolate, release -----------------------------------------------------------------
 
     def machine_action(
@@ -189,13 +196,10 @@ class _Run:
         action_id = str(found.get("id"))
         final = self._wait(mde, found, interval, deadline)
         status = final.get("status")
-        if status != "Succeeded":
-            raise self.failed(
-                f"Defender for Endpoint machine action {action_id} ended {status}",
-                machine_action_id=action_id,
-            )
-        return self.outcome(
+        return self.settle(
+            status == "Succeeded",
             f"machine action {action_id} ({action_type}, {origin}) Succeeded",
+            f"Defender for Endpoint machine action {action_id} ended {status}",
             machine_action_id=action_id,
         )
 
@@ -276,13 +280,10 @@ class _Run:
             expiration=params.get("expiration"),
         )
         indicator_id = str(indicator.get("id")) if indicator.get("id") is not None else None
-        if indicator.get("action") != wanted:
-            raise self.failed(
-                f"Defender for Endpoint kept the indicator's action {indicator.get('action')}",
-                indicator_id=indicator_id,
-            )
-        return self.outcome(
+        return self.settle(
+            indicator.get("action") == wanted,
             f"indicator {indicator_id} ({indicator_type}, {wanted}) in place",
+            f"Defender for Endpoint kept the indicator's action {indicator.get('action')}",
             indicator_id=indicator_id,
         )
 

@@ -34,7 +34,7 @@ from riposte.blocks.ticketing import TicketChange
 from riposte.settings import RESPONSE_TAG
 from riposte.tasks._common import external_call
 from riposte.tasks.incidents import update_incident
-from riposte.tasks.policy import ticket_system
+from riposte.tasks.tickets import ticket_system
 
 
 class AlertWrite(BaseModel):
@@ -47,49 +47,12 @@ class AlertWrite(BaseModel):
     unsupported: tuple[str, ...] = ()
 
 
-class TicketChangeView(BaseModel):
+class TicketChangeView(TicketChange):
     """A changed ticket as the sync reads it: open, or done (resolved or closed)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    change: TicketChange
-
-    @property
-    def ticket(self) -> Ticket:
-        return self.change.ticket
 
     @property
     def phase(self) -> Literal["open", "done"]:
-        return "open" if self.change.status == "open" else "done"
-
-    @property
-    def status(self) -> str:
-        return self.change.status
-
-    @property
-    def resolution(self) -> str | None:
-        return self.change.resolution
-
-    @property
-    def correlation_key(self) -> str:
-        return self.change.correlation_key
-
-    @property
-    def updated_by(self) -> str:
-        return self.change.updated_by
-
-    @property
-    def resolved_by(self) -> str | None:
-        return self.change.resolved_by
-
-    @property
-    def by_riposte(self) -> bool:
-        return self.change.by_riposte
-
-    @property
-    def event(self) -> str:
-        """When this state began, as far as the ticket says: the key of its comments' marker."""
-        return self.change.updated_at.isoformat()
+        return "open" if self.status == "open" else "done"
 
 
 class TicketTexts(BaseModel):
@@ -115,7 +78,7 @@ class TicketTexts(BaseModel):
 def changed_tickets(ticketing: TicketingCredentials, since: datetime) -> list[TicketChangeView]:
     """The tickets Riposte opened that changed at or after ``since``, oldest change first."""
     changes = ticketing.get_client().changed_since(since)
-    return [TicketChangeView(change=c) for c in changes]
+    return [TicketChangeView.model_validate(c, from_attributes=True) for c in changes]
 
 
 @external_call(name="read ticket {ticket.key}", cached=False)
