@@ -18,6 +18,9 @@ protection is the client's own handling of 429 and Retry-After.
 Each budget can be overridden with ``RIPOSTE_RATE_<API>`` (``RIPOSTE_RATE_MDCA=60/min``), read
 when the limits are created: a count per ``s``, ``min`` or ``h``, several windows joined by
 commas (``100/min,1500/h``); a bare number is per minute.
+
+Over 500 lines because the budgets, the limits that setup makes of them and the slot protocol the
+clients take them with change together, and one file keeps them from drifting apart.
 """
 
 from __future__ import annotations

@@ -12,8 +12,10 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-RESPOND_DEPLOYMENT = "respond_to_alert/respond"
-BATCH_DEPLOYMENT = "respond_batch/respond-batch"
+# The deployments that answer alerts are named where runs are planned; re-exported here.
+from riposte.alerts.run_plan import BATCH_DEPLOYMENT as BATCH_DEPLOYMENT
+from riposte.alerts.run_plan import RESPOND_DEPLOYMENT as RESPOND_DEPLOYMENT
+
 POLL_DEPLOYMENT = "poll_alerts/poll"
 DIGEST_DEPLOYMENT = "post_digests/digest"
 RECONCILE_DEPLOYMENT = "reconcile_alerts/reconcile"

@@ -292,7 +292,7 @@ def test_alerts_sharing_a_ticket_and_targets_make_one_request() -> None:
 def test_approval_keys_come_from_the_environment_or_a_file_never_from_prefect(
     tmp_path: Path,
 ) -> None:
-    from riposte.blocks.approval import (
+    from riposte.blocks.signing_keys import (
         ApprovalKeysMissing,
         ensure_approval_key,
         load_approval_keys,

@@ -33,7 +33,7 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import Artifact, FlowRun
 
 from riposte.alerts.approval import ApprovalKeys, ContainmentRequest, LinkClaims
-from riposte.blocks.approval import load_approval_keys
+from riposte.blocks.signing_keys import load_approval_keys
 from riposte.sandbox.samples import sample_graph_alerts
 from tests.conftest import PREFECT_API_URL, wait_until
 from tests.test_policy_e2e import (

@@ -30,18 +30,18 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from riposte.alerts.errors import AlertParseError
-from riposte.alerts.messages import (
+from riposte.alerts.messages import MessageRenderer
+from riposte.alerts.model import Alert, Status
+from riposte.alerts.policy import Templates
+from riposte.alerts.response import AlertRef, ref_for
+from riposte.alerts.sources import SOURCES, detect_source, iter_alert_payloads, parse_alert
+from riposte.alerts.templating import (
     MAX_STEPS,
-    MessageRenderer,
     TemplateRenderError,
     UnsafeTemplateError,
     check_template,
     render,
 )
-from riposte.alerts.model import Alert, Status
-from riposte.alerts.policy import Templates
-from riposte.alerts.response import AlertRef, ref_for
-from riposte.alerts.sources import SOURCES, detect_source, iter_alert_payloads, parse_alert
 from riposte.deployments.cli import main as riposte_cli
 from riposte.deployments.intake import MAX_BODY_BYTES, create_app, id_problem
 from riposte.deployments.signing import SIGNATURE_HEADER, sign

@@ -432,7 +432,7 @@ def test_a_failed_response_whose_playbooks_finished_marks_none_stopped_nor_logs_
     from riposte.alerts.response import AlertRef
     from riposte.alerts.throttle import Disposition, Outcome
     from riposte.playbooks import ActionResult
-    from riposte.tasks.policy import Verdict
+    from riposte.tasks.decide import PolicyDecision
     from tests.alert_factory import make_alert
 
     logged: list[str] = []
@@ -460,7 +460,7 @@ def test_a_failed_response_whose_playbooks_finished_marks_none_stopped_nor_logs_
         )
         for rule in ("first", "second")
     )
-    verdict = Verdict(
+    verdict = PolicyDecision(
         policy_origin="policy.yaml",
         policy_sha256="0" * 64,
         policy_fallback=False,

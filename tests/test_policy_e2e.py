@@ -131,7 +131,7 @@ def run_logs(run_id: UUID) -> str:
 
 
 def last_good_sha() -> str | None:
-    from riposte.blocks.policy import LAST_GOOD_POLICY_BLOCK, LastGoodPolicy
+    from riposte.blocks.last_good_policy import LAST_GOOD_POLICY_BLOCK, LastGoodPolicy
 
     try:
         return LastGoodPolicy.load(LAST_GOOD_POLICY_BLOCK).sha256

@@ -17,9 +17,10 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 
 from riposte.alerts.response import ref_for
+from riposte.alerts.run_plan import plan_runs
 from riposte.alerts.sources import parse_alert
 from riposte.settings import RECONCILE_DEPLOYMENT, RESPOND_DEPLOYMENT
-from riposte.tasks.runs import plan_runs, start_responses
+from riposte.tasks.runs import start_responses
 from tests.test_playbook_e2e import _alerts, _assert_answered_once, _items, _state, _wait_final
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("served_flows")]

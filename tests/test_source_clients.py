@@ -1,7 +1,7 @@
 """The clients of every Defender alert API against the sandbox over real HTTP.
 
 Paging across several pages for each API, every write-back, the MDCA close count check, ARM's
-204s, one token per scope, and the MDCA legacy token.
+204s, one token per scope, and the MDCA legacy token. Long because it covers the four APIs.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 from pydantic import SecretStr
 
 from riposte.blocks import DefenderCredentials
-from riposte.blocks.alert_sources import SOURCE_NAMES, AlertSourceClient, Verdict
+from riposte.blocks.alert_sources import SOURCE_NAMES, AlertSourceClient, CloseVerdict
 from riposte.blocks.errors import (
     ServiceAuthError,
     ServiceNotFoundError,
@@ -184,7 +184,7 @@ def test_cloud_apps_listing_pages_by_skip_and_limit_until_has_next_is_false(
     ("verdict", "resolution"), [("benign", 4), ("false_positive", 3), ("true_positive", 5)]
 )
 def test_cloud_apps_close_sends_the_verdict_with_the_reason_as_comment(
-    creds: DefenderCredentials, sandbox: httpx.Client, verdict: Verdict, resolution: int
+    creds: DefenderCredentials, sandbox: httpx.Client, verdict: CloseVerdict, resolution: int
 ) -> None:
     alert_id = load(sandbox, "mdca", sample_cloud_apps_alerts(NOW))[0]
     source = creds.source_client("cloud_apps")

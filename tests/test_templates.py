@@ -12,12 +12,8 @@ import pytest
 from riposte.alerts.messages import (
     CHAT_RENDERERS,
     MessageRenderer,
-    TemplateRenderError,
-    UnsafeTemplateError,
     alert_comment,
-    check_template,
     email_message,
-    render,
     slack_message,
     teams_message,
     ticket_draft,
@@ -25,6 +21,12 @@ from riposte.alerts.messages import (
 from riposte.alerts.model import Severity
 from riposte.alerts.policy import Templates
 from riposte.alerts.response import Priority, Route, Ticket
+from riposte.alerts.templating import (
+    TemplateRenderError,
+    UnsafeTemplateError,
+    check_template,
+    render,
+)
 from riposte.alerts.throttle import DigestBucket
 from tests.alert_factory import T0, api_alert, entity, make_alert
 

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from riposte.alerts.containment import ContainmentAction
 from riposte.alerts.response import AlertRef, Ticket
 
-Decision = Literal["approve", "reject"]
+ApprovalChoice = Literal["approve", "reject"]
 Via = Literal["link", "timeout", "automatic", "ui"]
 
 MIN_KEY_BYTES = 32
@@ -127,7 +127,7 @@ class LinkClaims(BaseModel):
     request: str = Field(description="The containment request: alert key and rule")
     params: str = Field(description="Hash of the actions and their parameters")
     approver: str
-    decision: Decision
+    decision: ApprovalChoice
     nonce: str
     exp: int = Field(description="Expiry, Unix seconds")
 
@@ -139,7 +139,7 @@ class LinkClaims(BaseModel):
         request: str,
         params: str,
         approver: str,
-        decision: Decision,
+        decision: ApprovalChoice,
         expires: datetime,
     ) -> LinkClaims:
         return cls(
@@ -165,7 +165,7 @@ class DecisionProof(BaseModel):
     v: Literal[1] = 1
     run: UUID
     params: str
-    decision: Decision
+    decision: ApprovalChoice
     approver: str
     via: Via
     at: datetime
@@ -224,7 +224,7 @@ class ContainmentRequest(BaseModel):
     actions: tuple[ContainmentAction, ...]
     approvers: tuple[ApproverRef, ...] = ()
     timeout_seconds: int = Field(3600, ge=1)
-    on_timeout: Decision = "reject"
+    on_timeout: ApprovalChoice = "reject"
     timeout_channels: tuple[str, ...] = ()
     automatic: bool = False
     defender_block: str
@@ -253,7 +253,7 @@ class ContainmentRequest(BaseModel):
 class ApprovalInput(BaseModel):
     """What resumes a paused containment run (the Prefect UI renders it as a form)."""
 
-    decision: Decision = Field(description="approve runs the containment, reject does not")
+    decision: ApprovalChoice = Field(description="approve runs the containment, reject does not")
     reason: str = Field("", max_length=2000, description="Why; recorded in the audit")
     approver: str = Field(
         "",

@@ -3,7 +3,10 @@
 `evaluate` and `explain` are pure: they read the policy and the alert and nothing else, so the
 same alert gives the same decision on every worker, in every retry and in `riposte policy
 explain`. Everything that needs shared state (throttles, suppression windows, digests) is
-decided afterwards by `riposte.alerts.throttle` over the `Decision` made here.
+decided afterwards by `riposte.alerts.throttle` over the `Evaluation` made here.
+
+Over 500 lines because conditions, allowlists and planning are one decision, and `explain`
+must walk the very code `evaluate` runs.
 """
 
 from __future__ import annotations
@@ -173,7 +176,7 @@ def ticket_steps(action: PlannedAction, notify_verb: str = "post to") -> list[st
     return steps
 
 
-class Decision(_Frozen):
+class Evaluation(_Frozen):
     """The actions an alert gets: one per matching rule up to the first that stops."""
 
     alert_source: str
@@ -227,7 +230,7 @@ class Explanation(_Frozen):
     alert_title: str
     checked: tuple[RuleCheck, ...]
     not_reached: tuple[str, ...]
-    decision: Decision
+    decision: Evaluation
 
     def lines(self) -> list[str]:
         out = [f"Alert {self.alert_source}/{self.alert_id}: {self.alert_title}"]
@@ -476,7 +479,7 @@ def containment_plan(
     )
 
 
-def _plan(
+def _planned_action(
     policy: Policy, rule: Rule | None, index: int | None, alert: Alert, globally_allowed: str | None
 ) -> PlannedAction:
     params: RuleParameters = rule if rule is not None else policy.fallback
@@ -558,12 +561,12 @@ def explain(policy: Policy, alert: Alert) -> Explanation:
             )
         )
         if matched:
-            actions.append(_plan(policy, rule, index, alert, globally))
+            actions.append(_planned_action(policy, rule, index, alert, globally))
             if not rule.continue_:
                 stopped_at = index
                 break
     if stopped_at is None:
-        actions.append(_plan(policy, None, None, alert, globally))
+        actions.append(_planned_action(policy, None, None, alert, globally))
     later = policy.rules[stopped_at + 1 :] if stopped_at is not None else ()
     return Explanation(
         policy_origin=policy.origin,
@@ -572,10 +575,10 @@ def explain(policy: Policy, alert: Alert) -> Explanation:
         alert_title=alert.title,
         checked=tuple(checked),
         not_reached=tuple(r.name for r in later),
-        decision=Decision(alert_source=alert.source, alert_id=alert.id, actions=tuple(actions)),
+        decision=Evaluation(alert_source=alert.source, alert_id=alert.id, actions=tuple(actions)),
     )
 
 
-def evaluate(policy: Policy, alert: Alert) -> Decision:
+def evaluate(policy: Policy, alert: Alert) -> Evaluation:
     """The actions the policy gives ``alert`` (see `explain` for the reasons)."""
     return explain(policy, alert).decision

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from riposte.alerts.matching import Decision, PlannedAction
+from riposte.alerts.matching import Evaluation, PlannedAction
 from riposte.alerts.model import Alert, EntityType
 from riposte.alerts.policy import Digest, format_duration
 
@@ -350,7 +350,7 @@ def _ticket_outcome(
 
 
 def plan(
-    decision: Decision,
+    decision: Evaluation,
     alert: Alert,
     *,
     at: datetime,

@@ -13,7 +13,7 @@ from riposte.blocks.coalesce import coalescing
 from riposte.blocks.defender import DefenderCredentials
 from riposte.blocks.email import EmailSmtp as EmailSmtp
 from riposte.blocks.jira import JiraCredentials
-from riposte.blocks.policy import LastGoodPolicy
+from riposte.blocks.last_good_policy import LastGoodPolicy
 from riposte.blocks.servicenow import ServiceNowCredentials
 from riposte.blocks.ticketing import TicketingCredentials
 

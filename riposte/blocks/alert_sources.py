@@ -19,14 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, runtime_checkable
+from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
-from riposte.alerts.sources.lifecycle import UNKNOWN, AlertState, check_verdict, graph_state
+from riposte.alerts.sources.lifecycle import AlertState
 
-if TYPE_CHECKING:
-    from riposte.blocks.defender import GraphSecurityClient
-
-Verdict = Literal["benign", "false_positive", "true_positive"]
+CloseVerdict = Literal["benign", "false_positive", "true_positive"]
+"""How a playbook closes an alert; each API records it in its own spelling."""
 
 # Source names, fixed: the parsers in `riposte.alerts.sources` use the same ones.
 GRAPH = "graph"
@@ -75,7 +73,7 @@ class AlertSourceClient(Protocol):
         comments), so that a repeated step does not comment twice."""
         ...
 
-    def close(self, alert_id: str, verdict: Verdict, reason: str) -> None:
+    def close(self, alert_id: str, verdict: CloseVerdict, reason: str) -> None:
         """Resolve the alert with a verdict, recording ``reason`` where the API keeps one."""
         ...
 
@@ -149,114 +147,3 @@ def comments_contain(comments: Any, needle: str) -> bool:
     if not isinstance(comments, Iterable) or isinstance(comments, str | bytes):
         return False
     return any(isinstance(c, dict) and needle in str(c.get("comment") or "") for c in comments)
-
-
-# Graph's classification and determination for each verdict. "other" rather than a guess at a
-# finer determination: the reason text says what the playbook knew.
-GRAPH_VERDICTS: dict[Verdict, tuple[str, str]] = {
-    "benign": ("informationalExpectedActivity", "other"),
-    "false_positive": ("falsePositive", "notMalicious"),
-    "true_positive": ("truePositive", "other"),
-}
-
-
-class GraphAlertSource:
-    """`AlertSourceClient` over Graph ``security/alerts_v2`` (wraps `GraphSecurityClient`)."""
-
-    source = GRAPH
-
-    def __init__(self, client: GraphSecurityClient) -> None:
-        self.client = client
-
-    def list_updated_since(self, since: datetime | None) -> Iterator[dict[str, Any]]:
-        return self.client.list_alerts_since(since)
-
-    def get(self, alert_id: str) -> dict[str, Any]:
-        return self.client.get_alert(alert_id)
-
-    def mark_in_progress(self, alert_id: str) -> bool:
-        if self.client.get_alert(alert_id).get("status") in ("new", "unknown", None):
-            self.client.update_alert(alert_id, status="inProgress")
-        return True
-
-    def comment(self, alert_id: str, text: str) -> bool:
-        self.client.add_comment(alert_id, text)
-        return True
-
-    def has_comment(self, alert_id: str, needle: str) -> bool:
-        return comments_contain(self.client.get_alert(alert_id).get("comments"), needle)
-
-    def close(self, alert_id: str, verdict: Verdict, reason: str) -> None:
-        classification, determination = GRAPH_VERDICTS[verdict]
-        current = self.client.get_alert(alert_id)
-        # Graph's update has no reason field: the reason goes in a comment, once.
-        if reason.strip() and not comments_contain(current.get("comments"), reason):
-            self.client.add_comment(alert_id, reason)
-        wanted = {
-            "status": "resolved",
-            "classification": classification,
-            "determination": determination,
-        }
-        if any(current.get(k) != v for k, v in wanted.items()):
-            self.client.update_alert(alert_id, **wanted)
-
-    def triage(self, alert_id: str, wanted: dict[str, str]) -> Triage:
-        current = self.client.get_alert(alert_id)
-        changes = {k: v for k, v in wanted.items() if current.get(k) != v}
-        if changes:
-            self.client.update_alert(alert_id, **changes)
-        return Triage(written=tuple(sorted(changes)))
-
-    def acknowledge(
-        self, current: dict[str, Any], comment: str | None = None, marker: str | None = None
-    ) -> Acknowledged:
-        alert_id = str(current.get("id"))
-        payload = dict(current)
-        status_changed = comment_added = False
-        if current.get("status") in ("new", "unknown", None):
-            self.client.update_alert(alert_id, status="inProgress")
-            payload["status"] = "inProgress"
-            status_changed = True
-        if comment and not comments_contain(current.get("comments"), marker or comment):
-            self.client.add_comment(alert_id, comment)
-            payload["comments"] = [*(current.get("comments") or []), {"comment": comment}]
-            comment_added = True
-        return Acknowledged(payload, status_changed, comment_added)
-
-    def resolve(
-        self, alert_id: str, classification: str, determination: str, comment: str, marker: str
-    ) -> Resolution:
-        check_verdict(classification, determination)
-        current = self.client.get_alert(alert_id)
-        wanted = {"status": "resolved"}
-        # "unknown" is no verdict: what the alert holds stays.
-        for field, value in (("classification", classification), ("determination", determination)):
-            if value != UNKNOWN:
-                wanted[field] = value
-        changes = {k: v for k, v in wanted.items() if current.get(k) != v}
-        if not changes:
-            return Resolution((), False)
-        # The comment first: a crash between the two calls leaves the alert unresolved, and
-        # the repeat resolves it without commenting twice.
-        added = self._comment_once(alert_id, current, comment, marker)
-        self.client.update_alert(alert_id, **changes)
-        return Resolution(tuple(sorted(changes)), added)
-
-    def reopen(self, alert_id: str, comment: str, marker: str) -> Resolution:
-        current = self.client.get_alert(alert_id)
-        if current.get("status") != "resolved":
-            return Resolution((), False)
-        added = self._comment_once(alert_id, current, comment, marker)
-        self.client.update_alert(alert_id, status="inProgress")
-        return Resolution(("status",), added)
-
-    def alert_state(self, payload: dict[str, Any]) -> AlertState:
-        return graph_state(payload)
-
-    def _comment_once(
-        self, alert_id: str, current: dict[str, Any], comment: str, marker: str
-    ) -> bool:
-        if not comment.strip() or comments_contain(current.get("comments"), marker or comment):
-            return False
-        self.client.add_comment(alert_id, comment)
-        return True

@@ -22,7 +22,7 @@ from riposte.alerts.sources.lifecycle import (
 )
 from riposte.blocks._http import IDEMPOTENT, build_http_client, send
 from riposte.blocks.alert_sources import CLOUD_APPS as CLOUD_APPS_SOURCE
-from riposte.blocks.alert_sources import Acknowledged, Resolution, Triage, Verdict
+from riposte.blocks.alert_sources import Acknowledged, CloseVerdict, Resolution, Triage
 from riposte.blocks.coalesce import Coalescer
 from riposte.blocks.errors import ServiceNotFoundError, ServiceRejectedError
 
@@ -305,9 +305,9 @@ class CloudAppsClient:
         why = "Defender for Cloud Apps sets it only by closing the alert"
         return Triage(written=(), unsupported=tuple(f"{k}: {why}" for k in sorted(wanted)))
 
-    def close(self, alert_id: str, verdict: Verdict, reason: str) -> None:
+    def close(self, alert_id: str, verdict: CloseVerdict, reason: str) -> None:
         # In a batch run, alerts closed alike at the same moment share one close call.
-        reason_ids: dict[Verdict, int | None] = {
+        reason_ids: dict[CloseVerdict, int | None] = {
             "benign": BENIGN_OTHER,
             "false_positive": FALSE_POSITIVE_OTHER,
             "true_positive": None,

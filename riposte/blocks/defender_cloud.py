@@ -23,7 +23,7 @@ from riposte.alerts.sources.lifecycle import (
 from riposte.alerts.timestamps import parse_timestamp
 from riposte.blocks._http import IDEMPOTENT, build_http_client, send
 from riposte.blocks.alert_sources import DEFENDER_CLOUD as DEFENDER_CLOUD_SOURCE
-from riposte.blocks.alert_sources import Acknowledged, Resolution, Triage, Verdict
+from riposte.blocks.alert_sources import Acknowledged, CloseVerdict, Resolution, Triage
 from riposte.blocks.errors import ServiceAuthError, ServiceNotFoundError, ServiceRejectedError
 
 DEFENDER_CLOUD = "Microsoft Defender for Cloud"
@@ -32,7 +32,7 @@ API_VERSION = "2022-01-01"
 StateChange = Literal["resolve", "dismiss", "activate", "inProgress"]
 
 # ARM has no "false positive": anything not to act on is dismissed, a real threat resolved.
-VERDICT_ACTIONS: dict[Verdict, StateChange] = {
+VERDICT_ACTIONS: dict[CloseVerdict, StateChange] = {
     "benign": "dismiss",
     "false_positive": "dismiss",
     "true_positive": "resolve",
@@ -213,7 +213,7 @@ class DefenderCloudClient:
         why = "Defender for Cloud alerts have no owner or classification"
         return Triage(written=(), unsupported=tuple(f"{k}: {why}" for k in sorted(wanted)))
 
-    def close(self, alert_id: str, verdict: Verdict, reason: str) -> None:
+    def close(self, alert_id: str, verdict: CloseVerdict, reason: str) -> None:
         # The reason has nowhere to go on ARM; the ticket and the run's artifact keep it.
         self.change_state(alert_id, VERDICT_ACTIONS[verdict])
 

@@ -26,9 +26,9 @@ from riposte.blocks._http import IDEMPOTENT, build_http_client, send
 from riposte.blocks.alert_sources import (
     DEFENDER_ENDPOINT,
     Acknowledged,
+    CloseVerdict,
     Resolution,
     Triage,
-    Verdict,
     comments_contain,
 )
 from riposte.blocks.coalesce import Coalescer
@@ -45,7 +45,7 @@ BATCH_MAX_IDS = 200
 Changes = tuple[tuple[str, str], ...]
 
 # classification and determination (PascalCase, unlike Graph) for each verdict.
-VERDICTS: dict[Verdict, tuple[str, str]] = {
+VERDICTS: dict[CloseVerdict, tuple[str, str]] = {
     "benign": ("InformationalExpectedActivity", "Other"),
     "false_positive": ("FalsePositive", "NotMalicious"),
     "true_positive": ("TruePositive", "Other"),
@@ -206,7 +206,7 @@ class DefenderEndpointClient:
     def has_comment(self, alert_id: str, needle: str) -> bool:
         return comments_contain(self.get_alert(alert_id).get("comments"), needle)
 
-    def close(self, alert_id: str, verdict: Verdict, reason: str) -> None:
+    def close(self, alert_id: str, verdict: CloseVerdict, reason: str) -> None:
         classification, determination = VERDICTS[verdict]
         current = self.get_alert(alert_id)
         changes: dict[str, str] = {}

@@ -1,4 +1,5 @@
-"""Microsoft Entra ID users through Microsoft Graph: read, disable, revoke sign-in sessions.
+"""Microsoft Entra ID: the client-credentials token every Defender API takes, and users through
+Microsoft Graph (read, disable, revoke sign-in sessions).
 
 Get it from the credentials block: ``DefenderCredentials.load(name).users_client()``. The Entra
 app needs the Graph application permissions User.Read.All, User.EnableDisableAccount.All and
@@ -7,17 +8,88 @@ User.RevokeSessions.All (or User.ReadWrite.All).
 
 from __future__ import annotations
 
-from typing import Any
+import threading
+import time
+from collections.abc import Generator
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 import httpx
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SecretStr
 
 from riposte.blocks._http import IDEMPOTENT, build_http_client, send
+from riposte.blocks.errors import ServiceAuthError
 
 ENTRA = "Microsoft Entra ID"
+IDENTITY = "Microsoft identity platform"
 # `accountEnabled` is not among the properties Graph returns by default.
 _USER_FIELDS = "id,userPrincipalName,displayName,accountEnabled,signInSessionsValidFromDateTime"
+
+
+class ClientCredentialsAuth(httpx.Auth):
+    """OAuth2 client-credentials bearer, cached until shortly before it expires.
+
+    On a 401 the token is fetched again once, in case the identity platform revoked it early.
+    """
+
+    # Refresh this long before expiry so a token never expires between fetch and use.
+    SKEW_SECONDS: ClassVar[float] = 120.0
+
+    def __init__(
+        self,
+        authority_host: str,
+        tenant_id: str,
+        client_id: str,
+        client_secret: SecretStr,
+        scope: str,
+        *,
+        timeout: float,
+    ) -> None:
+        self._tenant_id = tenant_id
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self._scope = scope
+        self._token: str | None = None
+        self._expires_at = 0.0
+        self._lock = threading.Lock()
+        self._http = build_http_client(IDENTITY, authority_host.rstrip("/"), timeout=timeout)
+
+    def _fetch(self) -> str:
+        response = send(
+            self._http,
+            IDENTITY,
+            "token request",
+            "POST",
+            f"/{quote(self._tenant_id, safe='')}/oauth2/v2.0/token",
+            data={
+                "client_id": self._client_id,
+                "client_secret": self._client_secret.get_secret_value(),
+                "grant_type": "client_credentials",
+                "scope": self._scope,
+            },
+            extensions={"riposte_idempotent": True},
+        )
+        body = response.json()
+        token = body.get("access_token")
+        if not isinstance(token, str) or not token:
+            raise ServiceAuthError(IDENTITY, "token response carried no access_token")
+        lifetime = float(body.get("expires_in", 3599))
+        self._expires_at = time.monotonic() + lifetime - min(self.SKEW_SECONDS, lifetime / 2)
+        self._token = token
+        return token
+
+    def token(self, *, force: bool = False) -> str:
+        with self._lock:
+            if force or self._token is None or time.monotonic() >= self._expires_at:
+                return self._fetch()
+            return self._token
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = f"Bearer {self.token()}"
+        response = yield request
+        if response.status_code == 401:
+            request.headers["Authorization"] = f"Bearer {self.token(force=True)}"
+            yield request
 
 
 class EntraUser(BaseModel):

@@ -25,7 +25,7 @@ from riposte.playbooks.context import (
     Context,
     NotificationsFailed,
     Plan,
-    Response,
+    ResponseContext,
     TicketStep,
     public_ips,
 )
@@ -38,6 +38,9 @@ from riposte.playbooks.registry import (
     registry,
 )
 from riposte.playbooks.runner import carry_out, run_action
+
+# The class's earlier name, kept so that playbooks that import it go on working.
+Response = ResponseContext
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -58,6 +61,7 @@ __all__ = [
     "PlaybookLoadError",
     "Registry",
     "Response",
+    "ResponseContext",
     "RuleParameters",
     "Severity",
     "Ticket",

@@ -6,6 +6,9 @@ channel, the text), never by the run: a Retry in the UI, a re-run after a worker
 second worker answering the same alert finds the step done and gets it back Cached. A playbook
 author never picks a key: calling `notify` for two channels sends two messages, and a retry of
 the run sends none again. Steps go through the per-API rate limits of the clients below them.
+
+Over 500 lines because `Context` is the public step API a playbook author reads, in one place;
+the steps' retries, keys and calls live below it, in `riposte.tasks`.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from riposte.alerts.incidents import (
 )
 from riposte.alerts.matching import PlannedAction
 from riposte.alerts.model import Alert, EntityType
-from riposte.alerts.policy import Close
+from riposte.alerts.policy import Close, default_catalog
 from riposte.alerts.response import Delivery, Ticket, ref_for
 from riposte.alerts.throttle import Disposition, Outcome, digest_bucket
 from riposte.blocks import BlockCache, DefenderCredentials, TicketingCredentials
@@ -44,8 +47,13 @@ from riposte.tasks.approvals import run_page, start_containment
 from riposte.tasks.digests import add_to_digest
 from riposte.tasks.incidents import update_incident
 from riposte.tasks.notify import Channel, load_channel, notify
-from riposte.tasks.policy import ticket_place, ticketing_block_name
-from riposte.tasks.tickets import add_note, comment_on_ticket, open_ticket
+from riposte.tasks.tickets import (
+    add_note,
+    comment_on_ticket,
+    open_ticket,
+    ticket_place,
+    ticketing_block_name,
+)
 
 DEFAULT_DEFENDER = "riposte-defender"
 
@@ -122,7 +130,7 @@ def failure_message(results: Sequence[ActionResult]) -> str:
     return ". ".join(parts)
 
 
-class Response:
+class ResponseContext:
     """What one alert's response goes through: the plan and its blocks (loaded once per run,
     when ``blocks`` is shared by a batch)."""
 
@@ -180,9 +188,9 @@ def _joined(outcome: Outcome) -> str:
 
 
 def registry_declares_digest(name: str) -> bool:
-    from riposte.playbooks.registry import registry
-
-    found = registry().playbooks.get(name)
+    # Through the policy's catalog, which the registry fills: the registry imports the built-in
+    # playbooks, which import this module.
+    found = default_catalog().get(name)
     return bool(found and found.uses_digest)
 
 
@@ -213,7 +221,7 @@ class Context:
 
     def __init__(
         self,
-        response: Response,
+        response: ResponseContext,
         alert: Alert,
         action: PlannedAction,
         outcome: Outcome,

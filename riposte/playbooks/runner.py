@@ -11,9 +11,9 @@ from riposte.alerts.matching import PlannedAction
 from riposte.alerts.model import Alert
 from riposte.alerts.response import Ticket
 from riposte.alerts.throttle import Disposition, Outcome
-from riposte.playbooks.context import ActionResult, Context, Response
+from riposte.playbooks.context import ActionResult, Context, ResponseContext
 from riposte.playbooks.registry import Registry, registry
-from riposte.tasks.policy import record_response
+from riposte.tasks.decide import record_response
 
 # Dispositions for which the playbook runs; the others (suppressed, ignored) are only recorded.
 RESPONDED = (
@@ -50,7 +50,7 @@ def run_action(ctx: Context) -> ActionResult:
 
 
 def carry_out(
-    response: Response,
+    response: ResponseContext,
     alert: Alert,
     action: PlannedAction,
     outcome: Outcome,

@@ -11,6 +11,7 @@ and the policy's digest: a re-run takes the same decision instead of adding a se
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -23,12 +24,11 @@ from pydantic import BaseModel, ConfigDict
 
 from riposte.alerts.matching import PlannedAction, evaluate
 from riposte.alerts.model import Alert
-from riposte.alerts.policy import TicketTarget
-from riposte.alerts.policy_store import LastGoodRecord, PolicySnapshot, PolicyStore
+from riposte.alerts.policy.store import LastGoodRecord, PolicySnapshot, PolicyStore
 from riposte.alerts.response import Ticket, response_revision
 from riposte.alerts.throttle import Outcome, ThrottleLedger, gate
-from riposte.blocks import BlockCache, JiraCredentials, TicketingCredentials, load_block
-from riposte.blocks.policy import LAST_GOOD_POLICY_BLOCK, LastGoodPolicy
+from riposte.blocks import BlockCache, TicketingCredentials, load_block
+from riposte.blocks.last_good_policy import LAST_GOOD_POLICY_BLOCK, LastGoodPolicy
 from riposte.settings import Settings, get_settings
 from riposte.tasks._cache import cache_key
 from riposte.tasks._common import external_call
@@ -40,6 +40,7 @@ from riposte.tasks.ledgers import (
     block_identity,
     record_response_time,
 )
+from riposte.tasks.tickets import ticket_place, ticketing_block_name
 
 # --- the policy in force ---------------------------------------------------------------------
 
@@ -129,40 +130,10 @@ def current_policy(logger: logging.Logger | logging.LoggerAdapter[Any]) -> Polic
     return snapshot
 
 
-# --- where an action's ticket goes ------------------------------------------------------------
-
-
-def ticketing_block_name(target: TicketTarget | None, override: str | None) -> str | None:
-    """The block an action files its ticket with: the run's override, else the block for the
-    policy's ticket system (settings ``servicenow_block`` / ``jira_block``)."""
-    if target is None:
-        return None
-    if override:
-        return override
-    settings = get_settings()
-    return settings.jira_block if target.system == "jira" else settings.servicenow_block
-
-
-def ticket_system(ticketing: TicketingCredentials) -> str:
-    return "jira" if isinstance(ticketing, JiraCredentials) else "servicenow"
-
-
-def ticket_place(target: TicketTarget | None, ticketing: TicketingCredentials) -> dict[str, Any]:
-    """The queue (ServiceNow) or project (Jira) the policy names, for the block's system only:
-    a run that overrides the ticketing system keeps that system's defaults."""
-    if target is None:
-        return {"queue": None, "project": None}
-    jira = ticket_system(ticketing) == "jira"
-    return {
-        "queue": None if jira else target.queue,
-        "project": target.project if jira else None,
-    }
-
-
 # --- the decision ------------------------------------------------------------------------------
 
 
-class Verdict(BaseModel):
+class PolicyDecision(BaseModel):
     """What the policy decided for one alert revision: each action and how it is carried out."""
 
     model_config = ConfigDict(frozen=True)
@@ -175,6 +146,13 @@ class Verdict(BaseModel):
     outcomes: tuple[Outcome, ...]
     tickets: dict[str, Ticket] = {}
     """The open tickets that COMMENT outcomes go to, by correlation key."""
+
+
+# Decisions persisted before this module had its name were pickled as
+# `riposte.tasks.policy.Verdict`: under that name they still load, so a re-run of such an alert
+# gets its decision back Cached instead of deciding again (after its first response's writes).
+sys.modules.setdefault("riposte.tasks.policy", sys.modules[__name__])
+Verdict = PolicyDecision
 
 
 def _decide_key(context: TaskRunContext, params: dict[str, Any]) -> str:
@@ -197,7 +175,7 @@ def decide(
     snapshot: PolicySnapshot,
     ticketing_override: str | None = None,
     blocks: BlockCache | None = None,
-) -> Verdict:
+) -> PolicyDecision:
     """Evaluate the policy for ``alert`` and gate each action through throttles, incident
     grouping and suppression windows, at the alert's creation time (so that a retry, or another
     worker, lands in the same windows).
@@ -231,7 +209,7 @@ def decide(
             if found is not None:
                 tickets[outcome.ticket.correlation_key] = found
         outcomes.append(outcome)
-    return Verdict(
+    return PolicyDecision(
         policy_origin=snapshot.origin,
         policy_sha256=snapshot.sha256,
         policy_fallback=snapshot.is_fallback,

@@ -12,17 +12,17 @@ from pydantic import BaseModel, ConfigDict
 from riposte.alerts.matching import PlannedAction
 from riposte.alerts.messages import MessageRenderer
 from riposte.alerts.model import Alert
-from riposte.alerts.policy import Templates
+from riposte.alerts.policy import Templates, TicketTarget
 from riposte.alerts.response import Ticket, TicketDraft
 from riposte.alerts.sync import ALERT_MARKER
 from riposte.blocks._http import run_logger
 from riposte.blocks.errors import OutcomeUnknownError, ServiceUnavailableError
+from riposte.blocks.jira import JiraCredentials
 from riposte.blocks.ticketing import TicketingCredentials
 from riposte.settings import get_settings
 from riposte.tasks._cache import cache_key, exclusive
 from riposte.tasks._common import external_call
 from riposte.tasks.ledgers import TicketRecords, block_identity
-from riposte.tasks.policy import ticket_place, ticket_system
 
 # Appended to every note Riposte adds to a ticket, on a line of its own, whatever the template
 # says: it is how a repeated step finds its note, and how notes are counted.
@@ -31,6 +31,36 @@ NOTE_MARKER = ALERT_MARKER
 
 def note_marker(alert: Alert) -> str:
     return f"{NOTE_MARKER} {alert.correlation_key}"
+
+
+# --- where an action's ticket goes ------------------------------------------------------------
+
+
+def ticketing_block_name(target: TicketTarget | None, override: str | None) -> str | None:
+    """The block an action files its ticket with: the run's override, else the block for the
+    policy's ticket system (settings ``servicenow_block`` / ``jira_block``)."""
+    if target is None:
+        return None
+    if override:
+        return override
+    settings = get_settings()
+    return settings.jira_block if target.system == "jira" else settings.servicenow_block
+
+
+def ticket_system(ticketing: TicketingCredentials) -> str:
+    return "jira" if isinstance(ticketing, JiraCredentials) else "servicenow"
+
+
+def ticket_place(target: TicketTarget | None, ticketing: TicketingCredentials) -> dict[str, Any]:
+    """The queue (ServiceNow) or project (Jira) the policy names, for the block's system only:
+    a run that overrides the ticketing system keeps that system's defaults."""
+    if target is None:
+        return {"queue": None, "project": None}
+    jira = ticket_system(ticketing) == "jira"
+    return {
+        "queue": None if jira else target.queue,
+        "project": target.project if jira else None,
+    }
 
 
 class OpenedTicket(BaseModel):
