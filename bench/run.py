@@ -7,7 +7,10 @@ Starts its own local stack (Prefect on SQLite, sandbox, intake, responder) on po
    alerts (no ticket) and duplicate tickets;
 3. makes the same HTTP calls to the same simulators directly with httpx, with the same
    concurrency and no orchestration, as the baseline the burst is compared to.
-Prints a table. A benchmark, not a test: it asserts nothing and always prints what it saw.
+Prints a table. A benchmark, not a test: it always prints what it saw. The drain's deadline is
+counted from the end of posting; the sandbox is never reset while a burst's run still answers;
+a phase that did not finish says so (tickets so far, the runs by state, their first errors) and
+the bench exits 1, instead of printing figures of nothing.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -92,16 +96,20 @@ def single_latency(sandbox: SandboxClient, intake: str, token: str, count: int) 
 def burst(
     sandbox: SandboxClient, intake: str, token: str, count: int, senders: int, timeout: float
 ) -> dict[str, Any]:
+    """Post the burst, then wait for its tickets: ``timeout`` seconds counted from the end of
+    posting (posting itself can take minutes when the intake holds its senders)."""
     alerts = make_alerts(count, "burst")
     sandbox.load(alerts)
     keys = {correlation(a["id"]) for a in alerts}
+    since = datetime.now(UTC) - timedelta(seconds=1)
     started = time.monotonic()
     deliveries = sender(intake, token, timeout=120).post_all(alerts, senders)
     statuses = Counter(d.status for d in deliveries.values())
     posted = time.monotonic() - started
+    deadline = time.monotonic() + timeout
     last_new = started
     seen: Counter[str] = Counter()
-    while time.monotonic() - started < timeout:
+    while time.monotonic() < deadline:
         current = sandbox.tickets()
         if sum(1 for k in keys if current[k]) > sum(1 for k in keys if seen[k]):
             last_new = time.monotonic()
@@ -109,15 +117,60 @@ def burst(
         if all(seen[k] for k in keys):
             break
         time.sleep(0.5)
-    drained = last_new - started
     return {
+        "keys": keys,
+        "since": since,
         "posted_in": posted,
         "statuses": dict(statuses),
-        "drain": drained,
-        "lost": sum(1 for k in keys if not seen[k]),
-        "duplicates": sum(seen[k] - 1 for k in keys if seen[k] > 1),
+        "drain": last_new - started,
+        "waited": time.monotonic() - started,
+        "tickets": sum(1 for k in keys if seen[k]),
         "complete": all(seen[k] for k in keys),
     }
+
+
+def response_runs(since: datetime) -> list[Any]:
+    """The response runs (tag `response`) due since ``since``: the burst's runs."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterExpectedStartTime,
+        FlowRunFilterTags,
+    )
+
+    from riposte.settings import RESPONSE_TAG
+
+    runs: list[Any] = []
+    wanted = FlowRunFilter(
+        tags=FlowRunFilterTags(all_=[RESPONSE_TAG]),
+        expected_start_time=FlowRunFilterExpectedStartTime(after_=since),
+    )
+    with get_client(sync_client=True) as client:
+        while True:
+            page = client.read_flow_runs(flow_run_filter=wanted, limit=200, offset=len(runs))
+            runs.extend(page)
+            if len(page) < 200:
+                return runs
+
+
+def by_state(runs: list[Any]) -> dict[str, int]:
+    return dict(Counter(run.state.name if run.state else "no state" for run in runs))
+
+
+def first_errors(runs: list[Any], most: int = 3) -> list[str]:
+    failed = [r for r in runs if r.state and r.state.type.value in ("FAILED", "CRASHED")]
+    return [f"{r.name}: {(r.state.message or r.state.name)[:200]}" for r in failed[:most]]
+
+
+def wait_quiet(since: datetime, timeout: float) -> list[Any]:
+    """Wait until no response run since ``since`` is still to finish (``timeout`` at most);
+    the runs as they are then."""
+    deadline = time.monotonic() + timeout
+    while True:
+        runs = response_runs(since)
+        if all(r.state and r.state.is_final() for r in runs) or time.monotonic() > deadline:
+            return runs
+        time.sleep(2)
 
 
 def baseline(sandbox_url: str, count: int, workers: int) -> float:
@@ -186,6 +239,51 @@ def baseline(sandbox_url: str, count: int, workers: int) -> float:
     return time.monotonic() - started
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of ``pid`` and every process below it, so far."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    used: dict[int, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        child = int(stat.parent.name)
+        parents[child] = int(fields[1])
+        used[child] = (int(fields[11]) + int(fields[12])) / ticks
+
+    def below(candidate: int) -> bool:
+        while candidate > 1:
+            if candidate == pid:
+                return True
+            candidate = parents.get(candidate, 0)
+        return False
+
+    return sum(seconds for child, seconds in used.items() if below(child))
+
+
+def cpu_by_part(stack: Any) -> dict[str, float]:
+    return {process.name: cpu_seconds(process.popen.pid) for process in stack.processes}
+
+
+def task_runs_of(runs: list[Any]) -> int:
+    """How many task runs the Prefect server holds for ``runs``."""
+    from prefect.client.orchestration import get_client
+
+    ids = [str(run.id) for run in runs]
+    total = 0
+    with get_client(sync_client=True) as client:
+        for start in range(0, len(ids), 200):
+            answer = client.request(
+                "POST",
+                "/task_runs/count",
+                json={"flow_runs": {"id": {"any_": ids[start : start + 200]}}},
+            )
+            total += int(answer.json())
+    return total
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(v for v in values if v == v)
     if not ordered:
@@ -208,7 +306,19 @@ def main() -> int:
     parser.add_argument("--single", type=int, default=50, help="alerts sent one at a time")
     parser.add_argument("--burst", type=int, default=1000, help="alerts in the burst")
     parser.add_argument("--senders", type=int, default=20, help="concurrent senders in the burst")
-    parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for the drain")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=900,
+        help="seconds to wait for the drain, counted from the end of posting",
+    )
+    parser.add_argument(
+        "--quiet-timeout",
+        type=float,
+        default=600,
+        help="seconds to wait, after the drain, for the burst's runs to finish before the sandbox"
+        " is reset for the baseline (never reset while a run still answers)",
+    )
     args = parser.parse_args()
 
     home = REPO / ".riposte" / "bench"
@@ -228,39 +338,89 @@ def main() -> int:
         print(f"single alerts: sending {args.single} one at a time ...", file=sys.stderr)
         latencies = single_latency(sandbox, settings.intake_url, token, args.single)
         print(f"burst: {args.burst} alerts from {args.senders} senders ...", file=sys.stderr)
+        cpu_before = cpu_by_part(stack)
         result = burst(sandbox, settings.intake_url, token, args.burst, args.senders, args.timeout)
+        print("burst: waiting for its runs to finish ...", file=sys.stderr)
+        runs = wait_quiet(result["since"], args.quiet_timeout)
+        still = [r for r in runs if not (r.state and r.state.is_final())]
+        cpu_after = cpu_by_part(stack)
+        # Counted again once the runs are done: an alert still without a ticket now is lost.
+        final = sandbox.tickets()
+        lost = sum(1 for k in result["keys"] if not final[k])
+        duplicates = sum(final[k] - 1 for k in result["keys"] if final[k] > 1)
+        task_runs = task_runs_of(runs)
         responder = next(p for p in stack.processes if p.name == "served-flows")
         rss = peak_rss_mb(responder.popen.pid)
-        sandbox.reset()
+        if still:
+            # Resetting now would pull the alerts from under runs that still answer them.
+            print(f"sandbox NOT reset: {len(still)} runs still answering", file=sys.stderr)
+        else:
+            sandbox.reset()
         print("baseline: the same calls with httpx only ...", file=sys.stderr)
         raw = baseline(settings.sandbox_url, args.burst, 16)
     finally:
         stack.stop()
 
-    rate = args.burst / result["drain"] if result["drain"] > 0 else float("nan")
+    complete = result["complete"]
     raw_rate = args.burst / raw
     print()
     print(
         f"machine: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}"
     )
     print(f"single alert, POST -> ticket ({len(latencies)} alerts, one at a time):")
+    unanswered = sum(1 for v in latencies if v != v)
     print(
         f"  p50 {percentile(latencies, 0.5):.2f} s   p95 {percentile(latencies, 0.95):.2f} s   "
         f"max {max(latencies):.2f} s"
+        + (f"   ({unanswered} without a ticket within 60 s)" if unanswered else "")
     )
     print()
     print(f"| burst of {args.burst} | Riposte | raw httpx baseline | ratio |")
     print("|---|---|---|---|")
-    print(
-        f"| time until the last ticket exists | {result['drain']:.1f} s | {raw:.1f} s | "
-        f"{result['drain'] / raw:.1f}x |"
-    )
-    print(f"| alerts/s | {rate:.1f} | {raw_rate:.1f} | |")
+    if complete:
+        print(
+            f"| time until the last ticket exists | {result['drain']:.1f} s | {raw:.1f} s | "
+            f"{result['drain'] / raw:.1f}x |"
+        )
+        print(f"| alerts/s | {args.burst / result['drain']:.1f} | {raw_rate:.1f} | |")
+    else:
+        print(
+            f"| time until the last ticket exists | NOT DRAINED: {result['tickets']} of "
+            f"{args.burst} tickets after {result['waited']:.0f} s ({args.timeout:.0f} s after "
+            f"the end of posting) | {raw:.1f} s | n/a |"
+        )
+        print(f"| alerts/s | n/a | {raw_rate:.1f} | |")
     print(f"| posted in | {result['posted_in']:.1f} s (statuses {result['statuses']}) | | |")
-    print(f"| alerts lost (no ticket) | {result['lost']} | | |")
-    print(f"| duplicate tickets | {result['duplicates']} | | |")
+    print(f"| alerts lost (no ticket once the runs finished) | {lost} | | |")
+    print(f"| duplicate tickets | {duplicates} | | |")
+    print(f"| the burst's response runs, by state | {by_state(runs)} | | |")
+    print(
+        f"| flow runs / task runs per alert | {len(runs) / args.burst:.2f} / "
+        f"{task_runs / args.burst:.1f} | | |"
+    )
+    cpu = {name: cpu_after[name] - cpu_before.get(name, 0.0) for name in cpu_after}
+    parts = ", ".join(
+        f"{name} {1000 * seconds / args.burst:.0f}"
+        for name, seconds in sorted(cpu.items(), key=lambda item: -item[1])
+    )
+    print(
+        f"| CPU ms per alert, by part (burst until its runs finished) | "
+        f"{1000 * sum(cpu.values()) / args.burst:.0f}: {parts} | | |"
+    )
     print(f"| responder peak RSS | {rss:.0f} MB | | |")
-    return 0
+    errors = first_errors(runs)
+    if errors:
+        print()
+        print("first errors of the burst's runs:")
+        for line in errors:
+            print(f"  {line}")
+    if still:
+        print()
+        print(
+            f"{len(still)} of the burst's runs had not finished {args.quiet_timeout:.0f} s after"
+            " the drain; the baseline ran beside them, on a sandbox that was not reset."
+        )
+    return 0 if complete and not still else 1
 
 
 if __name__ == "__main__":

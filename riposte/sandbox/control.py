@@ -1,4 +1,8 @@
-"""Control and inspection endpoints under ``/_sandbox``: load data, read what clients did, reset."""
+"""Control and inspection endpoints under ``/_sandbox``: load data, read what clients did, reset.
+
+About 500 lines: one short route per thing a test, a bench or a stager loads, reads or sets,
+for every simulated system; an analyst's own changes are in `riposte.sandbox.analyst`.
+"""
 
 from __future__ import annotations
 
