@@ -12,7 +12,7 @@ import copy
 import json
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -81,6 +81,24 @@ rules:
     containment: {{actions: [block_ip]}}
 fallback: {{playbook: ticket_and_notify}}
 """
+
+
+@pytest.fixture(autouse=True)
+def _no_request_left_waiting() -> Iterator[None]:
+    """A request a test leaves unanswered times out minutes later, in another test's window,
+    and posts its timeout message there: what is still waiting is cancelled after each test."""
+    yield
+    from prefect.client.schemas.filters import FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Cancelled
+
+    waiting = FlowRunFilter(
+        name=FlowRunFilterName(like_="contain-graph-appr-"),
+        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])),
+    )
+    with get_client(sync_client=True) as client:
+        for run in client.read_flow_runs(flow_run_filter=waiting):
+            client.set_flow_run_state(run.id, Cancelled(message="test over"), force=True)
 
 
 def fresh(index: int, title: str | None = None) -> dict[str, Any]:
