@@ -59,6 +59,24 @@ class Settings(BaseSettings):
         description='Name of a Prefect Secret block holding {"tokens": [...], "hmac_keys": '
         "[...]}; read at start and every minute, so a rotation needs no restart",
     )
+    intake_journal: Path | None = Field(
+        None,
+        description="Folder of the intake's journal, where accepted alerts are written (fsynced) "
+        "before the 202 and kept until their runs exist in Prefect; one folder per intake, on "
+        "its own disk. None: `<home>/intake-journal`",
+    )
+    intake_journal_max_mb: int = Field(
+        256,
+        ge=1,
+        description="Alerts waiting in the journal for Prefect, at most this many MiB; beyond it "
+        "the intake answers 503 with Retry-After",
+    )
+    intake_run_wait_seconds: float = Field(
+        0.2,
+        ge=0,
+        description="While Prefect keeps up, how long an answer waits for the alerts' runs to "
+        "exist, to name them (`flow_run_id`); past it, or while alerts wait, it says `queued`",
+    )
     respond_deployment: str = RESPOND_DEPLOYMENT
 
     approval_keys: str = Field(
@@ -207,6 +225,10 @@ class Settings(BaseSettings):
     def responses_url(self) -> str:
         """The local Prefect UI's runs page filtered to responses."""
         return f"{self.prefect_ui_url}{RESPONSES_VIEW}"
+
+    @property
+    def journal_folder(self) -> Path:
+        return self.intake_journal or self.home / "intake-journal"
 
     @property
     def intake_url(self) -> str:

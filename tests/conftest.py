@@ -37,6 +37,9 @@ os.environ.update(
         "PREFECT_LOGGING_LEVEL": "WARNING",
         "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
         "RIPOSTE_POLL_PAUSED": "true",
+        # Calm test traffic waits for its runs, to name them in the answer, however slow a busy
+        # machine makes their creation (a storm, or Prefect down, is still answered `queued`).
+        "RIPOSTE_INTAKE_RUN_WAIT_SECONDS": "60",
         "RIPOSTE_POLL_SOURCES": "graph,defender_endpoint,cloud_apps,defender_cloud",
         # The responder reads its settings once, at start: the policy file's path is fixed for
         # the session, and tests that need another policy rewrite the file (`use_policy`).

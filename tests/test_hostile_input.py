@@ -44,6 +44,7 @@ from riposte.alerts.templating import (
 )
 from riposte.deployments.cli import main as riposte_cli
 from riposte.deployments.intake import MAX_BODY_BYTES, create_app, id_problem
+from riposte.deployments.journal import Journal
 from riposte.deployments.signing import SIGNATURE_HEADER, sign
 from riposte.sandbox.samples import sample_alerts_by_source
 from riposte.settings import Settings
@@ -179,30 +180,24 @@ def source_shaped(draw: st.DrawFn) -> tuple[str, Any]:
 
 
 @dataclass
-class RecordingBatcher:
-    """Stands for the intake's batcher: records the runs asked for, and says they started."""
-
-    calls: list[list[AlertRef]] = field(default_factory=list)
-
-    async def submit(self, refs: list[AlertRef]) -> dict[str, str]:
-        self.calls.append(list(refs))
-        return {ref.key: f"00000000-0000-4000-8000-{i:012d}" for i, ref in enumerate(refs)}
-
-
-@dataclass
 class Intake:
     client: httpx.Client = field(repr=False)
-    batcher: RecordingBatcher = field(repr=False)
+    journal: Journal = field(repr=False)
+
+    @property
+    def calls(self) -> list[list[AlertRef]]:
+        """The entries the intake wrote to its journal (Prefect is never reached: they stay)."""
+        return [entry.refs for entry in self.journal.pending(1 << 30)]
 
 
 @pytest.fixture(scope="module")
-def intake() -> Iterator[Intake]:
-    dead = f"http://127.0.0.1:{free_port()}/api"  # never reached: the batcher is replaced
-    app = create_app(Settings(intake_tokens=TOKEN, intake_hmac_keys=HMAC_KEY), dead)
+def intake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Intake]:
+    dead = f"http://127.0.0.1:{free_port()}/api"  # never reached: what is accepted stays queued
+    folder = tmp_path_factory.mktemp("journal")
+    settings = Settings(intake_tokens=TOKEN, intake_hmac_keys=HMAC_KEY, intake_journal=folder)
+    app = create_app(settings, dead)
     with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=60) as client:
-        batcher = RecordingBatcher()
-        app.state.batcher = batcher
-        yield Intake(client, batcher)
+        yield Intake(client, app.state.journal)
 
 
 def signed(body: bytes, content_type: str = "application/json") -> dict[str, str]:
@@ -242,7 +237,7 @@ def post(
     intake: Intake, source: str, body: bytes, headers: Mapping[str, str | bytes]
 ) -> httpx.Response:
     """Post and check what every answer must be; return the response."""
-    before = len(intake.batcher.calls)
+    before = len(intake.calls)
     raw_headers = {
         name.encode(): value if isinstance(value, bytes) else value.encode("latin-1")
         for name, value in headers.items()
@@ -253,7 +248,7 @@ def post(
         assert inside.group(0) in sent_text(body), response.text[:500]
     answer = response.json()  # always JSON, even when refused
     assert isinstance(answer, dict)
-    new_calls = intake.batcher.calls[before:]
+    new_calls = intake.calls[before:]
     if response.status_code == 202:
         accepted = answer["accepted"]
         assert accepted and all(isinstance(a["id"], str) for a in accepted)
@@ -276,7 +271,7 @@ def check_authenticated(intake: Intake, source: str, body: bytes, response: http
         return
     assert response.status_code == 202, response.text[:300]
     if expected:
-        assert [r.key for r in intake.batcher.calls[-1]] == [r.key for r in expected]
+        assert [r.key for r in intake.calls[-1]] == [r.key for r in expected]
 
 
 @FUZZ

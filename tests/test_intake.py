@@ -96,19 +96,27 @@ def test_deeply_nested_json_is_refused_without_a_500(intake_url: str) -> None:
 
 
 @pytest.fixture
-def intake_without_prefect() -> Iterator[str]:
+def intake_without_prefect(tmp_path: Path) -> Iterator[str]:
     dead = f"http://127.0.0.1:{free_port()}/api"
-    app = create_app(Settings(intake_tokens=INTAKE_TOKEN), prefect_api_url=dead)
+    settings = Settings(intake_tokens=INTAKE_TOKEN, intake_journal=tmp_path / "journal")
+    app = create_app(settings, prefect_api_url=dead)
     with serve_in_thread(app) as url:
         yield url
 
 
-def test_prefect_unreachable_gives_503_with_retry_after(intake_without_prefect: str) -> None:
+def test_prefect_unreachable_still_accepts_into_the_journal_and_health_says_so(
+    intake_without_prefect: str,
+) -> None:
+    """Prefect down: the alert is written to the journal and acknowledged as `queued` (its run
+    comes once Prefect is back); /health says Prefect is unreachable and one alert waits."""
     r = _post(f"{intake_without_prefect}/alerts/graph", json=_alert(), headers=AUTH, timeout=60)
-    assert r.status_code == 503
-    assert int(r.headers["Retry-After"]) > 0
+    assert r.status_code == 202, r.text
+    (accepted,) = r.json()["accepted"]
+    assert accepted["status"] == "queued" and accepted["flow_run_id"] is None
     health = _get(f"{intake_without_prefect}/health", timeout=60)
-    assert health.status_code == 503 and health.json()["prefect"] == "unreachable"
+    assert health.status_code == 503, health.text
+    assert health.json()["prefect"] == "unreachable" and health.json()["waiting"] == 1
+    assert health.json()["forwarding"].startswith("Prefect API unavailable")
 
 
 def test_intake_refuses_to_start_without_a_token() -> None:
@@ -126,8 +134,11 @@ def test_sender_keys_from_a_key_file_rotate_without_a_restart(tmp_path: Path) ->
     old, new = "old-token-0123456789", "new-token-0123456789"
     key_file = tmp_path / "intake-keys.json"
     key_file.write_text(json.dumps({"tokens": [old], "hmac_keys": []}))
-    dead = f"http://127.0.0.1:{free_port()}/api"  # past the sender check means 503 here
-    app = create_app(Settings(intake_key_file=key_file), prefect_api_url=dead)
+    dead = f"http://127.0.0.1:{free_port()}/api"  # past the sender check: 202, queued
+    app = create_app(
+        Settings(intake_key_file=key_file, intake_journal=tmp_path / "journal"),
+        prefect_api_url=dead,
+    )
 
     def status(token: str) -> int:
         headers = {"Authorization": f"Bearer {token}"}
@@ -139,12 +150,12 @@ def test_sender_keys_from_a_key_file_rotate_without_a_restart(tmp_path: Path) ->
         os.utime(key_file, (stamp, stamp))
 
     with serve_in_thread(app) as url:
-        assert (status(old), status(new)) == (503, 401)
+        assert (status(old), status(new)) == (202, 401)
         rewrite(json.dumps({"tokens": [new]}))
-        assert (status(old), status(new)) == (401, 503)
+        assert (status(old), status(new)) == (401, 202)
         for broken in ("{not json", json.dumps({"tokens": new}), json.dumps({"tokens": ["short"]})):
             rewrite(broken)
-            assert (status(new), status("n"), status("short")) == (503, 401, 401), broken
+            assert (status(new), status("n"), status("short")) == (202, 401, 401), broken
         key_file.unlink()
         assert status(new) == 401
 
@@ -258,32 +269,48 @@ def test_riposte_send_signs_and_posts_a_file(intake_url: str, sandbox, tmp_path)
 
 
 @pytest.mark.usefixtures("served_flows")
-def test_alert_refused_while_prefect_is_down_is_accepted_and_answered_once_it_is_back(
-    prefect_server: str, sandbox: httpx.Client
+def test_alert_sent_while_prefect_is_down_is_accepted_and_answered_once_it_is_back(
+    prefect_server: str, sandbox: httpx.Client, tmp_path: Path
 ) -> None:
+    """Prefect down: the alert (sent twice, as a sender that retries would) is acknowledged
+    `queued` at once; when Prefect comes back the intake starts its response by itself, with no
+    new delivery, and only one."""
     from urllib.parse import urlparse
 
     from tests.conftest import wait_until
     from tests.servers import tcp_forward
 
     port = free_port()
-    app = create_app(
-        Settings(intake_tokens=INTAKE_TOKEN), prefect_api_url=f"http://127.0.0.1:{port}/api"
-    )
+    settings = Settings(intake_tokens=INTAKE_TOKEN, intake_journal=tmp_path / "journal")
+    app = create_app(settings, prefect_api_url=f"http://127.0.0.1:{port}/api")
     alert = _alert()
     alert["id"] = f"prefect-down-{free_port()}"
     sandbox.post("/_sandbox/graph/alerts", json=[alert]).raise_for_status()
     with serve_in_thread(app) as url:
-        down = _post(f"{url}/alerts/graph", json=alert, headers=AUTH)
-        assert down.status_code == 503 and down.headers["Retry-After"]
-        # Prefect comes back (here: becomes reachable on the address the intake uses); the
-        # sender retries as told, and the alert is accepted and answered.
+        for _ in range(2):
+            down = _post(f"{url}/alerts/graph", json=alert, headers=AUTH)
+            assert down.status_code == 202, down.text
+            assert down.json()["accepted"][0]["status"] == "queued"
+        # Prefect comes back (here: becomes reachable on the address the intake uses).
         with tcp_forward(port, urlparse(prefect_server).port or 0):
-            back = _post(f"{url}/alerts/graph", json=alert, headers=AUTH)
-            assert back.status_code == 202, back.text
 
             def ticketed() -> bool:
                 incidents = sandbox.get("/_sandbox/servicenow/incidents").json()
                 return any(alert["id"] in i["record"]["correlation_id"] for i in incidents)
 
-            wait_until(ticketed, timeout=90, what="the ticket of the accepted alert")
+            wait_until(ticketed, timeout=120, what="the ticket of the accepted alert")
+            health = _get(f"{url}/health").json()
+            assert (health["waiting"], health["forwarding"]) == (0, "ok"), health
+    assert runs_named(f"graph-{alert['id']}") == 1
+
+
+def runs_named(name: str) -> int:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    with get_client(sync_client=True) as client:
+        return len(
+            client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name]))
+            )
+        )

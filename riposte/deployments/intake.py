@@ -1,8 +1,11 @@
 """The intake: the door Defender (or any HTTP sender) pushes alerts through.
 
-It authenticates the sender, validates the body, and creates one flow run per alert through
-Prefect's API with an idempotency key, answering 202 only once Prefect has accepted every run
-and 503 with Retry-After when Prefect cannot be reached, so that the sender retries.
+It authenticates the sender, validates the body, and writes the alerts to its journal
+(`riposte.deployments.journal`, fsynced) before it answers 202; the forwarder then creates their
+response runs through Prefect's API, with idempotency keys. A sender is never held by Prefect's
+pace: a storm, or Prefect down for minutes, is answered at the speed of the local disk. When the
+journal cannot take the alerts (disk full, or more waiting than its bound), the answer is 503
+with Retry-After, so that the sender retries; never a 202 for alerts that were not written.
 """
 
 from __future__ import annotations
@@ -13,9 +16,9 @@ import json
 import logging
 import re
 import time
-from collections import deque
+from collections import OrderedDict
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -35,6 +38,7 @@ from riposte.alerts.response import AlertRef, ref_for
 from riposte.alerts.run_plan import RunRequest, plan_runs
 from riposte.alerts.sources import SOURCES, iter_alert_payloads, parser_for
 from riposte.deployments.approval_pages import approval_router
+from riposte.deployments.journal import Journal, JournalUnavailable
 from riposte.deployments.signing import SIGNATURE_HEADER, plausible, verify
 from riposte.settings import Settings, get_settings
 
@@ -254,76 +258,135 @@ class RunStarter:
         return str(run.id)
 
 
-class Batcher:
-    """Gathers the alerts of requests that arrive close together into the fewest runs.
+class Forwarder:
+    """Turns the journal's entries into Prefect runs, in the background, at Prefect's pace.
 
-    Calm traffic (a few alerts a second) waits 50 ms and gets a `respond_to_alert` run per
-    alert. A burst (more than `BUSY_ALERTS` in the last `BUSY_SECONDS`) waits up to a second and
-    gets `respond_batch` runs, because a flow run costs the Prefect server about six times what
-    an alert's task runs cost. A request is answered only after the run holding its alerts
-    exists in Prefect, so gathering adds latency but nothing that a crash could lose. The
-    counters are per replica and last seconds: losing them only changes how alerts are grouped.
+    Calm traffic (a few alerts at a time) waits 50 ms and gets a `respond_to_alert` run per
+    alert. While alerts arrive faster than runs are created, each pass waits up to a second and
+    takes everything written meanwhile (up to `PASS_ALERTS`) into `respond_batch` runs of up to
+    100 alerts, because a flow run costs the Prefect server far more than an alert's share of a
+    batch. The runs of a pass are written to the journal before they are created, and asked for
+    again identically after a crash or a refusal (idempotency keys), until Prefect has them all.
+    While Prefect cannot be reached, it tries again after 1, 2, 4... up to 30 seconds.
     """
 
     CALM_WINDOW = 0.05
     BUSY_WINDOW = 1.0
-    BUSY_ALERTS = 10
-    BUSY_SECONDS = 2.0
-    # More alerts than this in one calm window already make a batch.
+    # More alerts than this in one pass make a batch.
     CALM_SINGLE_LIMIT = 4
+    PASS_ALERTS = 1000
+    # A request waits for its runs only while fewer alerts than this wait before it.
+    WAIT_BACKLOG = 10
+    RETRY_FIRST = 1.0
+    RETRY_MOST = 30.0
+    # Alert keys remembered with their runs, so that a duplicate delivery gets the run that
+    # answers it instead of a second response. Per replica, lost at restart (then the
+    # idempotency keys and the steps' find-or-create are what keep it to one response).
+    REMEMBERED = 100_000
 
-    def __init__(self, starter: RunStarter) -> None:
+    def __init__(self, journal: Journal, starter: RunStarter) -> None:
+        self.journal = journal
         self.starter = starter
-        self._pending: list[tuple[list[AlertRef], asyncio.Future[dict[str, str]]]] = []
-        self._flush: asyncio.Task[None] | None = None
-        self._recent: deque[float] = deque()
-        self._creating = 0
+        self.failing: str | None = None
+        self._busy = False
+        self._waiters: dict[int, list[asyncio.Future[None]]] = {}
+        self._runs_of: OrderedDict[str, str] = OrderedDict()
+        self._task: asyncio.Task[None] | None = None
 
-    def _busy(self, now: float, count: int) -> bool:
-        self._recent.extend([now] * count)
-        while self._recent and self._recent[0] < now - self.BUSY_SECONDS:
-            self._recent.popleft()
-        # Alerts arriving while earlier runs are still being created: senders are outpacing
-        # Prefect, so gather them into batches.
-        return len(self._recent) > self.BUSY_ALERTS or self._creating > 0
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop())
 
-    async def submit(self, refs: list[AlertRef]) -> dict[str, str]:
-        """Wait until ``refs`` are in runs; return alert key -> flow run id."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[dict[str, str]] = loop.create_future()
-        busy = self._busy(loop.time(), len(refs))
-        self._pending.append((refs, future))
-        if self._flush is None:
-            window = self.BUSY_WINDOW if busy else self.CALM_WINDOW
-            self._flush = asyncio.create_task(self._flush_after(window, busy))
-        return await future
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._task
 
-    async def _flush_after(self, window: float, busy: bool) -> None:
-        await asyncio.sleep(window)
-        pending, self._pending, self._flush = self._pending, [], None
-        refs = [ref for group, _ in pending for ref in group]
-        run_of: dict[str, str] = {}
-        failure: BaseException | None = None
-        self._creating += 1
+    def run_id(self, key: str) -> str | None:
+        return self._runs_of.get(key)
+
+    @property
+    def behind(self) -> bool:
+        """Prefect is failing, or alerts are waiting to be forwarded: a sender is not held."""
+        return self.failing is not None or self.journal.backlog > self.WAIT_BACKLOG
+
+    async def wait(self, number: int, timeout: float) -> bool:
+        """Wait at most ``timeout`` seconds for the runs of entry ``number``; whether they exist."""
+        if number <= self.journal.forwarded:
+            return True
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(number, []).append(future)
         try:
-            for run_request in plan_runs(refs, single_limit=0 if busy else self.CALM_SINGLE_LIMIT):
-                run_id = await self.starter.create(run_request)
-                for key in _keys_of(run_request):
-                    run_of[key] = run_id
-        except PrefectUnavailable as exc:
-            failure = exc
-        except BaseException as exc:
-            failure = PrefectUnavailable(f"cannot start runs ({type(exc).__name__})")
-            raise
+            await asyncio.wait_for(future, timeout)
+            return True
+        except TimeoutError:
+            return False
         finally:
-            self._creating -= 1
-            # Whatever happened, no request may wait forever for this batch.
-            for _, future in pending:
+            waiting = self._waiters.get(number, [])
+            if future in waiting:
+                waiting.remove(future)
+                if not waiting:
+                    del self._waiters[number]
+
+    async def _loop(self) -> None:
+        journal = self.journal
+        delay = self.RETRY_FIRST
+        while True:
+            if not journal.planned and not journal.backlog:
+                journal.new_entries.clear()
+                await journal.new_entries.wait()
+            try:
+                await self._forward_once()
+            except PrefectUnavailable as exc:
+                if self.failing is None:
+                    logger.warning(
+                        "Cannot start responses now (%s): %d alert(s) wait in the journal",
+                        exc,
+                        journal.backlog,
+                    )
+                self.failing = str(exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.RETRY_MOST)
+                continue
+            except Exception as exc:  # the journal's state unwritable, or a bug: never stop
+                logger.error("Forwarding the intake journal failed: %s; trying again", exc)
+                self.failing = f"forwarding failed ({type(exc).__name__})"
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.RETRY_MOST)
+                continue
+            if self.failing is not None:
+                logger.warning("Prefect accepts runs again: forwarding the journal")
+            self.failing = None
+            delay = self.RETRY_FIRST
+
+    async def _forward_once(self) -> None:
+        journal = self.journal
+        if not journal.planned:
+            await asyncio.sleep(self.BUSY_WINDOW if self._busy else self.CALM_WINDOW)
+            entries = journal.pending(self.PASS_ALERTS)
+            if not entries:
+                return
+            refs = [ref for entry in entries for ref in entry.refs]
+            self._busy = len({ref.key for ref in refs}) > self.CALM_SINGLE_LIMIT
+            fresh = [ref for ref in refs if ref.key not in self._runs_of]
+            runs = plan_runs(fresh, single_limit=self.CALM_SINGLE_LIMIT)
+            journal.plan(entries[-1].number, runs)
+        through, runs = journal.planned_through, journal.planned
+        created: dict[str, str] = {}
+        for run_request in runs:
+            run_id = await self.starter.create(run_request)
+            for key in _keys_of(run_request):
+                created[key] = run_id
+        journal.done(through)
+        for key, run_id in created.items():
+            self._runs_of[key] = run_id
+            self._runs_of.move_to_end(key)
+        while len(self._runs_of) > self.REMEMBERED:
+            self._runs_of.popitem(last=False)
+        for number in [n for n in self._waiters if n <= through]:
+            for future in self._waiters.pop(number):
                 if not future.done():
-                    if failure is None:
-                        future.set_result(run_of)
-                    else:
-                        future.set_exception(failure)
+                    future.set_result(None)
 
 
 def _keys_of(run_request: RunRequest) -> list[str]:
@@ -361,16 +424,26 @@ def create_app(settings: Settings | None = None, prefect_api_url: str | None = N
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        journal = Journal(settings.journal_folder, settings.intake_journal_max_mb * 1024 * 1024)
         client = PrefectClient(prefect_api_url) if prefect_api_url else get_client()
-        async with client:
-            app.state.starter = RunStarter(client)
-            app.state.batcher = Batcher(app.state.starter)
-            yield
+        try:
+            async with client:
+                app.state.journal = journal
+                app.state.starter = RunStarter(client)
+                app.state.forwarder = Forwarder(journal, app.state.starter)
+                app.state.forwarder.start()
+                try:
+                    yield
+                finally:
+                    await app.state.forwarder.stop()
+        finally:
+            journal.close()
 
     app = FastAPI(
         title="Riposte intake",
         version="1",
-        description="Receives Microsoft Defender alerts and starts one response run per alert.",
+        description="Receives Microsoft Defender alerts, writes them to its journal and starts "
+        "their response runs.",
         lifespan=lifespan,
     )
 
@@ -378,12 +451,24 @@ def create_app(settings: Settings | None = None, prefect_api_url: str | None = N
 
     @app.get("/health")
     async def health(request: Request) -> JSONResponse:
+        """Prefect reachable, and the alerts accepted but not yet in runs (`waiting`), with the
+        age of the oldest in seconds."""
         starter: RunStarter = request.app.state.starter
+        journal: Journal = request.app.state.journal
+        forwarder: Forwarder = request.app.state.forwarder
         failure = await starter.client.api_healthcheck()
         prefect = "ok" if failure is None else "unreachable"
         code = 200 if prefect == "ok" else 503
+        oldest = journal.oldest
         return JSONResponse(
-            {"status": "ok" if code == 200 else "degraded", "prefect": prefect}, code
+            {
+                "status": "ok" if code == 200 else "degraded",
+                "prefect": prefect,
+                "waiting": journal.backlog,
+                "oldest_waiting_seconds": round(time.time() - oldest, 1) if oldest else 0.0,
+                "forwarding": forwarder.failing or "ok",
+            },
+            code,
         )
 
     @app.post(
@@ -396,7 +481,10 @@ def create_app(settings: Settings | None = None, prefect_api_url: str | None = N
             415: {"description": "not application/json"},
             400: {"description": "malformed JSON, or JSON nested too deeply"},
             422: {"description": "not an alert of this source"},
-            503: {"description": "Prefect unavailable; retry after Retry-After seconds"},
+            503: {
+                "description": "the journal cannot take the alerts now (disk full, or too many "
+                "waiting for Prefect); retry after Retry-After seconds"
+            },
         },
     )
     async def receive(source: str, request: Request) -> JSONResponse:
@@ -452,26 +540,41 @@ def create_app(settings: Settings | None = None, prefect_api_url: str | None = N
 
         # A resolved alert needs no response; it is acknowledged so that the sender stops.
         refs = [ref_for(alert) for alert in alerts if alert.status != Status.RESOLVED]
-        batcher: Batcher = request.app.state.batcher
-        try:
-            run_of = await batcher.submit(refs) if refs else {}
-        except PrefectUnavailable as exc:
-            logger.warning("Refusing %d alert(s) for now: %s", len(alerts), exc)
-            return _error(
-                503,
-                "cannot start responses now; retry later",
-                **{"Retry-After": RETRY_AFTER_SECONDS},
-            )
+        journal: Journal = request.app.state.journal
+        forwarder: Forwarder = request.app.state.forwarder
+        started = False
+        if refs:
+            behind = forwarder.behind
+            try:
+                number = await journal.append(refs)
+            except JournalUnavailable as exc:
+                logger.warning("Refusing %d alert(s) for now: %s", len(alerts), exc)
+                return _error(
+                    503,
+                    "cannot take alerts now; retry later",
+                    **{"Retry-After": RETRY_AFTER_SECONDS},
+                )
+            # Durable now. While Prefect keeps up, wait a moment for the runs, to name them.
+            if not behind and settings.intake_run_wait_seconds > 0:
+                started = await forwarder.wait(number, settings.intake_run_wait_seconds)
         accepted = []
         for alert in alerts:
             ref = ref_for(alert)
+            answered = alert.status != Status.RESOLVED
+            run_id = forwarder.run_id(ref.key) if answered and started else None
             accepted.append(
                 {
                     "source": alert.source,
                     "id": alert.id,
                     "revision": ref.revision,
-                    "flow_run_id": run_of.get(ref.key),
-                    "status": "started" if ref.key in run_of else "resolved at the source",
+                    "flow_run_id": run_id,
+                    "status": (
+                        "resolved at the source"
+                        if not answered
+                        else "started"
+                        if run_id
+                        else "queued"
+                    ),
                 }
             )
         return JSONResponse({"accepted": accepted}, status_code=202)
