@@ -16,6 +16,7 @@ the bench exits 1, instead of printing figures of nothing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import shutil
@@ -103,7 +104,8 @@ def burst(
     keys = {correlation(a["id"]) for a in alerts}
     since = datetime.now(UTC) - timedelta(seconds=1)
     started = time.monotonic()
-    deliveries = sender(intake, token, timeout=120).post_all(alerts, senders)
+    post = sender(intake, token, timeout=120)
+    deliveries = post.post_all(alerts, senders)
     statuses = Counter(d.status for d in deliveries.values())
     posted = time.monotonic() - started
     deadline = time.monotonic() + timeout
@@ -121,6 +123,7 @@ def burst(
         "keys": keys,
         "since": since,
         "posted_in": posted,
+        "post_latencies": list(post.latencies),
         "statuses": dict(statuses),
         "drain": last_new - started,
         "waited": time.monotonic() - started,
@@ -284,6 +287,33 @@ def task_runs_of(runs: list[Any]) -> int:
     return total
 
 
+# The Prefect database's tables that a response writes rows to.
+WRITTEN_TABLES = (
+    "flow_run",
+    "flow_run_state",
+    "task_run",
+    "task_run_state",
+    "log",
+    "artifact",
+    "events",
+    "event_resources",
+)
+
+
+def database_rows(home: Path) -> dict[str, int]:
+    """Rows in each of `WRITTEN_TABLES` of the bench's SQLite Prefect database, read-only."""
+    import sqlite3
+
+    path = home / "prefect" / "prefect.db"
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)) as db:
+        present = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+        return {
+            table: int(db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])  # noqa: S608
+            for table in WRITTEN_TABLES
+            if table in present
+        }
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(v for v in values if v == v)
     if not ordered:
@@ -339,11 +369,13 @@ def main() -> int:
         latencies = single_latency(sandbox, settings.intake_url, token, args.single)
         print(f"burst: {args.burst} alerts from {args.senders} senders ...", file=sys.stderr)
         cpu_before = cpu_by_part(stack)
+        rows_before = database_rows(home)
         result = burst(sandbox, settings.intake_url, token, args.burst, args.senders, args.timeout)
         print("burst: waiting for its runs to finish ...", file=sys.stderr)
         runs = wait_quiet(result["since"], args.quiet_timeout)
         still = [r for r in runs if not (r.state and r.state.is_final())]
         cpu_after = cpu_by_part(stack)
+        rows_after = database_rows(home)
         # Counted again once the runs are done: an alert still without a ticket now is lost.
         final = sandbox.tickets()
         lost = sum(1 for k in result["keys"] if not final[k])
@@ -391,6 +423,13 @@ def main() -> int:
         )
         print(f"| alerts/s | n/a | {raw_rate:.1f} | |")
     print(f"| posted in | {result['posted_in']:.1f} s (statuses {result['statuses']}) | | |")
+    posts = result["post_latencies"]
+    print(
+        f"| POST latency under the burst ({len(posts)} requests) | p50 "
+        f"{1000 * percentile(posts, 0.5):.0f} ms, p95 {1000 * percentile(posts, 0.95):.0f} ms, "
+        f"p99 {1000 * percentile(posts, 0.99):.0f} ms, max {1000 * max(posts, default=0):.0f} ms "
+        "| | |"
+    )
     print(f"| alerts lost (no ticket once the runs finished) | {lost} | | |")
     print(f"| duplicate tickets | {duplicates} | | |")
     print(f"| the burst's response runs, by state | {by_state(runs)} | | |")
@@ -398,13 +437,24 @@ def main() -> int:
         f"| flow runs / task runs per alert | {len(runs) / args.burst:.2f} / "
         f"{task_runs / args.burst:.1f} | | |"
     )
+    written = {t: rows_after.get(t, 0) - rows_before.get(t, 0) for t in rows_after}
+    print(
+        f"| Prefect database rows written per alert | {sum(written.values()) / args.burst:.1f}: "
+        + ", ".join(
+            f"{table} {count / args.burst:.1f}"
+            for table, count in sorted(written.items(), key=lambda item: -item[1])
+            if count
+        )
+        + " | | |"
+    )
     cpu = {name: cpu_after[name] - cpu_before.get(name, 0.0) for name in cpu_after}
     parts = ", ".join(
         f"{name} {1000 * seconds / args.burst:.0f}"
         for name, seconds in sorted(cpu.items(), key=lambda item: -item[1])
     )
     print(
-        f"| CPU ms per alert, by part (burst until its runs finished) | "
+        "| CPU ms per alert, by part (burst until its runs finished; the SQLite database "
+        "works inside the Prefect server's process) | "
         f"{1000 * sum(cpu.values()) / args.burst:.0f}: {parts} | | |"
     )
     print(f"| responder peak RSS | {rss:.0f} MB | | |")

@@ -30,6 +30,7 @@ from chaos.runs import (
     response_runs_since,
     retry_run,
     run_reconcile,
+    runs_holding,
     state_name,
     wait_final,
 )
@@ -196,6 +197,7 @@ class Scenario:
         self.deliveries: dict[str, Delivery] = {}
         self.faults: list[str] = []
         self.started = time.monotonic()
+        self.started_at = datetime.now(UTC)
 
     def say(self, text: str) -> None:
         self.h.say(f"[{self.name} {time.monotonic() - self.started:5.0f}s] {text}")
@@ -235,8 +237,29 @@ class Scenario:
         if statuses.get(202, 0) != len(self.ids):
             self.problem(f"intake did not accept every alert: statuses {dict(statuses)}")
 
+    def resolve_runs(self, timeout: float = 0.0) -> int:
+        """Find in Prefect the runs of the alerts the intake answered `queued` (their runs are
+        created after the answer), waiting up to ``timeout`` seconds for them to exist; how many
+        accepted alerts still have none."""
+        deadline = time.monotonic() + timeout
+        while True:
+            missing = {
+                alert_id
+                for alert_id, d in self.deliveries.items()
+                if d.status == 202 and d.run_id is None
+            }
+            if missing:
+                with contextlib.suppress(Exception):  # the server restarting: ask again
+                    for alert_id, run_id in runs_holding(missing, self.started_at).items():
+                        self.deliveries[alert_id].run_id = run_id
+                        missing.discard(alert_id)
+            if not missing or time.monotonic() >= deadline:
+                return len(missing)
+            time.sleep(1.0)
+
     @property
     def run_ids(self) -> set[str]:
+        self.resolve_runs()
         return {d.run_id for d in self.deliveries.values() if d.run_id}
 
     def runs_of_alerts(self) -> dict[str, list[str]]:
@@ -255,6 +278,9 @@ class Scenario:
             t = tally(self.sandbox, self.ids)
             return t.tickets, t.messages, sum(t.comments.values())
 
+        unstarted = self.resolve_runs(timeout=min(timeout, 300.0))
+        if unstarted:
+            self.problem(f"{unstarted} accepted alerts have no response run")
         runs = wait_final(self.run_ids, timeout, stall, progress)
         states = Counter(state_name(r) for r in runs.values())
         self.say(f"{len(self.run_ids)} runs: {dict(states)}")

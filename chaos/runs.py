@@ -155,6 +155,47 @@ def response_runs_since(since: datetime) -> list[Any]:
     return runs
 
 
+def runs_holding(alert_ids: set[str], since: datetime) -> dict[str, str]:
+    """Alert id -> the first respond / respond-batch run created since ``since`` that holds it,
+    read from the runs' parameters: how an alert the intake answered `queued` (its run created
+    later by the intake's forwarder) is found."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterName,
+        FlowRunFilter,
+        FlowRunFilterExpectedStartTime,
+    )
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    found: dict[str, str] = {}
+    with get_client(sync_client=True) as client:
+        offset = 0
+        while True:
+            page = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    expected_start_time=FlowRunFilterExpectedStartTime(after_=since)
+                ),
+                deployment_filter=DeploymentFilter(
+                    name=DeploymentFilterName(any_=["respond", "respond-batch"])
+                ),
+                sort=FlowRunSort.EXPECTED_START_TIME_ASC,
+                limit=200,
+                offset=offset,
+            )
+            for run in page:
+                params = run.parameters or {}
+                held = [a.get("alert_id") for a in params.get("alerts", [])] or [
+                    params.get("alert_id")
+                ]
+                for alert_id in held:
+                    if alert_id in alert_ids:
+                        found.setdefault(alert_id, str(run.id))
+            if len(page) < 200:
+                return found
+            offset += 200
+
+
 def retry_run(prefect_cli: str, run_id: str) -> str:
     """`prefect flow-run retry <id>`, as an operator types it; return its output on success."""
     done = subprocess.run(

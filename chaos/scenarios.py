@@ -77,7 +77,8 @@ def prefect_restart(
     timeout: float = 900.0,
 ) -> ScenarioResult:
     """The Prefect server is stopped a third of the way into a burst and started again on the
-    same SQLite database ``down`` seconds later. The senders retry the intake's 503s."""
+    same SQLite database ``down`` seconds later. The intake keeps taking alerts into its
+    journal and creates their runs once Prefect is back; a sender retries what had no answer."""
     if h.stack is None:
         raise RuntimeError("prefect-restart needs a stack whose processes it can stop")
     s = Scenario(h, "prefect-restart", alerts)
@@ -89,7 +90,8 @@ def prefect_restart(
         s.delivered(burst.join())
         refused = sum(d.refused for d in s.deliveries.values())
         s.note(
-            f"{refused} posts got a 503 (or no answer) from the intake; the senders retried them"
+            f"{refused} posts got a 503 (or no answer) from the intake; the senders retried them; "
+            f"{sum(d.run_id is None for d in s.deliveries.values())} answered queued"
         )
         runs = s.wait_runs(timeout)
         ended_badly = [

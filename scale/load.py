@@ -199,7 +199,12 @@ def run(
         procs.spawn(
             f"intake-{n}",
             [sys.executable, "-m", "riposte.deployments.intake"],
-            env | {"RIPOSTE_INTAKE_PORT": str(port)},
+            # Each intake has its own journal, as on its own machine.
+            env
+            | {
+                "RIPOSTE_INTAKE_PORT": str(port),
+                "RIPOSTE_INTAKE_JOURNAL": str(state / f"intake-{n}" / "journal"),
+            },
         )
         for n, port in enumerate(intake_ports, 1)
     ]

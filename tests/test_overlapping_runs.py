@@ -122,3 +122,40 @@ def test_overlapping_runs_of_the_same_alerts_do_each_step_once(sandbox: httpx.Cl
         counts = _count(sandbox, ids)
         wrong = {a: dict(c) for a, c in counts.items() if c != once}
         assert not wrong, f"round {round_}: {wrong} (runs {dict(states)})"
+
+
+def test_a_batch_is_one_task_run_per_alert_and_its_retry_does_no_step_twice(
+    sandbox: httpx.Client,
+) -> None:
+    """In a batch, an alert's steps are grouped in one task run named after it: the Prefect
+    server keeps one task run per alert, not one per step. A Retry of the failed batch finds
+    the steps done before (the ticket, the Teams message, the comment) and does only the rest:
+    counted in the simulators, one of each per alert."""
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterId,
+    )
+
+    tag = f"grouped-{os.urandom(3).hex()}"
+    alerts = _alerts(tag)
+    ids = [a["id"] for a in alerts]
+    load(sandbox, alerts)
+    revision = str(alerts[0]["severity"])
+    refs = [AlertRef(source="graph", alert_id=a, revision=revision) for a in ids]
+    fault = sandbox.post(
+        "/_sandbox/faults", json={"service": "slack", "status": 404, "times": None}
+    ).json()["id"]
+    (batch,) = _batch(refs, 0)
+    assert _final([batch])[batch].state.is_failed()
+    with get_client(sync_client=True) as client:
+        task_runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(batch)])), limit=200
+        )
+    assert sorted(t.name for t in task_runs) == sorted(f"respond graph-{a}" for a in ids)
+    assert all(t.state is not None and t.state.is_failed() for t in task_runs)
+
+    sandbox.delete(f"/_sandbox/faults/{fault}")
+    _retry(batch)
+    assert _final([batch])[batch].state.is_completed()
+    once = Counter({"ticket": 1, "slack": 1, "teams": 1, "comment": 1})
+    assert {a: c for a, c in _count(sandbox, ids).items() if c != once} == {}

@@ -4,9 +4,10 @@ Both run the same per-alert response, `answer`: fetch the alert, `decide` with t
 force (throttles, incident grouping, suppression), then carry out each outcome with its
 playbook (`riposte.playbooks`, built-in or registered): a ticket and messages, a note on an
 open ticket, a digest entry, a close at the source, or nothing but a record. Calm traffic gets one
-`respond_to_alert` run per alert; a burst gets batches, where each alert's steps are task runs
-named after it, because a flow run per alert costs the Prefect server about six times more than
-a task run (see the README's figures).
+`respond_to_alert` run per alert, each step a task run; a burst gets batches, where each alert is
+one task run named after it (`respond graph-<id>`) whose steps are grouped in it
+(`riposte.tasks._common.grouped_steps`): a flow run, or a task run per step, costs the Prefect
+server far more than the alert's HTTP calls (see the README's figures).
 
 Over 500 lines: the report and the log lines of a response are written here, from the
 `Progress` and the `ResponseSummary` the flows fill, so that a Failed run reports as a Completed
@@ -21,8 +22,9 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from prefect import get_run_logger
+from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from riposte.alerts.model import Alert
@@ -41,6 +43,7 @@ from riposte.playbooks.context import (
     failure_message,
 )
 from riposte.playbooks.runner import carry_out, report_problems
+from riposte.tasks._common import grouped_steps
 from riposte.tasks.alerts import AlertUpdate, fetch_alert
 from riposte.tasks.decide import PolicyDecision, current_policy, decide
 from riposte.tasks.runs import (
@@ -276,6 +279,21 @@ def _record_failure(ref: AlertRef, progress: Progress, exc: Exception) -> None:
         logger.warning("The report of this failed response was not written: %s", problem)
 
 
+@task(
+    name="respond",
+    task_run_name="respond {ref.source}-{ref.alert_id}",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+)
+def respond_in_batch(
+    ref: AlertRef, plan: Plan, snapshot: PolicySnapshot, blocks: BlockCache
+) -> ResponseSummary:
+    """One alert of a batch: its whole response, one task run. Its steps keep their records
+    and locks (a Retry of the batch finds them done), and its log says what each did."""
+    with grouped_steps():
+        return answer(ref, plan, snapshot, blocks)
+
+
 class BatchSummary(BaseModel):
     answered: int
     failed: list[str]
@@ -293,9 +311,9 @@ def respond_batch(
     channel_blocks: list[str] | None = None,
 ) -> BatchSummary:
     """Answer a burst of alerts in one run, several at a time, with the policy as it is when
-    the batch starts. Each alert's steps are task runs named after it (`ticket graph-<id>`...),
-    so it is found in the UI by the alert's id. A Retry answers only what failed; the rest comes
-    back Cached.
+    the batch starts. Each alert is a task run named after it (`respond graph-<id>`), so it is
+    found in the UI by the alert's id, and its log says what each step did. A Retry answers
+    only what failed: the steps already done are found done.
 
     Args:
         alerts: The alerts to answer, each by its source, its id in that Defender API and its
@@ -321,7 +339,12 @@ def respond_batch(
     with coalescing(), ThreadPoolExecutor(BATCH_CONCURRENCY, thread_name_prefix="alert") as pool:
         # Each thread needs the flow run's context for its task runs to belong to this run.
         futures = [
-            (ref, pool.submit(contextvars.copy_context().run, answer, ref, plan, snapshot, blocks))
+            (
+                ref,
+                pool.submit(
+                    contextvars.copy_context().run, respond_in_batch, ref, plan, snapshot, blocks
+                ),
+            )
             for ref in alerts
         ]
         rows: list[dict[str, str]] = []

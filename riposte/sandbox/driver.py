@@ -245,6 +245,8 @@ class AlertSender:
         self.posted = 0
         self.accepted = 0
         self.last_post = 0.0
+        # Seconds each request took to be answered (every try), for latency percentiles.
+        self.latencies: list[float] = []
         self._lock = threading.Lock()
         self._local = threading.local()
 
@@ -275,6 +277,7 @@ class AlertSender:
         for _ in itertools.count() if self.tries is None else range(self.tries):
             if self.stopped or time.monotonic() >= deadline:
                 break
+            sent = time.monotonic()
             try:
                 r = self._send(client, url, alert)
             except httpx.HTTPError:
@@ -284,6 +287,8 @@ class AlertSender:
                     time.sleep(self.pause_after_error)
                 continue
             delivery.status = r.status_code
+            with self._lock:
+                self.latencies.append(time.monotonic() - sent)
             if r.status_code != 503:
                 if r.status_code == 202:
                     delivery.run_id = r.json()["accepted"][0]["flow_run_id"]

@@ -1,16 +1,24 @@
 """`external_call`, the decorator of every task that calls an external system: its retries,
-its wait when the system asks to come back later, its cache."""
+its wait when the system asks to come back later, its cache; and `grouped_steps`, where those
+tasks run as steps of one task run instead of a task run each."""
 
 from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
-from prefect import task
+from prefect import Task
 from prefect.cache_policies import DEFAULT as RUN_SCOPED
-from prefect.cache_policies import NO_CACHE
+from prefect.cache_policies import NO_CACHE, CacheKeyFnPolicy
+from prefect.context import TaskRunContext
+from prefect.results import ResultRecord, ResultStore, get_result_store
+from prefect.states import Completed, Failed
+from prefect.transactions import CommitMode, IsolationLevel, Transaction, transaction
+from prefect.utilities.callables import call_with_parameters, get_call_parameters
 
 from riposte.blocks._http import run_logger
 from riposte.blocks.errors import (
@@ -71,6 +79,122 @@ def deferring(fn: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
+_GROUPED: ContextVar[bool] = ContextVar("riposte_grouped_steps", default=False)
+_ATTEMPT: ContextVar[int] = ContextVar("riposte_step_attempt", default=0)
+
+
+@contextmanager
+def grouped_steps() -> Iterator[None]:
+    """Inside it, the steps (`external_call` tasks) called in this thread are steps of the task
+    run already running, not task runs of their own: the alerts of a batch cost the Prefect
+    server one task run each instead of one per step.
+
+    A grouped step keeps what its task run gave: the same cache key and lock (a SERIALIZABLE
+    transaction on the same result store), so a step another run already did, grouped or not,
+    comes back from its record instead of being done again; the same retries and delays; the
+    same refusals that are not retried. What it does not have is a state of its own in the
+    UI: the alert's task run logs a step that failed, or that was done before, by its name."""
+    token = _GROUPED.set(True)
+    try:
+        yield
+    finally:
+        _GROUPED.reset(token)
+
+
+def step_attempt() -> int:
+    """Which attempt of the running step this is, from 1 (a task run's `run_count`)."""
+    inline = _ATTEMPT.get()
+    if inline:
+        return inline
+    context = TaskRunContext.get()
+    return context.task_run.run_count if context is not None else 1
+
+
+class Step(Task[..., Any]):
+    """A task that, inside `grouped_steps()`, runs as a step of the current task run."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if not _GROUPED.get():
+            return super().__call__(*args, **kwargs)
+        return_state = kwargs.pop("return_state", False)
+        kwargs.pop("wait_for", None)
+        parameters = get_call_parameters(self.fn, args, kwargs)
+        try:
+            value = self._grouped(parameters)
+        except Exception as exc:
+            if return_state:
+                return Failed(message=f"{self._label(parameters)} failed: {exc}", data=exc)
+            raise
+        return Completed(data=value) if return_state else value
+
+    def _label(self, parameters: dict[str, Any]) -> str:
+        template = self.task_run_name if isinstance(self.task_run_name, str) else None
+        try:
+            return template.format(**parameters) if template else self.name
+        except (AttributeError, KeyError, IndexError, ValueError):
+            return self.name
+
+    def _grouped(self, parameters: dict[str, Any]) -> Any:
+        policy = self.cache_policy
+        key_fn = policy.cache_key_fn if isinstance(policy, CacheKeyFnPolicy) else None
+        if key_fn is None:
+            # Run-scoped or uncached (a read): done again by a Retry, as it reads the same.
+            return self._attempts(parameters)
+        key = key_fn(None, parameters)  # type: ignore[arg-type]  # keys read parameters only
+        store = get_result_store().update_for_task(self)
+        assert isinstance(store, ResultStore)  # the sync call gives the store itself
+        level = policy.isolation_level if policy else None
+        # A transaction of its own, as the step's task run had: inside the alert's task run's
+        # transaction it would be a child, committed (its record written, its lock released)
+        # only when the alert's response ends, and never when it fails.
+        detached = Transaction.__var__.set(None)  # type: ignore[arg-type]
+        try:
+            with transaction(
+                key=key,
+                store=store,
+                isolation_level=IsolationLevel(level) if level else None,
+                commit_mode=CommitMode.LAZY,
+                write_on_commit=True,
+            ) as txn:
+                if txn.is_committed():
+                    record = txn.read()
+                    run_logger().info("%s: done before, its result reused", self._label(parameters))
+                    return record.result if isinstance(record, ResultRecord) else record
+                value = self._attempts(parameters)
+                txn.stage(value)
+        finally:
+            Transaction.__var__.reset(detached)
+        return value
+
+    def _attempts(self, parameters: dict[str, Any]) -> Any:
+        """The step's function with the task's retries, delays and retry condition."""
+        label = self._label(parameters)
+        attempt = 1
+        while True:
+            token = _ATTEMPT.set(attempt)
+            try:
+                return call_with_parameters(self.fn, parameters)
+            except Exception as exc:
+                permanent = isinstance(exc, (*_PERMANENT, ServiceThrottledError))
+                if permanent or attempt > TASK_RETRIES:
+                    run_logger().error("%s failed: %s: %s", label, type(exc).__name__, exc)
+                    raise
+                delay = TASK_RETRY_DELAYS[min(attempt, len(TASK_RETRY_DELAYS)) - 1]
+                run_logger().warning(
+                    "%s failed (%s: %s); attempt %d of %d in %.0f s",
+                    label,
+                    type(exc).__name__,
+                    exc,
+                    attempt + 1,
+                    TASK_RETRIES + 1,
+                    delay,
+                )
+                time.sleep(delay)
+                attempt += 1
+            finally:
+                _ATTEMPT.reset(token)
+
+
 def external_call(
     key_fn: KeyFn | None = None, name: str | None = None, *, cached: bool = True
 ) -> Any:
@@ -85,7 +209,8 @@ def external_call(
         policy: Any = keyed(key_fn, serializable=True) if key_fn else RUN_SCOPED
     else:
         policy = NO_CACHE
-    decorate = task(
+    return lambda fn: Step(
+        fn=deferring(fn),
         retries=TASK_RETRIES,
         retry_delay_seconds=TASK_RETRY_DELAYS,
         retry_condition_fn=retry_unless_permanent,
@@ -93,4 +218,3 @@ def external_call(
         cache_policy=policy,
         task_run_name=name,
     )
-    return lambda fn: decorate(deferring(fn))

@@ -16,7 +16,7 @@ from riposte.alerts.response import Ticket, response_revision
 from riposte.alerts.sources import parse_alert
 from riposte.blocks.defender import DefenderCredentials
 from riposte.tasks._cache import cache_key
-from riposte.tasks._common import external_call
+from riposte.tasks._common import external_call, step_attempt
 
 
 class AlertClosure(BaseModel):
@@ -94,8 +94,7 @@ def update_alert(defender: DefenderCredentials, alert: Alert, ticket: Ticket | N
     # payload says what is there, which saves a read per alert in a storm under the vendors'
     # budgets. Otherwise it is read again: a retried attempt (the failed one may have written
     # part of it), a re-run whose fetch came back Cached, a step that waited long before.
-    context = TaskRunContext.get()
-    first_attempt = context is None or context.task_run.run_count <= 1
+    first_attempt = step_attempt() <= 1
     fresh = first_attempt and bool(alert.raw) and _read_lately(alert.source, alert.id)
     current = alert.raw if fresh else client.get(alert.id)
     # Each API has its own notion of "in progress" (Cloud Apps: marked read); an alert that

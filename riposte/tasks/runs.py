@@ -202,7 +202,8 @@ def response_attempts(source: str, alert_ids: list[str]) -> dict[str, Attempts]:
     """For each of ``alert_ids``, what the runs that answered it did.
 
     A run answers an alert when it is a `respond_to_alert` run named after it, or has a
-    `fetch <source>-<id>` task run (a batch). A run that is still going, completed or was
+    `respond <source>-<id>` task run (a batch; `fetch <source>-<id>` in batches of earlier
+    releases, whose steps were task runs each). A run that is still going, completed or was
     cancelled has it in hand. A single alert's run that ended Failed or Crashed counts as one
     failure; so does a failed batch for the alerts its table artifact lists as FAILED (a batch
     with no table, which crashed, for every alert it held). Alerts no run touched are absent.
@@ -230,10 +231,14 @@ def response_attempts(source: str, alert_ids: list[str]) -> dict[str, Attempts]:
                 if r.name in names:
                     runs[r.id] = r
                     held.setdefault(r.id, set()).add(names[r.name])
-            fetches = {f"fetch {name}": alert_id for name, alert_id in names.items()}
+            fetches = {
+                f"{step} {name}": alert_id
+                for name, alert_id in names.items()
+                for step in ("respond", "fetch")
+            }
             for t in client.read_task_runs(
                 task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=list(fetches))),
-                limit=len(chunk) * 4,
+                limit=len(chunk) * 4,  # one of the two names per run
             ):
                 if t.name in fetches and t.flow_run_id is not None:
                     held.setdefault(t.flow_run_id, set()).add(fetches[t.name])
