@@ -32,6 +32,7 @@ import random
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import ClassVar, Literal
@@ -399,10 +400,12 @@ def _plain(value: object) -> str:
 # Slots are taken in lots only from generous limits (a burst of LOT_MIN_BURST or more), where
 # one Prefect write per request would cost more than the budget protects; a lot is spent on the
 # next requests within LOT_SECONDS and the rest dropped, so the budget is never exceeded (only
-# under-used). Vendor budgets are small (a burst of 1 to 15): their slots are taken one by one.
+# under-used). A lot is as big as this process's demand for the limit over the last LOT_SECONDS
+# (so a quiet process wastes little), at most a tenth of the burst and LOT_MAX. Vendor budgets
+# are small (a burst of 1 to 15): their slots are taken one by one.
 LOT_MIN_BURST = 200
-LOT_MAX = 20
-LOT_SECONDS = 1.0
+LOT_MAX = 100
+LOT_SECONDS = 5.0
 
 
 class _Lots:
@@ -411,12 +414,18 @@ class _Lots:
     lock = threading.Lock()
     spare: ClassVar[dict[str, tuple[int, float]]] = {}
     burst: ClassVar[dict[str, int]] = {}
+    demand: ClassVar[dict[str, deque[float]]] = {}
 
     @classmethod
     def take_spare(cls, name: str) -> bool:
         with cls.lock:
+            now = time.monotonic()
+            asked = cls.demand.setdefault(name, deque())
+            asked.append(now)
+            while asked and asked[0] < now - LOT_SECONDS:
+                asked.popleft()
             count, taken = cls.spare.get(name, (0, 0.0))
-            if count > 0 and time.monotonic() - taken < LOT_SECONDS:
+            if count > 0 and now - taken < LOT_SECONDS:
                 cls.spare[name] = (count - 1, taken)
                 return True
             cls.spare.pop(name, None)
@@ -425,7 +434,11 @@ class _Lots:
     @classmethod
     def size(cls, name: str) -> int:
         burst = cls.burst.get(name, 0)
-        return min(LOT_MAX, burst // 10) if burst >= LOT_MIN_BURST else 1
+        if burst < LOT_MIN_BURST:
+            return 1
+        with cls.lock:
+            recent = len(cls.demand.get(name, ()))
+        return max(1, min(LOT_MAX, burst // 10, recent))
 
     @classmethod
     def forget(cls, name: str) -> None:

@@ -4,6 +4,7 @@
 """
 
 import threading
+from collections.abc import Callable
 from typing import TypeVar
 
 from prefect.blocks.core import Block
@@ -59,12 +60,14 @@ class BlockCache:
         self._loaded: dict[tuple[type[Block], str], Block] = {}
         self._lock = threading.Lock()
 
-    def load(self, kind: type[B], name: str) -> B:
+    def load(self, kind: type[B], name: str, loader: Callable[[str], B] | None = None) -> B:
+        """The block ``name`` of ``kind``, loaded once (by ``loader`` when given)."""
         with self._lock:
             found = self._loaded.get((kind, name))
         if isinstance(found, kind):
             return found
-        loaded = load_block(kind, name)  # two threads may both load: harmless, same value
+        # Two threads may both load: harmless, same value.
+        loaded = loader(name) if loader is not None else load_block(kind, name)
         with self._lock:
             self._loaded[(kind, name)] = loaded
         return loaded

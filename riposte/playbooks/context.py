@@ -17,6 +17,7 @@ import ipaddress
 from collections.abc import Callable, Iterable, Sequence
 from typing import Literal
 
+from prefect.blocks.core import Block
 from pydantic import BaseModel, ConfigDict
 
 from riposte.alerts.approval import ApproverRef, ContainmentRequest
@@ -155,7 +156,7 @@ class ResponseContext:
         return wanted if override is None else override
 
     def channel(self, name: str) -> Channel:
-        return load_channel(name)
+        return self.blocks.load(Block, name, load_channel)  # type: ignore[return-value]
 
 
 class TicketStep(BaseModel):
