@@ -399,16 +399,17 @@ def main() -> int:
     print(
         f"machine: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}"
     )
-    print(f"single alert, POST -> ticket ({len(latencies)} alerts, one at a time):")
     unanswered = sum(1 for v in latencies if v != v)
-    print(
-        f"  p50 {percentile(latencies, 0.5):.2f} s   p95 {percentile(latencies, 0.95):.2f} s   "
-        f"max {max(latencies):.2f} s"
-        + (f"   ({unanswered} without a ticket within 60 s)" if unanswered else "")
-    )
     print()
-    print(f"| burst of {args.burst} | Riposte | raw httpx baseline | ratio |")
+    print(f"| measure (burst of {args.burst}) | Riposte | raw httpx baseline | ratio |")
     print("|---|---|---|---|")
+    print(
+        f"| single alert, POST -> ticket ({len(latencies)} alerts, one at a time) | p50 "
+        f"{percentile(latencies, 0.5):.2f} s, p95 {percentile(latencies, 0.95):.2f} s, max "
+        f"{max(latencies):.2f} s"
+        + (f" ({unanswered} without a ticket within 60 s)" if unanswered else "")
+        + " | | |"
+    )
     if complete:
         print(
             f"| time until the last ticket exists | {result['drain']:.1f} s | {raw:.1f} s | "

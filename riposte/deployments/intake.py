@@ -275,8 +275,8 @@ class Forwarder:
     # More alerts than this in one pass make a batch.
     CALM_SINGLE_LIMIT = 4
     PASS_ALERTS = 1000
-    # A request waits for its runs only while fewer alerts than this wait before it.
-    WAIT_BACKLOG = 10
+    # A request waits for its runs only while no more alerts than this wait beside its own.
+    WAIT_BACKLOG = CALM_SINGLE_LIMIT
     RETRY_FIRST = 1.0
     RETRY_MOST = 30.0
     # Alert keys remembered with their runs, so that a duplicate delivery gets the run that
@@ -305,10 +305,10 @@ class Forwarder:
     def run_id(self, key: str) -> str | None:
         return self._runs_of.get(key)
 
-    @property
-    def behind(self) -> bool:
-        """Prefect is failing, or alerts are waiting to be forwarded: a sender is not held."""
-        return self.failing is not None or self.journal.backlog > self.WAIT_BACKLOG
+    def behind(self, own: int) -> bool:
+        """Prefect is failing, or other alerts than the request's ``own`` wait to be forwarded
+        (written just before, in a storm): a sender is not held."""
+        return self.failing is not None or self.journal.backlog - own > self.WAIT_BACKLOG
 
     async def wait(self, number: int, timeout: float) -> bool:
         """Wait at most ``timeout`` seconds for the runs of entry ``number``; whether they exist."""
@@ -544,7 +544,6 @@ def create_app(settings: Settings | None = None, prefect_api_url: str | None = N
         forwarder: Forwarder = request.app.state.forwarder
         started = False
         if refs:
-            behind = forwarder.behind
             try:
                 number = await journal.append(refs)
             except JournalUnavailable as exc:
@@ -555,7 +554,7 @@ def create_app(settings: Settings | None = None, prefect_api_url: str | None = N
                     **{"Retry-After": RETRY_AFTER_SECONDS},
                 )
             # Durable now. While Prefect keeps up, wait a moment for the runs, to name them.
-            if not behind and settings.intake_run_wait_seconds > 0:
+            if not forwarder.behind(len(refs)) and settings.intake_run_wait_seconds > 0:
                 started = await forwarder.wait(number, settings.intake_run_wait_seconds)
         accepted = []
         for alert in alerts:

@@ -199,8 +199,8 @@ class SandboxClient:
 @dataclass
 class Delivery:
     """How posting one alert ended: the last status (-1: the last try had no answer), the run
-    the intake started for it (on 202), and how many tries were refused before (503s and
-    connection failures)."""
+    the intake started for it (on a 202 that names it; None when the alert was `queued`), and
+    how many tries were refused before (503s and connection failures)."""
 
     status: int = -1
     run_id: str | None = None
