@@ -399,9 +399,11 @@ def _plain(value: object) -> str:
 
 # Slots are taken in lots only from generous limits (a burst of LOT_MIN_BURST or more), where
 # one Prefect write per request would cost more than the budget protects; a lot is spent on the
-# next requests within LOT_SECONDS and the rest dropped, so the budget is never exceeded (only
-# under-used). A lot is as big as this process's demand for the limit over the last LOT_SECONDS
-# (so a quiet process wastes little), at most a tenth of the burst and LOT_MAX. Vendor budgets
+# next requests within LOT_SECONDS of the ask and the rest dropped. Slots of a lot asked just
+# before a vendor's window may be spent inside it: a window can see up to one lot per process
+# more than the budget (a lot is at most a tenth of the burst, itself a tenth of the budget: 1%).
+# A lot is as big as this process's demand for the limit over the last LOT_SECONDS (so a quiet
+# process wastes little), at most a tenth of the burst and LOT_MAX. Vendor budgets
 # are small (a burst of 1 to 15): their slots are taken one by one.
 LOT_MIN_BURST = 200
 LOT_MAX = 100
@@ -417,11 +419,13 @@ class _Lots:
     demand: ClassVar[dict[str, deque[float]]] = {}
 
     @classmethod
-    def take_spare(cls, name: str) -> bool:
+    def take_spare(cls, name: str, new_request: bool = True) -> bool:
+        """A spare slot of ``name``; ``new_request``: counted in the demand."""
         with cls.lock:
             now = time.monotonic()
             asked = cls.demand.setdefault(name, deque())
-            asked.append(now)
+            if new_request:
+                asked.append(now)
             while asked and asked[0] < now - LOT_SECONDS:
                 asked.popleft()
             count, taken = cls.spare.get(name, (0, 0.0))
@@ -447,12 +451,14 @@ class _Lots:
             cls.spare.pop(name, None)
 
     @classmethod
-    def got(cls, name: str, slots: int, burst: int | None) -> None:
+    def got(cls, name: str, slots: int, burst: int | None, asked: float) -> None:
+        """``slots`` came for an ask sent at ``asked`` (monotonic): the lot's time runs from
+        the ask, not the answer."""
         with cls.lock:
             if burst is not None:
                 cls.burst[name] = burst
             if slots > 1:
-                cls.spare[name] = (slots - 1, time.monotonic())
+                cls.spare[name] = (slots - 1, asked)
 
 
 def acquire_request_slot(
@@ -482,7 +488,7 @@ def acquire_request_slot(
             "(waiting behind this process's other requests)"
         )
     try:
-        if _Lots.take_spare(name):  # a lot taken by the thread before us
+        if _Lots.take_spare(name, new_request=False):  # a lot taken by the thread before us
             return
         _acquire(wanted, name, deadline, wait_seconds)
     finally:
@@ -576,7 +582,7 @@ def _acquire(wanted: list[str], name: str, deadline: float, wait_seconds: float)
                     )
                 bursts = [x.get("limit") for x in limits if isinstance(x, dict)]
                 burst = min((b for b in bursts if isinstance(b, int)), default=None)
-                _Lots.got(name, slots, burst)
+                _Lots.got(name, slots, burst, asked)
                 _Pace.last_slot[name] = asked
                 if _Pace.refusals.get(name):
                     _Pace.refusals[name] = 1  # still dry: paced, but no longer backing off

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -19,12 +20,10 @@ import pytest
 
 from riposte.alerts.response import AlertRef
 from riposte.alerts.run_plan import plan_runs
-from riposte.deployments.intake import create_app
 from riposte.deployments.journal import Journal, JournalInUse, JournalUnavailable
 from riposte.sandbox.samples import sample_graph_alerts
-from riposte.settings import Settings
 from tests.conftest import INTAKE_TOKEN, wait_until
-from tests.servers import free_port, serve_in_thread
+from tests.servers import free_port
 from tests.test_intake import runs_named
 
 AUTH = {"Authorization": f"Bearer {INTAKE_TOKEN}"}
@@ -113,34 +112,63 @@ def test_runs_planned_before_a_crash_are_asked_for_again_identically(tmp_path: P
     asyncio.run(scenario())
 
 
-def test_disk_full_is_a_503_and_nothing_is_half_written(tmp_path: Path) -> None:
-    """The journal's next file is /dev/full (ENOSPC from the kernel at every write): the sender
-    is refused with Retry-After, nothing waits; once the disk has room, alerts are taken."""
-    folder = tmp_path / "journal"
-    folder.mkdir()
-    full = folder / "journal-000000000001.jsonl"
-    full.symlink_to("/dev/full")
+def test_a_full_disk_is_a_503_and_every_202_survives_a_restart(tmp_path: Path) -> None:
+    """The intake may write files of 1,500 bytes at most (RLIMIT_FSIZE: the kernel refuses the
+    rest of a write, mid-line, as on a full disk). A post that meets the limit gets 503 with
+    Retry-After, and its half line is cut off; killed and restarted, the intake holds exactly
+    the alerts it answered 202, none it refused, and takes alerts again once there is room."""
+    journal = tmp_path / "journal"
+    port = free_port()
     dead = f"http://127.0.0.1:{free_port()}/api"
-    app = create_app(Settings(intake_tokens=INTAKE_TOKEN, intake_journal=folder), dead)
-    with serve_in_thread(app) as url:
-        refused = httpx.post(f"{url}/alerts/graph", json=_alert("full-1"), headers=AUTH, timeout=60)
-        assert refused.status_code == 503, refused.text
-        assert int(refused.headers["Retry-After"]) > 0
-        assert "retry later" in refused.json()["detail"]
-        assert httpx.get(f"{url}/health", timeout=60).json()["waiting"] == 0
-        full.unlink()  # room again
-        taken = httpx.post(f"{url}/alerts/graph", json=_alert("full-2"), headers=AUTH, timeout=60)
-        assert taken.status_code == 202, taken.text
-        assert httpx.get(f"{url}/health", timeout=60).json()["waiting"] == 1
-    lines = [
-        json.loads(line)
-        for p in folder.glob("journal-*.jsonl")
-        for line in p.read_text().splitlines()
-    ]
-    assert [ref["alert_id"] for line in lines for ref in line["refs"]] == ["full-2"]
+    limited = _intake(port, journal, dead, file_size_limit=1500)
+    answers: dict[str, int] = {}
+    try:
+        for n in range(40):
+            alert_id = f"full-{n}"
+            r = httpx.post(
+                f"http://127.0.0.1:{port}/alerts/graph",
+                json=_alert(alert_id),
+                headers=AUTH,
+                timeout=60,
+            )
+            answers[alert_id] = r.status_code
+            if r.status_code == 503:
+                assert int(r.headers["Retry-After"]) > 0
+                assert "retry later" in r.json()["detail"]
+    finally:
+        limited.send_signal(signal.SIGKILL)
+        limited.wait(30)
+    refused = [a for a, code in answers.items() if code == 503]
+    accepted = [a for a, code in answers.items() if code == 202]
+    assert refused and accepted and len(refused) + len(accepted) == 40, answers
+    # Room again (restarted without the limit): alerts are taken, after the ones kept.
+    unlimited = _intake(port, journal, dead)
+    try:
+        r = httpx.post(
+            f"http://127.0.0.1:{port}/alerts/graph",
+            json=_alert("full-after"),
+            headers=AUTH,
+            timeout=60,
+        )
+        assert r.status_code == 202, r.text
+    finally:
+        unlimited.send_signal(signal.SIGKILL)
+        unlimited.wait(30)
+    accepted.append("full-after")
+
+    async def read_back() -> list[str]:
+        again = Journal(journal, 1 << 20)
+        try:
+            return [r.alert_id for e in again.pending(1000) for r in e.refs]
+        finally:
+            again.close()
+
+    assert asyncio.run(read_back()) == accepted
 
 
-def _intake(port: int, journal: Path, prefect_api: str) -> subprocess.Popen[bytes]:
+def _intake(
+    port: int, journal: Path, prefect_api: str, file_size_limit: int | None = None
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "RIPOSTE_INTAKE_PORT": str(port),
@@ -148,7 +176,14 @@ def _intake(port: int, journal: Path, prefect_api: str) -> subprocess.Popen[byte
         "RIPOSTE_INTAKE_JOURNAL": str(journal),
         "PREFECT_API_URL": prefect_api,
     }
-    proc = subprocess.Popen([sys.executable, "-m", "riposte.deployments.intake"], env=env)
+
+    def limit() -> None:
+        if file_size_limit is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "riposte.deployments.intake"], env=env, preexec_fn=limit
+    )
 
     def up() -> bool:
         try:
@@ -197,3 +232,25 @@ def test_alerts_acknowledged_just_before_a_sigkill_are_answered_after_the_restar
         second.terminate()
         second.wait(30)
     assert [runs_named(f"graph-{i}") for i in ids] == [1, 1, 1]
+
+
+def test_a_line_left_by_a_failed_write_does_not_hide_the_entries_after_it(tmp_path: Path) -> None:
+    """A failed write that could not be cut back leaves half a line (and its entry number) in a
+    file; the entries written after it, acknowledged, are all read back, a reused number from
+    the later write."""
+    first = tmp_path / "journal-000000000001-1.jsonl"
+    later = tmp_path / "journal-000000000001-2.jsonl"
+    good = json.dumps({"n": 1, "refs": [_ref(1).model_dump()]})
+    first.write_text(good[:30] + json.dumps({"n": 1, "refs": [_ref(7).model_dump()]}) + "\n")
+    later.write_text(
+        json.dumps({"n": 1, "refs": [_ref(2).model_dump()]})
+        + "\n"
+        + json.dumps({"n": 2, "refs": [_ref(3).model_dump()]})
+        + "\n"
+    )
+    journal = Journal(tmp_path, 1 << 20)
+    assert [(e.number, e.refs[0].alert_id) for e in journal.pending(100)] == [
+        (1, "j-2"),
+        (2, "j-3"),
+    ]
+    journal.close()

@@ -8,9 +8,11 @@ only with the intake's disk.
 The files, in the intake's own folder (`RIPOSTE_INTAKE_JOURNAL`, one per intake: a second process
 on the same folder refuses to start):
 
-- `journal-<first entry>.jsonl`: entries `{"n": <number>, "refs": [<AlertRef>...]}`, one per
-  line, numbered in order. A line cut short by a crash was never acknowledged (the fsync comes
-  before the 202): it is dropped when the journal is opened.
+- `journal-<first entry>-<ns>.jsonl`: entries `{"n": <number>, "refs": [<AlertRef>...]}`, one
+  per line, numbered in order, written unbuffered. A line cut short by a crash was never
+  acknowledged (the fsync comes before the 202): it is dropped when the journal is opened. A
+  write that failed (a full disk) is cut back; if even that fails, the file is never written to
+  again, and its unreadable line is skipped when the journal is read.
 - `forwarded.json`: the number of the last entry whose runs exist in Prefect, and the runs being
   created for the entries after it (written before they are created). After a crash the same
   runs are asked for again with the same idempotency keys, so Prefect hands back those that
@@ -31,7 +33,6 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from riposte.alerts.response import AlertRef
 from riposte.alerts.run_plan import RunRequest
@@ -69,7 +70,12 @@ def _fsync_folder(folder: Path) -> None:
 
 
 def _segment_first(path: Path) -> int:
-    return int(path.stem.removeprefix(_SEGMENT_PREFIX))
+    """The number of a file's first entry: `journal-<first>-<nanoseconds>.jsonl`."""
+    return int(path.stem.removeprefix(_SEGMENT_PREFIX).split("-")[0])
+
+
+def _segment_order(path: Path) -> tuple[int, str]:
+    return _segment_first(path), path.name
 
 
 class Journal:
@@ -93,10 +99,13 @@ class Journal:
         self._pending: list[Entry] = []
         self._pending_bytes = 0
         self._next = self.forwarded + 1
+        self._by_number: dict[int, Entry] = {}
         for path in self._segments():
             self._load(path)
+        self._pending = [self._by_number[n] for n in sorted(self._by_number)]
+        del self._by_number
         self._segment: Path | None = None
-        self._file: Any = None
+        self._fd: int | None = None
         self._queue: list[tuple[list[AlertRef], bytes, asyncio.Future[int]]] = []
         self._writer: asyncio.Task[None] | None = None
         self.new_entries = asyncio.Event()
@@ -106,7 +115,7 @@ class Journal:
     # -- opening -----------------------------------------------------------------------------
 
     def _segments(self) -> list[Path]:
-        return sorted(self.folder.glob(f"{_SEGMENT_PREFIX}*.jsonl"), key=_segment_first)
+        return sorted(self.folder.glob(f"{_SEGMENT_PREFIX}*.jsonl"), key=_segment_order)
 
     def _read_state(self) -> tuple[int, int, list[RunRequest]]:
         try:
@@ -121,10 +130,14 @@ class Journal:
         if not path.is_file():  # not a regular file (a device, a dangling link): nothing to read
             return
         data = path.read_bytes()
-        good = 0
-        for line in data.splitlines(keepends=True):
-            if not line.endswith(b"\n"):
-                break  # cut short by a crash before its fsync: never acknowledged
+        lines = data.splitlines(keepends=True)
+        if lines and not lines[-1].endswith(b"\n"):
+            # Cut short by a crash before its fsync: never acknowledged.
+            with open(path, "r+b") as file:
+                file.truncate(len(data) - len(lines[-1]))
+                os.fsync(file.fileno())
+            lines.pop()
+        for line in lines:
             try:
                 record = json.loads(line)
                 entry = Entry(
@@ -134,17 +147,19 @@ class Journal:
                     time.time(),
                 )
             except (ValueError, KeyError, TypeError):
-                logger.error("Intake journal %s: an unreadable line, dropped after it", path)
-                break
-            good += len(line)
+                # Never acknowledged (a write that failed and could not be cut back): the
+                # entries after it may have been, so they are read on.
+                logger.error("Intake journal %s: an unreadable line, skipped", path)
+                continue
             self._next = max(self._next, entry.number + 1)
             if entry.number > self.forwarded:
-                self._pending.append(entry)
+                # A number seen in an earlier file belonged to a write answered 503 whose
+                # lines survived: the later file's entry is the one acknowledged.
+                earlier = self._by_number.pop(entry.number, None)
+                if earlier is not None:
+                    self._pending_bytes -= earlier.size
+                self._by_number[entry.number] = entry
                 self._pending_bytes += entry.size
-        if good < len(data):
-            with open(path, "r+b") as file:
-                file.truncate(good)
-                os.fsync(file.fileno())
 
     # -- appending ---------------------------------------------------------------------------
 
@@ -174,6 +189,7 @@ class Journal:
         return await future
 
     async def _write_queued(self) -> None:
+        batch: list[tuple[list[AlertRef], bytes, asyncio.Future[int]]] = []
         try:
             while self._queue:
                 batch, self._queue = self._queue, []
@@ -185,12 +201,12 @@ class Journal:
                 try:
                     await asyncio.to_thread(self._write, first, lines)
                 except OSError as exc:
-                    failure = JournalUnavailable(
-                        f"cannot write the journal: {exc.strerror or type(exc).__name__}"
+                    self._fail(
+                        batch,
+                        JournalUnavailable(
+                            f"cannot write the journal: {exc.strerror or type(exc).__name__}"
+                        ),
                     )
-                    for _, _, future in batch:
-                        if not future.done():
-                            future.set_exception(failure)
                     continue
                 self._next = first + len(lines)
                 now = time.time()
@@ -200,41 +216,61 @@ class Journal:
                     if not future.done():
                         future.set_result(first + i)
                 self.new_entries.set()
+                batch = []
+        except BaseException:
+            # Never leave a sender waiting: what was not written is refused.
+            failure = JournalUnavailable("the journal stopped")
+            self._fail(batch, failure)
+            self._fail(self._queue, failure)
+            self._queue = []
+            raise
         finally:
             self._writer = None
 
+    @staticmethod
+    def _fail(
+        batch: list[tuple[list[AlertRef], bytes, asyncio.Future[int]]], failure: Exception
+    ) -> None:
+        for _, _, future in batch:
+            if not future.done():
+                future.set_exception(failure)
+
     def _write(self, first: int, lines: list[bytes]) -> None:
-        """Append ``lines`` and fsync; on failure, cut the file back to where it was."""
-        if self._file is None or self._file.tell() >= SEGMENT_BYTES:
+        """Append ``lines`` and fsync, unbuffered; on failure, cut the file back to where it
+        was (which needs no free space), or, if even that fails, never write to it again."""
+        if self._fd is None or os.fstat(self._fd).st_size >= SEGMENT_BYTES:
             self._open_segment(first)
-        file = self._file
-        start = file.tell()
+        fd = self._fd
+        assert fd is not None
+        start = os.fstat(fd).st_size
         try:
-            file.write(b"".join(lines))
-            file.flush()
-            os.fsync(file.fileno())
+            data = memoryview(b"".join(lines))
+            while data:
+                written = os.write(fd, data)
+                data = data[written:]
+            os.fsync(fd)
         except OSError:
             try:
-                file.seek(start)
-                file.truncate(start)
-                file.flush()
+                os.ftruncate(fd, start)
+                os.fsync(fd)
             except OSError:
-                pass
-            self._close_segment()  # reopened at the next write
+                self._close_segment()  # the next write starts a file of its own
             raise
 
     def _open_segment(self, first: int) -> None:
         self._close_segment()
-        path = self.folder / f"{_SEGMENT_PREFIX}{first:012d}.jsonl"
-        self._file = open(path, "ab")  # noqa: SIM115 - kept open across writes
+        # A name of its own even for the same first entry: a file left with a failed write's
+        # lines is never appended to again.
+        path = self.folder / f"{_SEGMENT_PREFIX}{first:012d}-{time.time_ns()}.jsonl"
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         self._segment = path
         _fsync_folder(self.folder)  # the new file's name is durable too
 
     def _close_segment(self) -> None:
-        if self._file is not None:
+        if self._fd is not None:
             with contextlib.suppress(OSError):
-                self._file.close()
-        self._file = None
+                os.close(self._fd)
+        self._fd = None
         self._segment = None
 
     # -- forwarding --------------------------------------------------------------------------

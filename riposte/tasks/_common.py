@@ -141,6 +141,8 @@ class Step(Task[..., Any]):
             # Run-scoped or uncached (a read): done again by a Retry, as it reads the same.
             return self._attempts(parameters)
         key = key_fn(None, parameters)  # type: ignore[arg-type]  # keys read parameters only
+        if key is None:
+            return self._attempts(parameters)
         store = get_result_store().update_for_task(self)
         assert isinstance(store, ResultStore)  # the sync call gives the store itself
         level = policy.isolation_level if policy else None
@@ -156,15 +158,19 @@ class Step(Task[..., Any]):
                 commit_mode=CommitMode.LAZY,
                 write_on_commit=True,
             ) as txn:
-                if txn.is_committed():
-                    record = txn.read()
-                    run_logger().info("%s: done before, its result reused", self._label(parameters))
-                    return record.result if isinstance(record, ResultRecord) else record
-                value = self._attempts(parameters)
-                txn.stage(value)
+                # Nothing that may raise runs here once the record exists: Prefect's rollback of
+                # a committed transaction returns before it releases the lock.
+                done_before = txn.is_committed()
+                if not done_before:
+                    value = self._attempts(parameters)
+                    txn.stage(value)
         finally:
             Transaction.__var__.reset(detached)
-        return value
+        if not done_before:
+            return value
+        record = store.read(key)  # a committed record does not change: read without the lock
+        run_logger().info("%s: done before, its result reused", self._label(parameters))
+        return record.result if isinstance(record, ResultRecord) else record
 
     def _attempts(self, parameters: dict[str, Any]) -> Any:
         """The step's function with the task's retries, delays and retry condition."""
