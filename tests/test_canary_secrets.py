@@ -597,6 +597,8 @@ def stack(
                 "PREFECT_LOGGING_LEVEL": "DEBUG",
                 "RIPOSTE_HOST": "127.0.0.1",
                 "RIPOSTE_INTAKE_PORT": str(intake_port),
+                # Its own journal: the session's intake holds the default one.
+                "RIPOSTE_INTAKE_JOURNAL": str(folder / "intake-journal"),
                 "RIPOSTE_INTAKE_TOKENS": canaries.intake_token.value,
                 "RIPOSTE_INTAKE_HMAC_KEYS": canaries.intake_hmac_key.value,
                 "RIPOSTE_INTAKE_SECRET_BLOCK": INTAKE_KEYS_BLOCK,

@@ -467,7 +467,13 @@ def test_300_unauthenticated_slow_clients_hold_neither_memory_nor_sockets(
     port = free_port()
     log = tmp_path / "intake.log"
     token = "load-test-token-" + os.urandom(8).hex()
-    env = {**os.environ, "RIPOSTE_INTAKE_PORT": str(port), "RIPOSTE_INTAKE_TOKENS": token}
+    env = {
+        **os.environ,
+        "RIPOSTE_INTAKE_PORT": str(port),
+        "RIPOSTE_INTAKE_TOKENS": token,
+        # Its own journal: the session's intake holds the default one.
+        "RIPOSTE_INTAKE_JOURNAL": str(tmp_path / "journal"),
+    }
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "riposte.deployments.intake"],
