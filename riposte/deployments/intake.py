@@ -289,7 +289,7 @@ class Forwarder:
         self.starter = starter
         self.failing: str | None = None
         self._busy = False
-        self._waiters: dict[int, list[asyncio.Future[None]]] = {}
+        self._waiters: dict[int, list[asyncio.Future[bool]]] = {}
         self._runs_of: OrderedDict[str, str] = OrderedDict()
         self._task: asyncio.Task[None] | None = None
 
@@ -311,14 +311,15 @@ class Forwarder:
         return self.failing is not None or self.journal.backlog - own > self.WAIT_BACKLOG
 
     async def wait(self, number: int, timeout: float) -> bool:
-        """Wait at most ``timeout`` seconds for the runs of entry ``number``; whether they exist."""
+        """Wait at most ``timeout`` seconds for the runs of entry ``number``; whether they exist.
+        A failed attempt to create them ends the wait at once (the sender is not held while
+        the forwarder waits to try again)."""
         if number <= self.journal.forwarded:
             return True
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(number, []).append(future)
         try:
-            await asyncio.wait_for(future, timeout)
-            return True
+            return await asyncio.wait_for(future, timeout)
         except TimeoutError:
             return False
         finally:
@@ -345,12 +346,14 @@ class Forwarder:
                         journal.backlog,
                     )
                 self.failing = str(exc)
+                self._end_waits(False)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.RETRY_MOST)
                 continue
             except Exception as exc:  # the journal's state unwritable, or a bug: never stop
                 logger.error("Forwarding the intake journal failed: %s; trying again", exc)
                 self.failing = f"forwarding failed ({type(exc).__name__})"
+                self._end_waits(False)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.RETRY_MOST)
                 continue
@@ -383,10 +386,14 @@ class Forwarder:
             self._runs_of.move_to_end(key)
         while len(self._runs_of) > self.REMEMBERED:
             self._runs_of.popitem(last=False)
-        for number in [n for n in self._waiters if n <= through]:
+        self._end_waits(True, through)
+
+    def _end_waits(self, started: bool, through: int | None = None) -> None:
+        """Answer the requests waiting for entries up to ``through`` (all, when None)."""
+        for number in [n for n in self._waiters if through is None or n <= through]:
             for future in self._waiters.pop(number):
                 if not future.done():
-                    future.set_result(None)
+                    future.set_result(started)
 
 
 def _keys_of(run_request: RunRequest) -> list[str]:
