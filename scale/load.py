@@ -98,6 +98,9 @@ class Outcome:
     all_posted_after: float = float("nan")
     steps_done_before_kill: int = 0
     recovered: int = 0
+    # Read Running as the worker was frozen, though its Completed state (sent just before) had
+    # reached the server: it finished, nothing to recover.
+    finished_at_kill: int = 0
     steps_cached_in_rerun: int = 0
     cpu: dict[str, float] = field(default_factory=dict)
     machine_busy: float = float("nan")
@@ -287,6 +290,8 @@ def run(
         names = [name for name, _ in states]
         if "Crashed" in names and names[-1] == "Completed" and others:
             outcome.recovered += 1
+        elif names[-1:] == ["Completed"] and "Crashed" not in names:
+            outcome.finished_at_kill += states[-1][1] <= kill_time + 1.0
         outcome.steps_cached_in_rerun += cached
 
 

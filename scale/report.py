@@ -37,7 +37,14 @@ def report(args: argparse.Namespace, outcome: Outcome, total: float) -> None:
     )
     print(
         f"| in-flight runs marked Crashed (no heartbeat for {LOST_RUN_SECONDS} s), then run "
-        f"again to Completed by the other worker | {outcome.recovered} of {in_flight}, "
+        f"again to Completed by the other worker | {outcome.recovered} of "
+        f"{in_flight - outcome.finished_at_kill}"
+        + (
+            f" ({outcome.finished_at_kill} had completed as the worker was frozen)"
+            if outcome.finished_at_kill
+            else ""
+        )
+        + ", "
         f"{outcome.steps_cached_in_rerun} step(s) Cached in the re-runs |"
     )
     for name, count in sorted(outcome.runs_per_worker.items()):
@@ -74,8 +81,8 @@ def problems(args: argparse.Namespace, outcome: Outcome, failure: str | None) ->
             f"{outcome.messages} messages for {outcome.alerts} alerts "
             f"({outcome.duplicate_messages} duplicates)"
         )
-    in_flight = sum(len(v) for v in outcome.in_flight.values())
-    if not failure and (in_flight == 0 or outcome.recovered < in_flight):
+    in_flight = sum(len(v) for v in outcome.in_flight.values()) - outcome.finished_at_kill
+    if not failure and (in_flight <= 0 or outcome.recovered < in_flight):
         found.append(
             f"{outcome.recovered} of the {in_flight} runs in flight at the kill were recovered"
         )

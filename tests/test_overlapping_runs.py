@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -76,7 +77,12 @@ def _count(sandbox: httpx.Client, ids: list[str]) -> dict[str, Counter[str]]:
     for kind in ("slack", "teams"):
         for message in sandbox.get(f"/_sandbox/{kind}/messages").json():
             text = json.dumps(message.get("payload", message))
-            named = {a for a in ids if a in text} | {a for n, a in number_of.items() if n in text}
+            # By the alert's id when the message names one of ours; by its ticket's number only
+            # otherwise: the sandbox numbers tickets from INC0010001 again after each reset, and
+            # a late message of an earlier test's run may name the same number.
+            named = {a for a in ids if a in text} or {
+                a for n, a in number_of.items() if re.search(rf"\b{n}\b", text)
+            }
             for a in named:
                 counts[a][kind] += 1
     graph = {a["id"]: a for a in sandbox.get("/_sandbox/graph/alerts").json()}

@@ -60,6 +60,13 @@ def _answered_alert(sandbox: httpx.Client, intake_url: str, tag: str) -> tuple[s
         return None
 
     number: str = wait_until(ticket, timeout=60, what="the alert's ticket")
+    # The response's last step, the comment naming the ticket on the alert: done before a test
+    # counts the comments it adds.
+    wait_until(
+        lambda: any(number in c["comment"] for c in _alert(sandbox, alert_id)["comments"]),
+        timeout=60,
+        what="the response's comment on the alert",
+    )
     return alert_id, number
 
 
