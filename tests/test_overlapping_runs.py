@@ -91,20 +91,29 @@ def _count(sandbox: httpx.Client, ids: list[str]) -> dict[str, Counter[str]]:
     return counts
 
 
+def _loaded_with_slack_refusing(
+    sandbox: httpx.Client, tag: str
+) -> tuple[list[str], list[AlertRef], str]:
+    """The test's alerts in the sandbox, and Slack refusing every message until the fault (its
+    id returned with the alerts' ids and refs) is removed."""
+    alerts = _alerts(tag)
+    ids = [a["id"] for a in alerts]
+    load(sandbox, alerts)
+    revision = str(alerts[0]["severity"])
+    refs = [AlertRef(source="graph", alert_id=a, revision=revision) for a in ids]
+    fault = sandbox.post(
+        "/_sandbox/faults", json={"service": "slack", "status": 404, "times": None}
+    ).json()["id"]
+    return ids, refs, str(fault)
+
+
 def test_overlapping_runs_of_the_same_alerts_do_each_step_once(sandbox: httpx.Client) -> None:
     once = Counter({"ticket": 1, "slack": 1, "teams": 1, "comment": 1})
     for round_ in range(ROUNDS):
         tag = f"overlap-{os.urandom(3).hex()}-r{round_}"
-        alerts = _alerts(tag)
-        ids = [a["id"] for a in alerts]
-        load(sandbox, alerts)
-        revision = str(alerts[0]["severity"])
-        refs = [AlertRef(source="graph", alert_id=a, revision=revision) for a in ids]
         # Slack refuses (404: a permanent error, so the runs fail at once): every run fails
         # after its ticket, Teams message and alert comment, as in a Slack outage.
-        fault = sandbox.post(
-            "/_sandbox/faults", json={"service": "slack", "status": 404, "times": None}
-        ).json()["id"]
+        ids, refs, fault = _loaded_with_slack_refusing(sandbox, tag)
         first = start_responses(refs)
         runs = _final(first)
         assert all(r.state.is_failed() for r in runs.values()), {
@@ -143,14 +152,7 @@ def test_a_batch_is_one_task_run_per_alert_and_its_retry_does_no_step_twice(
     )
 
     tag = f"grouped-{os.urandom(3).hex()}"
-    alerts = _alerts(tag)
-    ids = [a["id"] for a in alerts]
-    load(sandbox, alerts)
-    revision = str(alerts[0]["severity"])
-    refs = [AlertRef(source="graph", alert_id=a, revision=revision) for a in ids]
-    fault = sandbox.post(
-        "/_sandbox/faults", json={"service": "slack", "status": 404, "times": None}
-    ).json()["id"]
+    ids, refs, fault = _loaded_with_slack_refusing(sandbox, tag)
     (batch,) = _batch(refs, 0)
     assert _final([batch])[batch].state.is_failed()
     with get_client(sync_client=True) as client:

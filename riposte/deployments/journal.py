@@ -103,6 +103,7 @@ class Journal:
         for path in self._segments():
             self._load(path)
         self._pending = [self._by_number[n] for n in sorted(self._by_number)]
+        self._pending_alerts = sum(len(e.refs) for e in self._pending)
         del self._by_number
         self._segment: Path | None = None
         self._fd: int | None = None
@@ -166,7 +167,7 @@ class Journal:
     @property
     def backlog(self) -> int:
         """Alerts written and not yet in Prefect runs."""
-        return sum(len(e.refs) for e in self._pending)
+        return self._pending_alerts
 
     @property
     def oldest(self) -> float | None:
@@ -213,6 +214,7 @@ class Journal:
                 for i, (refs, _, future) in enumerate(batch):
                     self._pending.append(Entry(first + i, refs, len(lines[i]), now))
                     self._pending_bytes += len(lines[i])
+                    self._pending_alerts += len(refs)
                     if not future.done():
                         future.set_result(first + i)
                 self.new_entries.set()
@@ -297,7 +299,9 @@ class Journal:
         """The runs of every entry up to ``through`` exist in Prefect: forget those entries."""
         self._write_state(through, through, [])
         self.forwarded, self.planned_through, self.planned = through, through, []
-        self._pending_bytes -= sum(e.size for e in self._pending if e.number <= through)
+        done = [e for e in self._pending if e.number <= through]
+        self._pending_bytes -= sum(e.size for e in done)
+        self._pending_alerts -= sum(len(e.refs) for e in done)
         self._pending = [e for e in self._pending if e.number > through]
         self._drop_forwarded_segments()
 
