@@ -225,26 +225,19 @@ def served_flows(stack_blocks: list[str]) -> Iterator[None]:
             from prefect.client.orchestration import get_client
             from prefect.exceptions import ObjectNotFound
 
-            from riposte.settings import (
-                BATCH_DEPLOYMENT,
-                DIGEST_DEPLOYMENT,
-                POLL_DEPLOYMENT,
-                RECONCILE_DEPLOYMENT,
-                RESPOND_DEPLOYMENT,
-            )
+            from riposte.deployments.serve import deployments
+            from riposte.settings import get_settings
+
+            # Every deployment the responder registers (one by one), not only the first few:
+            # a test that reads the run forms may come first.
+            expected = [f"{flow.name}/{d.name}" for d, flow in deployments(get_settings())]
 
             def registered() -> bool:
                 if proc.poll() is not None:
                     raise AssertionError(f"served flows exited:\n{_log_tail(log_path)}")
                 with get_client(sync_client=True) as client:
                     try:
-                        for name in (
-                            RESPOND_DEPLOYMENT,
-                            BATCH_DEPLOYMENT,
-                            POLL_DEPLOYMENT,
-                            RECONCILE_DEPLOYMENT,
-                            DIGEST_DEPLOYMENT,
-                        ):
+                        for name in expected:
                             client.read_deployment_by_name(name)
                     except ObjectNotFound:
                         return False
