@@ -36,7 +36,8 @@ bench-replay: $(STAMP)
 bench-quota: $(STAMP)
 	$(BIN)/python bench/quota.py
 
-# Two workers on the `riposte` pool, two intakes, PostgreSQL; one worker killed mid-burst.
+# PostgreSQL, Redis, two Prefect API servers, two intakes; bursts of 1,000 alerts with one worker,
+# with two, and with two of which one is killed mid-burst (about 9 minutes on 2 cores).
 scale-test: $(STAMP)
 	$(BIN)/python scale/run.py
 

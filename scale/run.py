@@ -1,23 +1,30 @@
-"""Scale test: Riposte beyond one machine, with a worker killed in the middle of a burst.
+"""Scale test: Riposte as several machines run it, one worker against two, and a worker killed.
 
-Starts, each on its own free port and in a fresh state folder:
+Starts, each on its own free port and with its own state folders (as on machines of their own):
 - PostgreSQL (installed from Debian with apt-get when absent; initdb in a temporary folder and
-  pg_ctl, no system service), and a Prefect server on it;
+  pg_ctl, no system service) and Redis (Debian's redis-server, the same way; prefect-redis is
+  installed with pip when absent);
+- two Prefect API servers (`prefect server start --no-services`) and the services process
+  (`prefect server services start`), on PostgreSQL and on Redis for messaging, event ordering,
+  concurrency leases and Docket, as the README's production section describes;
 - the sandbox, the blocks pointing at it, and a `local-file-system` result storage block that
-  every worker shares (RIPOSTE_RESULT_STORAGE_BLOCK);
+  every worker shares (RIPOSTE_RESULT_STORAGE_BLOCK, a shared mount in production); the
+  workers' locks are in Redis (RIPOSTE_LOCK_MANAGER);
 - `riposte deploy`: the `riposte` process work pool, the rate limits, the lost-run automations
   and every deployment of prefect.yaml;
-- two process workers on the pool and two intake replicas.
-Then posts a burst of signed alerts alternating between the replicas, SIGKILLs one worker and
-every flow-run process it started (a lost machine) in the middle of the burst, waits for the
-drain, and checks that every alert was answered exactly once: one ticket and one message each,
-no loss, no duplicate. Prints a table; exits 1 on any loss or duplicate, on a run that did not
-end Completed, or when something did not finish in its bounded time. Everything it started is
+- two intakes, each on its own API server with its own journal, and the process workers.
+Then posts three bursts of signed alerts alternating between the intakes, each drained before
+the next: with one worker, with two (the throughput of two against one), and with two of which
+one is SIGKILLed, with every flow-run process it started (a lost machine), in the middle of the
+burst. Checks that every alert was answered exactly once: one ticket and one message each, no
+loss, no duplicate. Prints a table; exits 1 on any loss or duplicate, on a run that did not end
+Completed, or when something did not finish in its bounded time. Everything it started is
 stopped at the end, whatever happened.
 
 This file is the entry point (`make scale-test`); the parts: `scale/postgres.py` (PostgreSQL),
-`scale/processes.py` (the supervisor), `scale/load.py` (the stack, the burst, the kill, the
-drain), `scale/runs.py` (what Prefect and the workers' logs say), `scale/report.py` (the table).
+`scale/redis_server.py` (Redis), `scale/processes.py` (the supervisor), `scale/load.py` (the
+stack, the bursts, the kill, the drains), `scale/runs.py` (what Prefect and the workers' logs
+say), `scale/report.py` (the table).
 """
 
 from __future__ import annotations
@@ -37,14 +44,14 @@ REPO = Path(__file__).resolve().parent.parent
 
 def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--alerts", type=int, default=300, help="alerts in the burst")
+    parser.add_argument("--alerts", type=int, default=1000, help="alerts in each of the 3 bursts")
     parser.add_argument("--senders", type=int, default=30, help="concurrent senders")
     parser.add_argument("--worker-limit", type=int, default=4, help="flow runs per worker")
     parser.add_argument(
         "--kill-at", type=float, default=0.5, help="share of the burst posted before the kill"
     )
     parser.add_argument(
-        "--timeout", type=float, default=540, help="seconds from the first POST to the drain"
+        "--timeout", type=float, default=540, help="seconds from a burst's first POST to its drain"
     )
     return parser.parse_args(argv)
 

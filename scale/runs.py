@@ -113,16 +113,28 @@ def claimed_runs(log_path: Path) -> Counter[str]:
 TASK_FINISHED = re.compile(
     r"Task run '[^']* graph-(scale-[0-9a-f]{6}-\d{5})[^']*' - Finished in state (\w+)"
 )
+# A batch's alert is one task run whose steps are grouped in it: a step found done (its record
+# in the shared result storage) is logged by name, as a Cached task run would be.
+STEP_REUSED = re.compile(
+    r"Task run '[^']* graph-(scale-[0-9a-f]{6}-\d{5})[^']*' - [^\n]*: done before, its result "
+    r"reused"
+)
 
 
 def steps_in_log(log_path: Path, alert_ids: set[str]) -> Counter[str]:
     """How many steps of these alerts a worker finished, by final state (Completed, Cached...),
-    from its log: immediate, where the API records task run states a few seconds later."""
+    from its log: immediate, where the API records task run states a few seconds later. In a
+    batch, an alert's task run counts as one step Completed, and each of its steps found done
+    as one Cached."""
     found: Counter[str] = Counter()
     with contextlib.suppress(OSError):
-        for match in TASK_FINISHED.finditer(log_path.read_text(errors="replace")):
+        text = log_path.read_text(errors="replace")
+        for match in TASK_FINISHED.finditer(text):
             if match.group(1) in alert_ids:
                 found[match.group(2)] += 1
+        for match in STEP_REUSED.finditer(text):
+            if match.group(1) in alert_ids:
+                found["Cached"] += 1
     return found
 
 
