@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scale.processes import ScaleTestError, say
+from scale.processes import ScaleTestError, apt_install, say
 
 
 def postgres_bin() -> Path | None:
@@ -34,17 +34,7 @@ def ensure_postgres_installed() -> Path:
     found = postgres_bin()
     if found is not None:
         return found
-    if os.geteuid() != 0:
-        raise ScaleTestError("PostgreSQL is not installed: apt-get install postgresql (as root)")
-    say("installing PostgreSQL (apt-get) ...")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for argv, timeout in (
-        (["apt-get", "update"], 300),
-        (["apt-get", "install", "-y", "--no-install-recommends", "postgresql"], 900),
-    ):
-        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
-        if done.returncode != 0:
-            raise ScaleTestError(f"{' '.join(argv)} failed: {done.stderr.strip()[-500:]}")
+    apt_install("postgresql", 900)
     found = postgres_bin()
     if found is None:
         raise ScaleTestError("apt-get installed postgresql but no pg_ctl under /usr/lib/postgresql")

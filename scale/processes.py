@@ -57,6 +57,21 @@ def answers(url: str) -> bool:
         return False
 
 
+def apt_install(package: str, timeout: float) -> None:
+    """Install a Debian package from the archive (as root), for a part the test needs."""
+    if os.geteuid() != 0:
+        raise ScaleTestError(f"{package} is not installed: apt-get install {package} (as root)")
+    say(f"installing {package} (apt-get) ...")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for argv, limit in (
+        (["apt-get", "update"], 300.0),
+        (["apt-get", "install", "-y", "--no-install-recommends", package], timeout),
+    ):
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=limit)
+        if done.returncode != 0:
+            raise ScaleTestError(f"{' '.join(argv)} failed: {done.stderr.strip()[-500:]}")
+
+
 def become_subreaper() -> None:
     """Orphans of our children (flow-run processes of a killed worker, the postmaster) become
     ours instead of init's, so that the final sweep finds and stops them."""

@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from scale.processes import Proc, Processes, ScaleTestError, say, wait_until
+from scale.processes import Proc, Processes, ScaleTestError, apt_install, wait_until
 
 # Redis databases: Prefect's messaging, cache, ordering and leases; Docket; Riposte's locks.
 MESSAGING_DB, DOCKET_DB, LOCKS_DB = 0, 1, 2
@@ -26,17 +26,7 @@ def ensure_redis_installed() -> Path:
     )
     if found:
         return Path(found)
-    if os.geteuid() != 0:
-        raise ScaleTestError("redis-server is absent: apt-get install redis-server (as root)")
-    say("installing redis-server (apt-get) ...")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for argv, timeout in (
-        (["apt-get", "update"], 300),
-        (["apt-get", "install", "-y", "--no-install-recommends", "redis-server"], 600),
-    ):
-        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
-        if done.returncode != 0:
-            raise ScaleTestError(f"{' '.join(argv)} failed: {done.stderr.strip()[-500:]}")
+    apt_install("redis-server", 600)
     if not Path("/usr/bin/redis-server").exists():
         raise ScaleTestError("apt-get installed redis-server but there is no /usr/bin/redis-server")
     return Path("/usr/bin/redis-server")
