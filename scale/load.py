@@ -105,6 +105,8 @@ class Phase:
     messages: int = 0
     duplicate_messages: int = 0
     cpu: dict[str, float] = field(default_factory=dict)
+    # The machine's CPU use from the first POST to the drain, of all its cores (any process).
+    machine_share: float = float("nan")
     # The most step locks Redis held at once, read every second of the drain.
     most_locks: int = 0
     # Per worker: (flow runs, alerts in them); a run claimed twice (a crash) counts for each.
@@ -386,6 +388,7 @@ def burst(
     )
     say(f"{phase.name}: {phase.alerts} signed alerts from {args.senders} senders, both intakes")
     cpu_before = _cpu_now(stack, outcome.cpu)
+    busy_before = machine_busy_seconds()
     claimed_before = _claimed(stack.workers)
     flight_alerts: dict[str, set[str]] = {}
     victim: Proc | None = None
@@ -415,6 +418,8 @@ def burst(
 
     drain(args, phase, stack, ids, started)
     cpu_after = _cpu_now(stack, outcome.cpu)
+    elapsed = time.monotonic() - started
+    phase.machine_share = (machine_busy_seconds() - busy_before) / (elapsed * (os.cpu_count() or 1))
     phase.cpu = {name: cpu_after[name] - cpu_before.get(name, 0.0) for name in cpu_after}
     with get_client_sync() as client:
         for worker, runs in _claimed(stack.workers).items():

@@ -56,6 +56,10 @@ def report(args: argparse.Namespace, outcome: Outcome, total: float) -> None:
         "drain (all answered, all runs finished)",
         [f"{p.drained_after:.1f} s" if p.complete else "NOT DRAINED" for p in phases],
     )
+    row(
+        "machine CPU busy, first POST to drain (all cores, any process)",
+        [f"{100 * p.machine_share:.0f}%" for p in phases],
+    )
     row("lost / duplicate tickets", [f"{p.lost} / {p.duplicates}" for p in phases])
     row(
         "messages / duplicates",
