@@ -1,0 +1,123 @@
+"""The intake asks Prefect again at once when a run creation meets a passing database conflict.
+
+Prefect's server answers 503 when its database refuses a write for now (with SQLite: "database
+is locked" whenever two writes meet), and Prefect's client waits two seconds before it asks
+again. A stand-in Prefect API on loopback answers the way the server does (503 with
+`{"exception_message": "Service Unavailable"}`, no Retry-After), a given number of times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from typing import Any
+from uuid import uuid4
+
+import httpx
+import pytest
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from prefect.client.orchestration import PrefectClient
+from prefect.client.schemas.objects import FlowRun
+
+from riposte.deployments.intake import QuickRetries, with_quick_retries
+from tests.servers import serve_in_thread
+
+
+class Conflicts:
+    """Answers the first ``refusals`` requests of each route 503, as Prefect's server does."""
+
+    def __init__(self) -> None:
+        self.refusals = 0
+        self.seen: list[tuple[str, str, float]] = []
+
+    def app(self) -> FastAPI:
+        app = FastAPI()
+
+        @app.api_route("/api/{path:path}", methods=["GET", "POST"])
+        async def any_route(path: str, request: Request) -> JSONResponse:
+            body = await request.body()
+            if path == "csrf-token":  # as a server without CSRF protection (the default)
+                return JSONResponse({"detail": "CSRF protection is disabled."}, 422)
+            earlier = [s for s in self.seen if s[:2] == (request.method, path)]
+            self.seen.append((request.method, path, time.monotonic()))
+            if len(earlier) < self.refusals:
+                return JSONResponse({"exception_message": "Service Unavailable"}, 503)
+            if path.endswith("/create_flow_run"):
+                assert b"idempotency_key" in body
+                run = FlowRun(flow_id=uuid4(), name="graph-a-1", deployment_id=uuid4())
+                return JSONResponse(run.model_dump(mode="json"), 201)
+            return JSONResponse({"ok": True})
+
+        return app
+
+    def attempts(self, method: str, path: str) -> list[float]:
+        return [at for m, p, at in self.seen if (m, p) == (method, path)]
+
+
+@pytest.fixture
+def conflicts() -> Iterator[tuple[Conflicts, str]]:
+    stand_in = Conflicts()
+    with serve_in_thread(stand_in.app()) as url:
+        yield stand_in, f"{url}/api"
+
+
+def test_a_run_creation_refused_for_now_is_asked_again_at_once_not_after_seconds(
+    conflicts: tuple[Conflicts, str],
+) -> None:
+    stand_in, api = conflicts
+    stand_in.refusals = 2
+
+    async def create() -> FlowRun:
+        client = PrefectClient(api)
+        assert with_quick_retries(client)
+        async with client:
+            return await client.create_flow_run_from_deployment(
+                uuid4(), parameters={"alert_id": "a-1"}, idempotency_key="respond:graph:a-1:high"
+            )
+
+    run = asyncio.run(create())
+    assert run.name == "graph-a-1"
+    [path] = {p for _, p, _ in stand_in.seen}
+    tries = stand_in.attempts("POST", path)
+    assert len(tries) == 3
+    # Prefect's own client would have waited about 2 s (1.6 s at the least) before its retry.
+    assert all(later - earlier < 1.0 for earlier, later in zip(tries, tries[1:], strict=False))
+
+
+def test_a_lasting_refusal_is_handed_back_after_the_quick_tries(
+    conflicts: tuple[Conflicts, str],
+) -> None:
+    stand_in, api = conflicts
+    stand_in.refusals = 100
+
+    async def create() -> httpx.Response:
+        transport = QuickRetries(httpx.AsyncHTTPTransport())
+        async with httpx.AsyncClient(base_url=api, transport=transport, timeout=10) as client:
+            return await client.post("/deployments/d/create_flow_run", json={})
+
+    response = asyncio.run(create())
+    assert response.status_code == 503
+    assert len(stand_in.attempts("POST", "deployments/d/create_flow_run")) == 1 + len(
+        QuickRetries.DELAYS
+    )
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), [("GET", "deployments/name/x/y"), ("POST", "flow_runs/filter")]
+)
+def test_other_requests_are_sent_once_by_it(
+    conflicts: tuple[Conflicts, str], method: str, path: str
+) -> None:
+    stand_in, api = conflicts
+    stand_in.refusals = 100
+
+    async def send() -> httpx.Response:
+        transport = QuickRetries(httpx.AsyncHTTPTransport())
+        async with httpx.AsyncClient(base_url=api, transport=transport, timeout=10) as client:
+            kwargs: dict[str, Any] = {"json": {}} if method == "POST" else {}
+            return await client.request(method, f"/{path}", **kwargs)
+
+    assert asyncio.run(send()).status_code == 503
+    assert len(stand_in.attempts(method, path)) == 1
