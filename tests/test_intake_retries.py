@@ -56,6 +56,16 @@ class Conflicts:
         return [at for m, p, at in self.seen if (m, p) == (method, path)]
 
 
+def _through_quick_retries(api: str, method: str, path: str) -> httpx.Response:
+    async def send() -> httpx.Response:
+        transport = QuickRetries(httpx.AsyncHTTPTransport())
+        async with httpx.AsyncClient(base_url=api, transport=transport, timeout=10) as client:
+            kwargs: dict[str, Any] = {"json": {}} if method == "POST" else {}
+            return await client.request(method, f"/{path}", **kwargs)
+
+    return asyncio.run(send())
+
+
 @pytest.fixture
 def conflicts() -> Iterator[tuple[Conflicts, str]]:
     stand_in = Conflicts()
@@ -92,12 +102,7 @@ def test_a_lasting_refusal_is_handed_back_after_the_quick_tries(
     stand_in, api = conflicts
     stand_in.refusals = 100
 
-    async def create() -> httpx.Response:
-        transport = QuickRetries(httpx.AsyncHTTPTransport())
-        async with httpx.AsyncClient(base_url=api, transport=transport, timeout=10) as client:
-            return await client.post("/deployments/d/create_flow_run", json={})
-
-    response = asyncio.run(create())
+    response = _through_quick_retries(api, "POST", "deployments/d/create_flow_run")
     assert response.status_code == 503
     assert len(stand_in.attempts("POST", "deployments/d/create_flow_run")) == 1 + len(
         QuickRetries.DELAYS
@@ -113,11 +118,5 @@ def test_other_requests_are_sent_once_by_it(
     stand_in, api = conflicts
     stand_in.refusals = 100
 
-    async def send() -> httpx.Response:
-        transport = QuickRetries(httpx.AsyncHTTPTransport())
-        async with httpx.AsyncClient(base_url=api, transport=transport, timeout=10) as client:
-            kwargs: dict[str, Any] = {"json": {}} if method == "POST" else {}
-            return await client.request(method, f"/{path}", **kwargs)
-
-    assert asyncio.run(send()).status_code == 503
+    assert _through_quick_retries(api, method, path).status_code == 503
     assert len(stand_in.attempts(method, path)) == 1
