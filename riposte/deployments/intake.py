@@ -14,6 +14,7 @@ import asyncio
 import hmac
 import json
 import logging
+import random
 import re
 import time
 from collections import OrderedDict
@@ -228,41 +229,81 @@ def _refusal(status: int, detail: str, **headers: str) -> JSONResponse:
 
 
 class QuickRetries(httpx.AsyncBaseTransport):
-    """Asks again at once, 4 times within 0.75 s, when Prefect answers a run creation 503.
+    """Asks again soon, 4 times within about a second, when Prefect answers a run creation
+    with its database's "not now".
 
-    Prefect's server answers 503 when its database refuses a write for now (SQLite's "database
-    is locked" when two writes meet, a PostgreSQL serialization failure), and Prefect's client
-    then waits 2 seconds before it asks again: two seconds added to an alert's response for a
-    conflict that is over in milliseconds. A run creation carries its idempotency key, so
-    asking again never makes a second run. Other requests, and a 503 that lasts, go on to the
-    client's own retries."""
+    Prefect's server answers 503 `{"exception_message": "Service Unavailable"}` when its
+    database refuses a write for now (SQLite's "database is locked" when two writes meet, a
+    PostgreSQL serialization failure), and Prefect's client then waits 2 seconds before it asks
+    again: two seconds added to an alert's response for a conflict that is over in
+    milliseconds. Only a creation that carries an idempotency key is asked again (asking again
+    then never makes a second run), and only for that answer: a 503 with `Retry-After`, from
+    Prefect's maintenance mode or from a load balancer, and every other request, go straight
+    to the client's own retries. After a round of quick tries that all failed, the next
+    minute's creations are left to the client's retries alone: a server that stays refused
+    is not asked five times as often."""
 
     DELAYS = (0.05, 0.1, 0.2, 0.4)
+    JITTER = 0.5  # each delay is stretched by up to this share, so that replicas spread out
+    REST_SECONDS = 60.0
+    _REFUSED_FOR_NOW = b"Service Unavailable"
 
     def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
         self.inner = inner
+        self._rest_until = 0.0
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        creates = request.method == "POST" and request.url.path.endswith("/create_flow_run")
-        for delay in self.DELAYS if creates else ():
+        quick = (
+            request.method == "POST"
+            and request.url.path.endswith("/create_flow_run")
+            and time.monotonic() >= self._rest_until
+            and b'"idempotency_key"' in _body_of(request)
+        )
+        for delay in self.DELAYS if quick else ():
             response = await self.inner.handle_async_request(request)
-            if response.status_code != 503:
+            if not await self._refused_for_now(response):
                 return response
-            await response.aread()
             await response.aclose()
-            await asyncio.sleep(delay)
-        return await self.inner.handle_async_request(request)
+            await asyncio.sleep(delay * (1 + random.random() * self.JITTER))
+        response = await self.inner.handle_async_request(request)
+        if quick and response.status_code == 503:
+            self._rest_until = time.monotonic() + self.REST_SECONDS
+        return response
+
+    async def _refused_for_now(self, response: httpx.Response) -> bool:
+        if (
+            response.status_code != 503
+            or "retry-after" in response.headers
+            or response.headers.get("prefect-maintenance") == "true"
+        ):
+            return False
+        body = await response.aread()
+        return self._REFUSED_FOR_NOW in body[:200]
 
     async def aclose(self) -> None:
         await self.inner.aclose()
 
 
+def _body_of(request: httpx.Request) -> bytes:
+    try:
+        return request.content
+    except httpx.RequestNotRead:  # a streamed body: not one we send twice
+        return b""
+
+
 def with_quick_retries(client: PrefectClient) -> bool:
     """Put `QuickRetries` under ``client``'s HTTP client; False (and nothing changed) when this
-    Prefect's client is not built as expected."""
+    Prefect's client is not built as expected, or when its requests to the API go through a
+    transport of their own (a proxy)."""
     http = getattr(client, "_client", None)
     inner = getattr(http, "_transport", None)
-    if not isinstance(http, httpx.AsyncClient) or not isinstance(inner, httpx.AsyncBaseTransport):
+    pick = getattr(http, "_transport_for_url", None)
+    if (
+        not isinstance(http, httpx.AsyncClient)
+        or not isinstance(inner, httpx.AsyncBaseTransport)
+        or not callable(pick)
+        or pick(http.base_url) is not inner
+    ):
         return False
     http._transport = QuickRetries(inner)
     return True
@@ -475,7 +516,7 @@ def create_app(settings: Settings | None = None, prefect_api_url: str | None = N
         journal = Journal(settings.journal_folder, settings.intake_journal_max_mb * 1024 * 1024)
         client = PrefectClient(prefect_api_url) if prefect_api_url else get_client()
         if not with_quick_retries(client):
-            logger.info("Prefect's client is not built as expected: its own retries only")
+            logger.info("Run creations refused for now wait for Prefect's client's own retries")
         try:
             async with client:
                 app.state.journal = journal
