@@ -105,9 +105,10 @@ class Phase:
     messages: int = 0
     duplicate_messages: int = 0
     cpu: dict[str, float] = field(default_factory=dict)
-    # The machine's CPU use from the first POST to the drain, of all its cores (any process).
+    # The machine's CPU use from the first POST to the drain, of the cores this test may use
+    # (any process: other work on the machine counts too).
     machine_share: float = float("nan")
-    # The most step locks Redis held at once, read every second of the drain.
+    # The most step locks Redis held, read once a second during the drain (a lower bound).
     most_locks: int = 0
     # Per worker: (flow runs, alerts in them); a run claimed twice (a crash) counts for each.
     shares: dict[str, tuple[int, int]] = field(default_factory=dict)
@@ -355,7 +356,11 @@ def run(
 
 
 def _cpu_now(stack: Stack, killed: dict[str, float]) -> dict[str, float]:
-    return {name: killed.get(name) or cpu_seconds(pid) for name, pid in stack.parts.items()}
+    """Each part's CPU seconds so far; the killed worker's as read just before its kill."""
+    return {
+        name: killed[name] if name in killed else cpu_seconds(pid)
+        for name, pid in stack.parts.items()
+    }
 
 
 def _claimed(workers: list[Proc]) -> dict[str, Counter[str]]:
@@ -405,7 +410,7 @@ def burst(
                 f"SIGKILLed {victim.name} and its {outcome.killed_processes} flow-run "
                 f"process(es) after {sender.posted} posts; its runs in flight: "
                 f"{ {state: len(runs) for state, runs in outcome.in_flight.items()} }, "
-                f"{outcome.steps_done_before_kill} step(s) done in them"
+                f"{outcome.steps_done_before_kill} task run(s) finished in them"
             )
         for future in futures:
             future.result(timeout=max(1.0, args.timeout - (time.monotonic() - started)))
@@ -418,8 +423,9 @@ def burst(
 
     drain(args, phase, stack, ids, started)
     cpu_after = _cpu_now(stack, outcome.cpu)
-    elapsed = time.monotonic() - started
-    phase.machine_share = (machine_busy_seconds() - busy_before) / (elapsed * (os.cpu_count() or 1))
+    busy = machine_busy_seconds() - busy_before
+    phase.machine_share = busy / ((time.monotonic() - started) * len(os.sched_getaffinity(0)))
+    count_answers(phase, stack.sandbox, ids)
     phase.cpu = {name: cpu_after[name] - cpu_before.get(name, 0.0) for name in cpu_after}
     with get_client_sync() as client:
         for worker, runs in _claimed(stack.workers).items():
@@ -522,7 +528,13 @@ def drain(
                 phase.complete = True
                 break
         time.sleep(1)
-    time.sleep(3)  # anything still in flight would show now
+
+
+def count_answers(phase: Phase, sandbox: SandboxClient, ids: list[str]) -> None:
+    """Tickets and messages per alert, a few seconds after the drain: anything still in flight
+    (a late duplicate) would show by then."""
+    time.sleep(3)
+    keys = {correlation(i) for i in ids}
     tickets = sandbox.tickets()
     messages = messages_per_alert(sandbox, ids)
     phase.lost = sum(1 for k in keys if not tickets[k])

@@ -7,8 +7,10 @@ import os
 import platform
 
 from scale.load import LOST_RUN_SECONDS, Outcome, Phase
+from scale.redis_server import MESSAGING_DB
 
-# Two workers must answer at least this much faster than one, on the same burst.
+# The target for two workers against one, on the same burst. Reported, not a failure of
+# the test: on one machine every part shares its cores, and a worker brings none of its own.
 SCALE_TARGET = 1.6
 # The parts that are Prefect and its stores (the "server" of a CPU-per-alert figure).
 SERVER_PARTS = ("prefect-api-1", "prefect-api-2", "prefect-services", "postgres", "redis")
@@ -65,7 +67,7 @@ def report(args: argparse.Namespace, outcome: Outcome, total: float) -> None:
         "messages / duplicates",
         [f"{p.messages} / {p.duplicate_messages}" for p in phases],
     )
-    row("most step locks held in Redis at once", [str(p.most_locks) for p in phases])
+    row("most step locks held in Redis (read once a second)", [str(p.most_locks) for p in phases])
     workers = sorted({w for p in phases for w in p.shares})
     for worker in workers:
         row(
@@ -87,7 +89,7 @@ def report(args: argparse.Namespace, outcome: Outcome, total: float) -> None:
     print()
     if one and two and one.throughput:
         ratio = two.throughput / one.throughput
-        verdict = "met" if ratio >= SCALE_TARGET else "NOT MET"
+        verdict = "met" if ratio >= SCALE_TARGET else "NOT MET (reported, not a test failure)"
         print(
             f"two workers / one: {ratio:.2f}x the throughput ({two.throughput:.2f} against "
             f"{one.throughput:.2f} alerts/s; target {SCALE_TARGET}x: {verdict})"
@@ -97,7 +99,8 @@ def report(args: argparse.Namespace, outcome: Outcome, total: float) -> None:
         f"worker killed (SIGKILL, with its flow-run processes): {outcome.killed_worker} at "
         f"{outcome.killed_at:.1f} s, {in_flight} run(s) in flight "
         f"({', '.join(f'{k}: {len(v)}' for k, v in outcome.in_flight.items())}), "
-        f"{outcome.steps_done_before_kill} step(s) done in them"
+        f"{outcome.steps_done_before_kill} task run(s) finished in them (an alert each in a "
+        "batch)"
     )
     print(
         f"in-flight runs marked Crashed (no heartbeat for {LOST_RUN_SECONDS} s), then run again "
@@ -108,7 +111,7 @@ def report(args: argparse.Namespace, outcome: Outcome, total: float) -> None:
             if outcome.finished_at_kill
             else ""
         )
-        + f", {outcome.steps_cached_in_rerun} step(s) Cached in the re-runs"
+        + f", {outcome.steps_cached_in_rerun} step(s) found done (Cached) in the re-runs"
     )
     print(
         "response runs by final state: "
@@ -151,6 +154,10 @@ def problems(args: argparse.Namespace, outcome: Outcome, failure: str | None) ->
         found.append(
             f"{outcome.recovered} of the {in_flight} runs in flight at the kill were recovered"
         )
+    if not failure and not any(p.most_locks for p in outcome.phases):
+        found.append("no step lock was ever seen in Redis: are the workers using it?")
+    if not failure and not outcome.redis_keys.get(MESSAGING_DB):
+        found.append("Redis holds no messaging keys: are the Prefect servers using it?")
     if outcome.not_completed:
         found.append(f"runs not Completed: {', '.join(outcome.not_completed[:10])}")
     return found

@@ -89,6 +89,10 @@ def main() -> int:
         traceback.print_exc()
         failure = f"{type(exc).__name__}: {exc}"
     finally:
+        # A second Ctrl-C or SIGTERM must not cut the cleanup short (Redis and PostgreSQL,
+        # started first, are stopped last).
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         say("stopping everything ...")
         procs.stop_all()
         for undo in reversed(cleanup):

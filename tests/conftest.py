@@ -232,18 +232,24 @@ def served_flows(stack_blocks: list[str]) -> Iterator[None]:
             # a test that reads the run forms may come first.
             expected = [f"{flow.name}/{d.name}" for d, flow in deployments(get_settings())]
 
+            missing = list(expected)
+
             def registered() -> bool:
                 if proc.poll() is not None:
                     raise AssertionError(f"served flows exited:\n{_log_tail(log_path)}")
                 with get_client(sync_client=True) as client:
-                    try:
-                        for name in expected:
+                    for name in list(missing):
+                        try:
                             client.read_deployment_by_name(name)
-                    except ObjectNotFound:
-                        return False
+                        except ObjectNotFound:
+                            return False
+                        missing.remove(name)
                 return True
 
-            wait_until(registered, timeout=90, interval=0.5, what="served deployments")
+            try:
+                wait_until(registered, timeout=90, interval=0.5, what="served deployments")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}; not registered: {', '.join(missing)}") from None
             yield
         finally:
             proc.terminate()
