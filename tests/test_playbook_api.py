@@ -612,3 +612,34 @@ def test_an_installed_package_ships_playbooks_through_the_entry_point_group(
     found = load_registry("")
     assert found.problems == []
     assert found.playbooks["acme_ticket"].origin == "entry point acme (acme_playbooks)"
+
+
+def test_a_failed_run_s_message_names_every_channel_not_reached_however_long_the_reasons() -> None:
+    """A batch's table row keeps the first 1,000 characters of an alert's failure: a long reason
+    for the first channel must not push the others out of it."""
+    from riposte.alerts.response import Delivery
+    from riposte.playbooks.context import ActionResult, failure_message
+
+    reason = "notify graph-a-1 slack failed: Slack: message to #soc-alerts failed: " + "x" * 400
+    result = ActionResult(
+        rule="r",
+        playbook="ticket_and_notify",
+        disposition="ticket",
+        reason="default",
+        deliveries=[
+            *(
+                Delivery(channel=channel, delivered=False, detail=reason)
+                for channel in (
+                    "slack-incoming-webhook/riposte-slack",
+                    "teams-workflow-webhook/riposte-teams",
+                )
+            ),
+            Delivery(channel="email-smtp/soc", delivered=True),
+        ],
+        problems=["incident 7: Forbidden (HTTP 403)"],
+    )
+    row = f"FAILED: {failure_message([result])}"[:1000]
+    assert "riposte-slack: notify graph-a-1 slack failed" in row
+    assert "riposte-teams: notify graph-a-1 slack failed" in row
+    assert "email-smtp/soc" not in row
+    assert row.endswith("not done: incident 7: Forbidden (HTTP 403)")

@@ -366,7 +366,7 @@ def respond_batch(
                 failed.append(ref.alert_id)
                 first_error = first_error or f"{ref.source}-{ref.alert_id}: {exc}"[:500]
                 rows.append(
-                    {"alert": f"{ref.source}-{ref.alert_id}", "result": f"FAILED: {exc}"[:300]}
+                    {"alert": f"{ref.source}-{ref.alert_id}", "result": f"FAILED: {exc}"[:1000]}
                 )
                 continue
             rows.append(_row(summary))

@@ -120,8 +120,19 @@ class ActionResult(BaseModel):
         return failure_message([self])
 
 
+# Each reason in a failed run's message is cut to this length, so that the message (and a
+# batch's table row, which has a bound of its own) names every channel not reached.
+REASON_CHARS = 160
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= REASON_CHARS else text[: REASON_CHARS - 3] + "..."
+
+
 def failure_message(results: Sequence[ActionResult]) -> str:
-    unsent = [f"{d.channel}: {d.detail}" for r in results for d in r.deliveries if not d.delivered]
+    unsent = [
+        f"{d.channel}: {_cut(d.detail)}" for r in results for d in r.deliveries if not d.delivered
+    ]
     undone = [p for r in results for p in r.problems]
     parts = []
     if unsent:
