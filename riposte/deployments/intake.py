@@ -229,8 +229,8 @@ def _refusal(status: int, detail: str, **headers: str) -> JSONResponse:
 
 
 class QuickRetries(httpx.AsyncBaseTransport):
-    """Asks again soon, 4 times within about a second, when Prefect answers a run creation
-    with its database's "not now".
+    """Asks again soon, 5 times within about 2 seconds (the wait of the client's first retry),
+    when Prefect answers a run creation with its database's "not now".
 
     Prefect's server answers 503 `{"exception_message": "Service Unavailable"}` when its
     database refuses a write for now (SQLite's "database is locked" when two writes meet, a
@@ -239,13 +239,13 @@ class QuickRetries(httpx.AsyncBaseTransport):
     milliseconds. Only a creation that carries an idempotency key is asked again (asking again
     then never makes a second run), and only for that answer: a 503 with `Retry-After`, from
     Prefect's maintenance mode or from a load balancer, and every other request, go straight
-    to the client's own retries. After a round of quick tries that all failed, the next
-    minute's creations are left to the client's retries alone: a server that stays refused
-    is not asked five times as often."""
+    to the client's own retries. After a round of quick tries that all failed, the next 10
+    seconds' creations are left to the client's retries alone: a server that stays refused
+    is not asked several times as often."""
 
-    DELAYS = (0.05, 0.1, 0.2, 0.4)
+    DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8)
     JITTER = 0.5  # each delay is stretched by up to this share, so that replicas spread out
-    REST_SECONDS = 60.0
+    REST_SECONDS = 10.0
     _REFUSED_FOR_NOW = b"Service Unavailable"
 
     def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
@@ -268,6 +268,12 @@ class QuickRetries(httpx.AsyncBaseTransport):
         response = await self.inner.handle_async_request(request)
         if quick and response.status_code == 503:
             self._rest_until = time.monotonic() + self.REST_SECONDS
+            logger.warning(
+                "Prefect refused a run creation %d times in a row (503): the next %.0f s of "
+                "creations wait for its client's own retries",
+                len(self.DELAYS) + 1,
+                self.REST_SECONDS,
+            )
         return response
 
     async def _refused_for_now(self, response: httpx.Response) -> bool:
