@@ -413,6 +413,24 @@ def test_a_well_signed_link_for_someone_who_is_not_an_approver_decides_nothing(
     assert "approved by alice@contoso.com by signed link" in (done.state.message or "")  # type: ignore[union-attr]
 
 
+def test_links_that_took_longer_to_send_than_the_timeout_still_time_out(
+    sandbox: httpx.Client, intake_url: str, containment_policy: Callable[[str], None]
+) -> None:
+    """Bob's Teams message takes 9 s and the timeout is 1 s: the sweep booked when the links
+    went out runs before the run is suspended, and finds nothing to do. The run books another
+    for just after its suspension, so the default outcome still applies in seconds, not at
+    the sweep's hourly schedule (seen in CI on a slow machine, with a 3 s timeout)."""
+    containment_policy("1s")
+    sandbox.post(
+        "/_sandbox/faults", json={"service": "teams", "delay": 9.0, "times": 1}
+    ).raise_for_status()
+    alert = fresh(1)
+    respond(sandbox, intake_url, alert)
+    done = contain_run(alert, state="final")
+    assert done.state is not None and done.state.is_completed()
+    assert "by the policy's default outcome (nobody answered in time)" in (done.state.message or "")
+
+
 def test_timeout_applies_the_default_outcome_and_expired_links_say_so(
     sandbox: httpx.Client, intake_url: str, containment_policy: Callable[[str], None]
 ) -> None:

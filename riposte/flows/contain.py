@@ -77,11 +77,14 @@ from riposte.tasks.approvals import (
     request_approval,
 )
 from riposte.tasks.containment import ContainmentFailed, execute_action
+from riposte.tasks.runs import APPROVAL_SWEEP_DELAY, book_approval_sweep
 
 # Prefect's own pause timeout is this much longer than the policy's: the sweep applies the
 # policy's default outcome first; Prefect fails the run only if the sweep was down for a day.
 SWEEP_MARGIN_SECONDS = 86400
 PAUSE_KEY = "approval"
+# A sweep due this soon may run before the run is suspended: another is booked after it.
+LATE_BOOKING_MARGIN = timedelta(seconds=2)
 
 __all__ = [
     "AuditRow",
@@ -241,7 +244,7 @@ def _await_decision(run: ContainmentRun) -> Decided:
     answer = _answer_given(run_id)
     deadline = _ask_approvers(run, quiet=answer is not None)
     if answer is None:
-        answer = _suspend_for_answer(request, deadline)
+        answer = _suspend_for_answer(request, deadline, run_id)
     decided = judge(answer, request, run_id, load_approval_keys())
     get_run_logger().info(
         "Resumed: %s. (A resumed run starts again from the top: the approval requests "
@@ -286,9 +289,19 @@ def _ask_approvers(run: ContainmentRun, quiet: bool = False) -> datetime:
     return deadline
 
 
-def _suspend_for_answer(request: ContainmentRequest, deadline: datetime) -> ApprovalInput:
+def _suspend_for_answer(
+    request: ContainmentRequest, deadline: datetime, run_id: UUID
+) -> ApprovalInput:
     """Suspend the run (no process waits meanwhile) until its Resume form is answered: by a
-    link through the intake, the Prefect UI form, or the sweep."""
+    link through the intake, the Prefect UI form, or the sweep.
+
+    The sweep booked when the links were sent runs just after their deadline. When sending
+    them took about that long (a slow channel, a short timeout), that sweep may run before
+    this run is suspended, find nothing to do, and leave the default outcome to the sweep's
+    rare schedule: another sweep is booked then, for just after the suspension."""
+    now = datetime.now(UTC)
+    if deadline + APPROVAL_SWEEP_DELAY <= now + LATE_BOOKING_MARGIN:
+        book_approval_sweep(run_id, max(deadline, now))
     get_run_logger().info(
         "Waiting up to %d s for a decision on: %s",
         request.timeout_seconds,
