@@ -12,13 +12,12 @@ import pwd
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scale.processes import ScaleTestError, apt_install, say
+from scale.processes import ScaleTestError, apt_install, pip_install, say
 
 
 def postgres_bin() -> Path | None:
@@ -154,12 +153,5 @@ def ensure_asyncpg() -> str:
     """Prefect talks to PostgreSQL through asyncpg: install it only if Prefect came without."""
     if importlib.util.find_spec("asyncpg") is not None:
         return "asyncpg: present"
-    done = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "asyncpg"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if done.returncode != 0:
-        raise ScaleTestError(f"pip install asyncpg failed: {done.stderr.strip()[-500:]}")
+    pip_install("asyncpg")
     return "asyncpg: installed"

@@ -72,6 +72,18 @@ def apt_install(package: str, timeout: float) -> None:
             raise ScaleTestError(f"{' '.join(argv)} failed: {done.stderr.strip()[-500:]}")
 
 
+def pip_install(*requirements: str) -> None:
+    """Install Python packages the test needs into this interpreter's environment."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", *requirements],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if done.returncode != 0:
+        raise ScaleTestError(f"pip install {requirements[0]} failed: {done.stderr.strip()[-500:]}")
+
+
 def become_subreaper() -> None:
     """Orphans of our children (flow-run processes of a killed worker, the postmaster) become
     ours instead of init's, so that the final sweep finds and stops them."""

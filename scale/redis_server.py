@@ -9,11 +9,16 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-from scale.processes import Proc, Processes, ScaleTestError, apt_install, wait_until
+from scale.processes import (
+    Proc,
+    Processes,
+    ScaleTestError,
+    apt_install,
+    pip_install,
+    wait_until,
+)
 
 # Redis databases: Prefect's messaging, cache, ordering and leases; Docket; Riposte's locks.
 MESSAGING_DB, DOCKET_DB, LOCKS_DB = 0, 1, 2
@@ -21,9 +26,7 @@ MESSAGING_DB, DOCKET_DB, LOCKS_DB = 0, 1, 2
 
 def ensure_redis_installed() -> Path:
     """Debian's redis-server, installed from the archive first when absent."""
-    found = shutil.which("redis-server") or (
-        "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
-    )
+    found = shutil.which("redis-server", path=f"{os.environ.get('PATH', '')}:/usr/bin")
     if found:
         return Path(found)
     apt_install("redis-server", 600)
@@ -38,15 +41,7 @@ def ensure_prefect_redis() -> str:
         return "prefect-redis: present"
     from importlib.metadata import version
 
-    done = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "prefect-redis"]
-        + [f"prefect=={version('prefect')}"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if done.returncode != 0:
-        raise ScaleTestError(f"pip install prefect-redis failed: {done.stderr.strip()[-500:]}")
+    pip_install("prefect-redis", f"prefect=={version('prefect')}")
     return "prefect-redis: installed"
 
 
