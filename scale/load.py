@@ -93,7 +93,6 @@ class Phase:
     """One burst of the test and what it cost: its drain, each part's CPU, each worker's share."""
 
     name: str
-    workers: int
     alerts: int
     posted_after: float = float("nan")
     statuses: dict[int, int] = field(default_factory=dict)
@@ -123,7 +122,6 @@ class Phase:
 class Outcome:
     """What the test saw, filled in as it goes; `scale/report.py` prints and judges it."""
 
-    alerts: int
     phases: list[Phase] = field(default_factory=list)
     killed_at: float = float("nan")
     killed_worker: str = ""
@@ -334,10 +332,10 @@ def run(
     redis_port = free_port()
     stack = start_stack(procs, state, cleanup, redis_port)
     start_worker(procs, stack, state, args.worker_limit)
-    burst(args, stack, outcome, Phase("one worker", 1, args.alerts))
+    burst(args, stack, outcome, Phase("one worker", args.alerts))
     start_worker(procs, stack, state, args.worker_limit)
-    burst(args, stack, outcome, Phase("two workers", 2, args.alerts))
-    burst(args, stack, outcome, Phase("two workers, one killed", 2, args.alerts), procs=procs)
+    burst(args, stack, outcome, Phase("two workers", args.alerts))
+    burst(args, stack, outcome, Phase("two workers, one killed", args.alerts), procs=procs)
 
     outcome.machine_busy = machine_busy_seconds() - busy_at_start
     for name, pid in stack.parts.items():

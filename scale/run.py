@@ -69,7 +69,7 @@ def main() -> int:
     shutil.rmtree(state, ignore_errors=True)
     state.mkdir(parents=True)
     procs = Processes(state / "logs")
-    outcome = Outcome(alerts=args.alerts)
+    outcome = Outcome()
     cleanup: list[Callable[[], None]] = []
     become_subreaper()
 
