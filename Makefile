@@ -36,8 +36,8 @@ bench-replay: $(STAMP)
 bench-quota: $(STAMP)
 	$(BIN)/python bench/quota.py
 
-# PostgreSQL, Redis, two Prefect API servers, two intakes; bursts of 1,000 alerts with one worker,
-# with two, and with two of which one is killed mid-burst (about 9 minutes on 2 cores).
+# PostgreSQL, Redis, two Prefect API servers, two intakes; 500 alerts with one worker, 500 with
+# two, then 1,000 with two of which one is killed mid-burst (about 7 minutes on 2 cores).
 scale-test: $(STAMP)
 	$(BIN)/python scale/run.py
 

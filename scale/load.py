@@ -326,15 +326,16 @@ def run(
     state: Path,
     cleanup: list[Callable[[], None]],
 ) -> None:
-    """The stack, then three bursts of ``args.alerts``: one worker, two workers (throughput, 1
-    vs 2), then two workers with one SIGKILLed in the middle (nothing lost or doubled)."""
+    """The stack, then three bursts: ``args.compare_alerts`` with one worker, then with two
+    (throughput, 1 vs 2, on the same burst), then ``args.alerts`` with two workers of which one
+    is SIGKILLed in the middle (nothing lost or doubled)."""
     busy_at_start = machine_busy_seconds()
     redis_port = free_port()
     stack = start_stack(procs, state, cleanup, redis_port)
     start_worker(procs, stack, state, args.worker_limit)
-    burst(args, stack, outcome, Phase("one worker", args.alerts))
+    burst(args, stack, outcome, Phase("one worker", args.compare_alerts))
     start_worker(procs, stack, state, args.worker_limit)
-    burst(args, stack, outcome, Phase("two workers", args.alerts))
+    burst(args, stack, outcome, Phase("two workers", args.compare_alerts))
     burst(args, stack, outcome, Phase("two workers, one killed", args.alerts), procs=procs)
 
     outcome.machine_busy = machine_busy_seconds() - busy_at_start

@@ -14,12 +14,12 @@ Starts, each on its own free port and with its own state folders (as on machines
   and every deployment of prefect.yaml;
 - two intakes, each on its own API server with its own journal, and the process workers.
 Then posts three bursts of signed alerts alternating between the intakes, each drained before
-the next: with one worker, with two (the throughput of two against one), and with two of which
-one is SIGKILLed, with every flow-run process it started (a lost machine), in the middle of the
-burst. Checks that every alert was answered exactly once: one ticket and one message each, no
-loss, no duplicate. Prints a table; exits 1 on any loss or duplicate, on a run that did not end
-Completed, or when something did not finish in its bounded time. Everything it started is
-stopped at the end, whatever happened.
+the next: 500 with one worker and 500 with two (the throughput of two against one, on the same
+burst), then 1,000 with two, of which one is SIGKILLed, with every flow-run process it started
+(a lost machine), in the middle of the burst. Checks that every alert was answered exactly
+once: one ticket and one message each, no loss, no duplicate. Prints a table; exits 1 on any
+loss or duplicate, on a run that did not end Completed, or when something did not finish in its
+bounded time. Everything it started is stopped at the end, whatever happened.
 
 This file is the entry point (`make scale-test`); the parts: `scale/postgres.py` (PostgreSQL),
 `scale/redis_server.py` (Redis), `scale/processes.py` (the supervisor), `scale/load.py` (the
@@ -44,7 +44,15 @@ REPO = Path(__file__).resolve().parent.parent
 
 def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--alerts", type=int, default=1000, help="alerts in each of the 3 bursts")
+    parser.add_argument(
+        "--alerts", type=int, default=1000, help="alerts in the burst with a worker killed"
+    )
+    parser.add_argument(
+        "--compare-alerts",
+        type=int,
+        default=500,
+        help="alerts in each of the bursts that compare one worker with two",
+    )
     parser.add_argument("--senders", type=int, default=30, help="concurrent senders")
     parser.add_argument("--worker-limit", type=int, default=4, help="flow runs per worker")
     parser.add_argument(
